@@ -1,0 +1,313 @@
+//! CLIST: intrusive circular doubly linked lists, the one list type of the heap.
+//!
+//! As in MutekH, every list of region-heap is a ring of nodes that embed their
+//! own link: the block list of a chunk (address order), the free list of each
+//! size class, and the chunk list of a region (address order). A ring with one
+//! node links to itself, so a linked node always has a `next` and a `prev`.
+//!
+//! Two link encodings share the ring algorithms through the [`Link`] trait:
+//! - [`PtrLink`], two absolute pointers: free lists and chunk lists;
+//! - `block::RelLink`, two signed 32-bit offsets counted in granules: the
+//!   block list, which keeps a block header at 16 bytes on 64-bit targets.
+//!
+//! Invariant of every linked node `n`: `next(prev(n)) == n` and
+//! `prev(next(n)) == n`. [`is_consistent`] checks it for one node.
+
+use core::ptr::NonNull;
+
+/// A link of an intrusive circular doubly linked list.
+pub(crate) trait Link: Sized {
+    /// The node after `this` on its ring.
+    ///
+    /// # Safety
+    /// `this` points to an initialised link that the caller may read.
+    unsafe fn next(this: NonNull<Self>) -> NonNull<Self>;
+
+    /// The node before `this` on its ring.
+    ///
+    /// # Safety
+    /// `this` points to an initialised link that the caller may read.
+    unsafe fn prev(this: NonNull<Self>) -> NonNull<Self>;
+
+    /// Points `this` forward to `next`.
+    ///
+    /// # Safety
+    /// `this` points to link memory that the caller may write; `next` is a
+    /// node the encoding can reach from `this`.
+    unsafe fn set_next(this: NonNull<Self>, next: NonNull<Self>);
+
+    /// Points `this` back to `prev`.
+    ///
+    /// # Safety
+    /// As for [`Link::set_next`].
+    unsafe fn set_prev(this: NonNull<Self>, prev: NonNull<Self>);
+}
+
+/// Makes `node` a ring of one.
+///
+/// # Safety
+/// `node` points to link memory that the caller may write.
+pub(crate) unsafe fn make_ring<L: Link>(node: NonNull<L>) {
+    // SAFETY: the caller guarantees `node` is writable link memory.
+    unsafe {
+        L::set_next(node, node);
+        L::set_prev(node, node);
+    }
+}
+
+/// Inserts `node` right after `at`, on `at`'s ring.
+///
+/// # Safety
+/// `at` is linked on a consistent ring; `node` is writable link memory and is
+/// not linked on any ring.
+pub(crate) unsafe fn insert_after<L: Link>(at: NonNull<L>, node: NonNull<L>) {
+    // SAFETY: `at` and its successor are valid linked nodes (caller), and
+    // `node` is writable: the four writes keep the ring consistent.
+    unsafe {
+        let next = L::next(at);
+        L::set_next(node, next);
+        L::set_prev(node, at);
+        L::set_prev(next, node);
+        L::set_next(at, node);
+    }
+}
+
+/// Takes `node` off its ring; its own link is left stale.
+///
+/// # Safety
+/// `node` is linked on a consistent ring.
+pub(crate) unsafe fn unlink<L: Link>(node: NonNull<L>) {
+    // SAFETY: on a consistent ring both neighbours are valid linked nodes.
+    unsafe {
+        let next = L::next(node);
+        let prev = L::prev(node);
+        L::set_next(prev, next);
+        L::set_prev(next, prev);
+    }
+}
+
+/// Whether both neighbours of `node` link back to it.
+///
+/// # Safety
+/// `node` and both of its neighbours point to readable links.
+pub(crate) unsafe fn is_consistent<L: Link>(node: NonNull<L>) -> bool {
+    // SAFETY: readability of `node` and its neighbours is the caller's promise.
+    unsafe { L::prev(L::next(node)) == node && L::next(L::prev(node)) == node }
+}
+
+/// A link made of two absolute pointers.
+#[repr(C)]
+pub(crate) struct PtrLink {
+    next: NonNull<PtrLink>,
+    prev: NonNull<PtrLink>,
+}
+
+impl Link for PtrLink {
+    unsafe fn next(this: NonNull<Self>) -> NonNull<Self> {
+        // SAFETY: `this` is an initialised, readable link (caller).
+        unsafe { (*this.as_ptr()).next }
+    }
+
+    unsafe fn prev(this: NonNull<Self>) -> NonNull<Self> {
+        // SAFETY: `this` is an initialised, readable link (caller).
+        unsafe { (*this.as_ptr()).prev }
+    }
+
+    unsafe fn set_next(this: NonNull<Self>, next: NonNull<Self>) {
+        // SAFETY: `this` is writable link memory (caller); a raw field write
+        // does not read the possibly uninitialised old value.
+        unsafe { (*this.as_ptr()).next = next }
+    }
+
+    unsafe fn set_prev(this: NonNull<Self>, prev: NonNull<Self>) {
+        // SAFETY: as in `set_next`.
+        unsafe { (*this.as_ptr()).prev = prev }
+    }
+}
+
+/// The head of a CLIST of [`PtrLink`] nodes: the first node, or none.
+///
+/// The head is not a node: a list whose last node is removed becomes empty.
+pub(crate) struct Clist {
+    first: Option<NonNull<PtrLink>>,
+}
+
+impl Clist {
+    /// An empty list.
+    pub(crate) const fn new() -> Self {
+        Clist { first: None }
+    }
+
+    /// The first node, if any.
+    #[inline]
+    pub(crate) fn first(&self) -> Option<NonNull<PtrLink>> {
+        self.first
+    }
+
+    /// Whether the list has no node.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Inserts `node` first (LIFO order).
+    ///
+    /// # Safety
+    /// `node` is writable link memory not linked anywhere; the list's nodes
+    /// are valid.
+    #[inline]
+    pub(crate) unsafe fn push_front(&mut self, node: NonNull<PtrLink>) {
+        // SAFETY: `node` is free writable link memory and the current first
+        // node, if any, is on a consistent ring (caller).
+        unsafe {
+            match self.first {
+                None => make_ring(node),
+                Some(first) => insert_after(PtrLink::prev(first), node),
+            }
+        }
+        self.first = Some(node);
+    }
+
+    /// Inserts `node` right before `at`, a node of this list; `node`
+    /// becomes first when `at` was first.
+    ///
+    /// # Safety
+    /// `at` is a node of this list; `node` is writable link memory not
+    /// linked anywhere.
+    pub(crate) unsafe fn insert_before(&mut self, at: NonNull<PtrLink>, node: NonNull<PtrLink>) {
+        // SAFETY: `at` is on this consistent ring, so its `prev` is too.
+        unsafe { insert_after(PtrLink::prev(at), node) };
+        if self.first == Some(at) {
+            self.first = Some(node);
+        }
+    }
+
+    /// Appends `node` last.
+    ///
+    /// # Safety
+    /// As for [`Clist::push_front`].
+    pub(crate) unsafe fn push_back(&mut self, node: NonNull<PtrLink>) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match self.first {
+                None => {
+                    make_ring(node);
+                    self.first = Some(node);
+                }
+                Some(first) => insert_after(PtrLink::prev(first), node),
+            }
+        }
+    }
+
+    /// Removes `node`, a node of this list.
+    ///
+    /// # Safety
+    /// `node` is linked on this list.
+    #[inline]
+    pub(crate) unsafe fn remove(&mut self, node: NonNull<PtrLink>) {
+        // SAFETY: `node` is on this consistent ring (caller).
+        let next = unsafe { PtrLink::next(node) };
+        if self.first == Some(node) {
+            self.first = if next == node { None } else { Some(next) };
+        }
+        // SAFETY: as above.
+        unsafe { unlink(node) };
+    }
+
+    /// Iterates over the nodes, first to last.
+    ///
+    /// # Safety
+    /// The list must stay unchanged and its nodes readable while the
+    /// iterator is used.
+    pub(crate) unsafe fn iter(&self) -> Iter {
+        Iter {
+            first: self.first,
+            next: self.first,
+        }
+    }
+}
+
+/// Iterator over the nodes of a [`Clist`].
+pub(crate) struct Iter {
+    first: Option<NonNull<PtrLink>>,
+    next: Option<NonNull<PtrLink>>,
+}
+
+impl Iterator for Iter {
+    type Item = NonNull<PtrLink>;
+
+    fn next(&mut self) -> Option<NonNull<PtrLink>> {
+        let node = self.next?;
+        // SAFETY: `Clist::iter`'s caller keeps the nodes valid and unchanged.
+        let after = unsafe { PtrLink::next(node) };
+        self.next = if Some(after) == self.first {
+            None
+        } else {
+            Some(after)
+        };
+        Some(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn nodes(n: usize) -> Vec<NonNull<PtrLink>> {
+        let mut store: Vec<core::mem::MaybeUninit<PtrLink>> = Vec::with_capacity(n);
+        store.resize_with(n, core::mem::MaybeUninit::uninit);
+        let base = store.leak().as_mut_ptr().cast::<PtrLink>();
+        // SAFETY: `base` has room for `n` links, leaked for the test's life.
+        (0..n)
+            .map(|i| NonNull::new(unsafe { base.add(i) }).unwrap())
+            .collect()
+    }
+
+    fn collect(list: &Clist) -> Vec<NonNull<PtrLink>> {
+        // SAFETY: the test's nodes are leaked and the list is not changed.
+        unsafe { list.iter() }.collect()
+    }
+
+    #[test]
+    fn push_remove_keeps_ring_consistent() {
+        let n = nodes(4);
+        let mut list = Clist::new();
+        assert!(list.is_empty());
+        // SAFETY: fresh nodes, linked once each.
+        unsafe {
+            list.push_front(n[0]);
+            list.push_front(n[1]);
+            list.push_back(n[2]);
+            list.insert_before(n[1], n[3]);
+        }
+        assert_eq!(collect(&list), [n[3], n[1], n[0], n[2]]);
+        for &node in &n {
+            // SAFETY: every node is linked on the list.
+            assert!(unsafe { is_consistent(node) });
+        }
+        // SAFETY: each removed node is on the list.
+        unsafe {
+            list.remove(n[3]);
+            assert_eq!(collect(&list), [n[1], n[0], n[2]]);
+            list.remove(n[0]);
+            assert_eq!(collect(&list), [n[1], n[2]]);
+            list.remove(n[2]);
+            list.remove(n[1]);
+        }
+        assert!(list.is_empty());
+        assert_eq!(collect(&list), []);
+    }
+
+    #[test]
+    fn ring_of_one_links_to_itself() {
+        let n = nodes(1);
+        // SAFETY: a fresh node.
+        unsafe {
+            make_ring(n[0]);
+            assert_eq!(PtrLink::next(n[0]), n[0]);
+            assert_eq!(PtrLink::prev(n[0]), n[0]);
+            assert!(is_consistent(n[0]));
+        }
+    }
+}

@@ -1,0 +1,818 @@
+//! The heap: regions in priority order and the public allocation API.
+//!
+//! A [`Heap`] lists up to [`MAX_REGIONS`] regions, highest priority first.
+//! Allocation asks each region in turn (one O(1) index lookup each); free
+//! finds the region whose memory holds the pointer, validates the header
+//! (owner, state, links both ways) and merges in O(1). Every refused call
+//! returns a [`HeapError`] and changes nothing.
+//!
+//! Invariants: regions are disjoint and sorted by priority (stable for
+//! equal priorities); `in_use` is the sum of the regions' used bytes and
+//! `peak` its maximum so far.
+
+use core::alloc::Layout;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::block::{block_size_for, Block, GRANULE, HEADER_SIZE, MAX_CHUNK_SIZE};
+use crate::error::{Corruption, HeapError};
+use crate::policy::{FirstFit, FitPolicy};
+use crate::region::{Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
+use crate::stats::Stats;
+
+/// Most regions one heap can hold.
+pub const MAX_REGIONS: usize = 16;
+
+/// A handle on a region of a heap, returned when the region is added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegionId(usize);
+
+impl RegionId {
+    /// The address of the region's control structure.
+    pub fn addr(self) -> usize {
+        self.0
+    }
+}
+
+/// Operation counters of a heap.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ops {
+    allocations: u64,
+    frees: u64,
+    reallocations: u64,
+    in_place: u64,
+    failures: u64,
+    misuses: u64,
+}
+
+/// A region heap: the raw allocator, without a lock.
+///
+/// `P` is the [`FitPolicy`]; [`Heap::new`] uses [`FirstFit`].
+pub struct Heap<P: FitPolicy = FirstFit> {
+    regions: [NonNull<Region>; MAX_REGIONS],
+    count: usize,
+    in_use: usize,
+    peak: usize,
+    ops: Ops,
+    policy: PhantomData<P>,
+}
+
+// SAFETY: a heap owns its regions' memory exclusively (`add_region`'s
+// contract); nothing in it is tied to a thread.
+unsafe impl<P: FitPolicy> Send for Heap<P> {}
+
+impl Heap<FirstFit> {
+    /// An empty heap with the default [`FirstFit`] policy.
+    pub const fn new() -> Self {
+        Self::with_policy()
+    }
+}
+
+impl Default for Heap<FirstFit> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Aligns a caller's range to granules: `(start, len)`, or `None` if
+/// nothing is left.
+fn align_range(start: *mut u8, size: usize) -> Option<(NonNull<u8>, usize)> {
+    let addr = start.addr();
+    let end = addr.checked_add(size)?;
+    let first = addr.checked_next_multiple_of(GRANULE)?;
+    let last = end & !(GRANULE - 1);
+    let len = last.checked_sub(first)?;
+    let ptr = NonNull::new(start.wrapping_add(first - addr))?;
+    Some((ptr, len))
+}
+
+impl<P: FitPolicy> Heap<P> {
+    /// An empty heap with policy `P`.
+    pub const fn with_policy() -> Self {
+        Heap {
+            regions: [NonNull::dangling(); MAX_REGIONS],
+            count: 0,
+            in_use: 0,
+            peak: 0,
+            ops: Ops {
+                allocations: 0,
+                frees: 0,
+                reallocations: 0,
+                in_place: 0,
+                failures: 0,
+                misuses: 0,
+            },
+            policy: PhantomData,
+        }
+    }
+
+    fn region_ptrs(&self) -> &[NonNull<Region>] {
+        &self.regions[..self.count]
+    }
+
+    fn region(&self, i: usize) -> &Region {
+        // SAFETY: the first `count` entries are live regions owned by this
+        // heap (add_region's contract).
+        unsafe { self.regions[i].as_ref() }
+    }
+
+    fn region_mut(&mut self, i: usize) -> &mut Region {
+        // SAFETY: as in `region`; `&mut self` makes the access exclusive.
+        unsafe { self.regions[i].as_mut() }
+    }
+
+    fn regions(&self) -> impl Iterator<Item = &Region> + '_ {
+        (0..self.count).map(|i| self.region(i))
+    }
+
+    /// Adds `[start, start + size)` as a new region of priority 0.
+    ///
+    /// # Safety
+    /// The range is valid for reads and writes, used by nothing else, and
+    /// stays so while the heap (or any block it handed out) is in use.
+    pub unsafe fn add_region(&mut self, start: *mut u8, size: usize) -> Result<(), HeapError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.add_region_with_priority(start, size, 0) }.map(|_| ())
+    }
+
+    /// Adds a region; allocation tries regions of higher `priority` first
+    /// (regions of equal priority in the order they were added).
+    ///
+    /// # Safety
+    /// As for [`Heap::add_region`].
+    pub unsafe fn add_region_with_priority(
+        &mut self,
+        start: *mut u8,
+        size: usize,
+        priority: u8,
+    ) -> Result<RegionId, HeapError> {
+        let (ptr, len) = self.vet_range(start, size, REGION_SIZE + MIN_CHUNK)?;
+        if self.count == MAX_REGIONS {
+            return Err(HeapError::TooManyRegions);
+        }
+        // SAFETY: the range is aligned, large enough, disjoint from the
+        // heap, and the caller gives it to the heap.
+        let region = unsafe { Region::create(ptr, len, priority) };
+        let at = self
+            .region_ptrs()
+            .iter()
+            // SAFETY: live regions of this heap.
+            .position(|r| unsafe { r.as_ref() }.priority < priority)
+            .unwrap_or(self.count);
+        self.regions.copy_within(at..self.count, at + 1);
+        self.regions[at] = region;
+        self.count += 1;
+        Ok(RegionId(region.as_ptr().addr()))
+    }
+
+    /// Checks a new range: aligned to granules, at least `min` bytes, and
+    /// disjoint from every region.
+    fn vet_range(
+        &self,
+        start: *mut u8,
+        size: usize,
+        min: usize,
+    ) -> Result<(NonNull<u8>, usize), HeapError> {
+        let too_small = HeapError::RegionTooSmall {
+            start: start.addr(),
+            size,
+        };
+        let (ptr, len) = align_range(start, size).ok_or(too_small)?;
+        if len < min {
+            return Err(too_small);
+        }
+        let begin = ptr.as_ptr().addr();
+        if self.regions().any(|r| r.overlaps(begin, begin + len)) {
+            return Err(HeapError::RegionOverlap {
+                start: start.addr(),
+                size,
+            });
+        }
+        Ok((ptr, len))
+    }
+
+    fn position(&self, id: RegionId) -> Result<usize, HeapError> {
+        self.region_ptrs()
+            .iter()
+            .position(|r| r.as_ptr().addr() == id.0)
+            .ok_or(HeapError::UnknownRegion)
+    }
+
+    /// Extends a region with `[start, start + size)` as a new chunk, joined
+    /// with a chunk of that region it touches.
+    ///
+    /// # Safety
+    /// As for [`Heap::add_region`].
+    pub unsafe fn extend(
+        &mut self,
+        region: RegionId,
+        start: *mut u8,
+        size: usize,
+    ) -> Result<(), HeapError> {
+        let i = self.position(region)?;
+        let (ptr, len) = self.vet_range(start, size, MIN_CHUNK)?;
+        // SAFETY: a vetted range the caller gives to the heap.
+        unsafe { self.region_mut(i).add_range(ptr, len) };
+        Ok(())
+    }
+
+    /// Adds memory wherever it fits best: joined to the region that has a
+    /// chunk it touches, else as a new chunk of the highest-priority region,
+    /// else as the heap's first region. This is what a growth hook calls.
+    ///
+    /// # Safety
+    /// As for [`Heap::add_region`].
+    pub unsafe fn add_memory(&mut self, start: *mut u8, size: usize) -> Result<(), HeapError> {
+        if self.count == 0 {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.add_region(start, size) };
+        }
+        let (ptr, len) = self.vet_range(start, size, MIN_CHUNK)?;
+        let begin = ptr.as_ptr().addr();
+        let i = (0..self.count)
+            .find(|&i| self.region(i).touching_chunk(begin, begin + len).is_some())
+            .unwrap_or(0);
+        // SAFETY: a vetted range the caller gives to the heap.
+        unsafe { self.region_mut(i).add_range(ptr, len) };
+        Ok(())
+    }
+
+    /// Bytes a growth hook should supply so that a failed `layout` request
+    /// can succeed once the memory is added with [`Heap::add_memory`].
+    pub fn growth_hint(&self, layout: Layout) -> usize {
+        let control = if self.count == 0 { REGION_SIZE } else { 0 };
+        block_size_for(layout.size())
+            .and_then(|s| s.checked_add(layout.align().max(GRANULE) + GRANULE))
+            .and_then(|s| s.checked_add(SENTINEL_SIZE + control))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Allocates a block for `layout`.
+    ///
+    /// Fails with `SizeOverflow` or `BadAlignment` for requests no heap can
+    /// serve and `OutOfMemory` when no region has room.
+    pub fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
+        let size = block_size_for(layout.size()).ok_or(HeapError::SizeOverflow {
+            size: layout.size(),
+        })?;
+        let align = layout.align();
+        if align > MAX_CHUNK_SIZE / 2 {
+            return Err(HeapError::BadAlignment { align });
+        }
+        for i in 0..self.count {
+            let region = self.region_mut(i);
+            let before = region.c.used_bytes;
+            // SAFETY: a live region of this heap, borrowed exclusively.
+            if let Some(block) = unsafe { region.allocate(size, align, P::BEST_FIT) } {
+                let grown = region.c.used_bytes - before;
+                self.account_growth(grown);
+                self.ops.allocations += 1;
+                return Ok(block.data());
+            }
+        }
+        self.ops.failures += 1;
+        Err(HeapError::OutOfMemory {
+            size: layout.size(),
+            align,
+        })
+    }
+
+    /// Allocates `layout` with every byte zeroed.
+    pub fn allocate_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
+        let ptr = self.allocate(layout)?;
+        // SAFETY: the block holds at least `layout.size()` writable bytes.
+        unsafe { ptr.write_bytes(0, layout.size()) };
+        Ok(ptr)
+    }
+
+    #[inline]
+    fn account_growth(&mut self, grown: usize) {
+        self.in_use += grown;
+        if self.in_use > self.peak {
+            self.peak = self.in_use;
+        }
+    }
+
+    /// Finds the region holding `ptr` and validates its block.
+    fn locate(&self, ptr: NonNull<u8>) -> Result<(usize, Block), HeapError> {
+        let addr = ptr.as_ptr().addr();
+        let mut result = Err(HeapError::NotFromHeap { addr });
+        for i in 0..self.count {
+            let region = self.region(i);
+            if region.spans(addr) {
+                // SAFETY: a live region whose span holds `ptr`.
+                result = unsafe { region.validate(ptr) }.map(|b| (i, b));
+                if result.is_ok() {
+                    break;
+                }
+            }
+        }
+        result
+    }
+
+    /// Like `locate`, counting a failure as a misuse.
+    fn locate_mut(&mut self, ptr: NonNull<u8>) -> Result<(usize, Block), HeapError> {
+        let found = self.locate(ptr);
+        if found.is_err() {
+            self.ops.misuses += 1;
+        }
+        found
+    }
+
+    /// Frees the block that starts at `ptr`; no region or layout needed.
+    ///
+    /// Fails, changing nothing, with `NotFromHeap`, `NotBlockStart`,
+    /// `DoubleFree` or `Corrupted`.
+    ///
+    /// # Safety
+    /// If `ptr` is a live block of this heap, nothing uses it any more.
+    pub unsafe fn free(&mut self, ptr: NonNull<u8>) -> Result<(), HeapError> {
+        let (i, block) = self.locate_mut(ptr)?;
+        // SAFETY: `block` was validated as a used block of region `i`.
+        unsafe { self.release(i, block) };
+        Ok(())
+    }
+
+    /// # Safety
+    /// `block` is a validated used block of region `i`.
+    #[inline]
+    unsafe fn release(&mut self, i: usize, block: Block) {
+        let size = block.size();
+        // SAFETY: forwarded.
+        unsafe { self.region_mut(i).release(block) };
+        self.in_use -= size;
+        self.ops.frees += 1;
+    }
+
+    /// Frees a block allocated with `layout`, also checking that the layout
+    /// fits the block (`LayoutMismatch` otherwise).
+    ///
+    /// # Safety
+    /// As for [`Heap::free`].
+    pub unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
+        let (i, block) = self.locate_mut(ptr)?;
+        self.check_layout(ptr, block, layout)?;
+        // SAFETY: validated above.
+        unsafe { self.release(i, block) };
+        Ok(())
+    }
+
+    fn check_layout(
+        &mut self,
+        ptr: NonNull<u8>,
+        block: Block,
+        layout: Layout,
+    ) -> Result<(), HeapError> {
+        let addr = ptr.as_ptr().addr();
+        if layout.size() > block.usable() || !addr.is_multiple_of(layout.align()) {
+            self.ops.misuses += 1;
+            return Err(HeapError::LayoutMismatch {
+                addr,
+                size: layout.size(),
+                align: layout.align(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Resizes the block at `ptr` (allocated with `layout`) to `new_size`
+    /// bytes, in place when the block or its free successor allows, else by
+    /// moving the data to a new block. On failure the old block is intact.
+    ///
+    /// # Safety
+    /// As for [`Heap::free`]: when the block moves, the old pointer dies.
+    pub unsafe fn realloc(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, HeapError> {
+        let (i, block) = self.locate_mut(ptr)?;
+        self.check_layout(ptr, block, layout)?;
+        let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
+        // SAFETY: a validated used block of region `i`.
+        if unsafe { self.resize_block(i, block, size) } {
+            self.ops.reallocations += 1;
+            self.ops.in_place += 1;
+            return Ok(ptr);
+        }
+        let new_layout = Layout::from_size_align(new_size, layout.align())
+            .map_err(|_| HeapError::SizeOverflow { size: new_size })?;
+        let new = self.allocate(new_layout)?;
+        self.ops.allocations -= 1;
+        // SAFETY: both blocks are live and distinct; the old one holds at
+        // least `layout.size()` bytes and the new one `new_size`.
+        unsafe { new.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
+        // SAFETY: still the validated block: allocation does not touch used blocks.
+        unsafe { self.release(i, block) };
+        self.ops.frees -= 1;
+        self.ops.reallocations += 1;
+        Ok(new)
+    }
+
+    /// # Safety
+    /// `block` is a validated used block of region `i`.
+    unsafe fn resize_block(&mut self, i: usize, block: Block, size: usize) -> bool {
+        let region = self.region_mut(i);
+        let before = region.c.used_bytes;
+        // SAFETY: forwarded.
+        let done = unsafe { region.resize_in_place(block, size) };
+        let after = region.c.used_bytes;
+        self.in_use = self.in_use + after - before;
+        self.peak = self.peak.max(self.in_use);
+        done
+    }
+
+    /// Resizes the block at `ptr` to at least `new_size` usable bytes
+    /// without ever moving it (MutekH's `resize`); `Ok(false)` when it would
+    /// have to move, in which case nothing changed.
+    ///
+    /// # Safety
+    /// `ptr` is a block of this heap that the caller owns.
+    pub unsafe fn resize_in_place(
+        &mut self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<bool, HeapError> {
+        let (i, block) = self.locate_mut(ptr)?;
+        let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
+        // SAFETY: a validated used block of region `i`.
+        let done = unsafe { self.resize_block(i, block, size) };
+        if done {
+            self.ops.reallocations += 1;
+            self.ops.in_place += 1;
+        }
+        Ok(done)
+    }
+
+    /// Usable bytes of the block at `ptr` (at least what was requested).
+    ///
+    /// # Safety
+    /// None beyond a pointer the caller got from this heap: invalid pointers
+    /// are reported, not dereferenced outside the heap.
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
+        self.locate(ptr).map(|(_, block)| block.usable())
+    }
+
+    /// Takes the fixed range `[start, start + size)` out of the free memory,
+    /// as an allocated block whose data starts at `start` (16-aligned).
+    /// Free it like any block to give it back.
+    pub fn reserve(&mut self, start: *mut u8, size: usize) -> Result<NonNull<u8>, HeapError> {
+        let unavailable = HeapError::RangeUnavailable {
+            start: start.addr(),
+            size,
+        };
+        let block_size = block_size_for(size).ok_or(HeapError::SizeOverflow { size })?;
+        if !start.addr().is_multiple_of(GRANULE) || start.addr() < HEADER_SIZE {
+            return Err(unavailable);
+        }
+        let header = start.addr() - HEADER_SIZE;
+        for i in 0..self.count {
+            let region = self.region_mut(i);
+            if !region.spans(header) {
+                continue;
+            }
+            let before = region.c.used_bytes;
+            // SAFETY: a live region of this heap, borrowed exclusively.
+            if let Some(block) = unsafe { region.reserve(header, block_size) } {
+                let grown = region.c.used_bytes - before;
+                self.account_growth(grown);
+                self.ops.allocations += 1;
+                return Ok(block.data());
+            }
+        }
+        Err(unavailable)
+    }
+
+    /// Regions in the heap.
+    pub fn region_count(&self) -> usize {
+        self.count
+    }
+
+    /// Handles on the regions, in allocation (priority) order.
+    pub fn region_ids(&self) -> impl Iterator<Item = RegionId> + '_ {
+        self.region_ptrs()
+            .iter()
+            .map(|r| RegionId(r.as_ptr().addr()))
+    }
+
+    /// Statistics of the whole heap.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.regions().fold(Stats::default(), |mut s, r| {
+            add_region_stats(&mut s, r);
+            s
+        });
+        stats.peak_in_use_bytes = self.peak;
+        stats.allocations = self.ops.allocations;
+        stats.frees = self.ops.frees;
+        stats.reallocations = self.ops.reallocations;
+        stats.in_place_reallocations = self.ops.in_place;
+        stats.failures = self.ops.failures;
+        stats.misuses = self.ops.misuses;
+        stats
+    }
+
+    /// Statistics of one region (its operation counters are zero: those
+    /// are kept per heap).
+    pub fn region_stats(&self, region: RegionId) -> Result<Stats, HeapError> {
+        let i = self.position(region)?;
+        let mut stats = Stats::default();
+        add_region_stats(&mut stats, self.region(i));
+        Ok(stats)
+    }
+
+    /// Walks the whole heap and reports the first inconsistency: see the
+    /// `check` module for everything it verifies.
+    pub fn check(&self) -> Result<(), HeapError> {
+        for region in self.regions() {
+            region.check()?;
+        }
+        let used: usize = self.regions().map(|r| r.c.used_bytes).sum();
+        if used != self.in_use || self.peak < self.in_use {
+            let addr = self.region_ptrs().first().map_or(0, |r| r.as_ptr().addr());
+            return Err(HeapError::Corrupted {
+                addr,
+                what: Corruption::Stats,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes every region, chunk and block to `out`.
+    pub fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        for region in self.regions() {
+            region.dump(out)?;
+        }
+        Ok(())
+    }
+}
+
+fn add_region_stats(stats: &mut Stats, region: &Region) {
+    let c = &region.c;
+    stats.regions += 1;
+    stats.chunks += region.chunk_count();
+    stats.total_bytes += c.total_bytes;
+    stats.in_use_bytes += c.used_bytes;
+    stats.allocated_bytes += c.used_bytes - c.used_blocks * HEADER_SIZE;
+    stats.free_bytes += c.free_bytes();
+    stats.metadata_bytes += c.metadata_bytes;
+    stats.used_blocks += c.used_blocks;
+    stats.free_blocks += c.free_blocks;
+    let largest = region.largest_free().saturating_sub(HEADER_SIZE);
+    stats.largest_free = stats.largest_free.max(largest);
+    stats.peak_in_use_bytes = stats.peak_in_use_bytes.max(c.used_bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::BestFit;
+    use crate::testutil::Arena;
+
+    fn layout(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    fn heap_over(arena: &Arena) -> Heap {
+        let mut heap = Heap::new();
+        // SAFETY: the arena outlives the heap in every test.
+        unsafe { heap.add_region(arena.ptr(), arena.len()) }.unwrap();
+        heap
+    }
+
+    fn balanced<P: FitPolicy>(heap: &Heap<P>) {
+        let s = heap.stats();
+        assert_eq!(
+            s.total_bytes,
+            s.in_use_bytes + s.free_bytes + s.metadata_bytes,
+            "{s:?}"
+        );
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn split_then_coalesce_both_ways() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        let p: [_; 3] = core::array::from_fn(|_| heap.allocate(layout(100, 8)).unwrap());
+        assert_eq!(heap.stats().used_blocks, 3);
+        assert_eq!(heap.stats().free_blocks, 1, "the tail was split off");
+        // SAFETY: live blocks of this heap.
+        unsafe {
+            heap.free(p[1]).unwrap();
+            assert_eq!(heap.stats().free_blocks, 2);
+            heap.free(p[0]).unwrap(); // merges with p[1]'s block
+            assert_eq!(heap.stats().free_blocks, 2);
+            heap.free(p[2]).unwrap(); // merges with both neighbours
+        }
+        let s = heap.stats();
+        assert_eq!((s.used_blocks, s.free_blocks, s.in_use_bytes), (0, 1, 0));
+        balanced(&heap);
+    }
+
+    #[test]
+    fn header_overhead_is_sixteen_bytes() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        let a = heap.allocate(layout(64, 8)).unwrap();
+        let b = heap.allocate(layout(64, 8)).unwrap();
+        assert_eq!(b.as_ptr().addr() - a.as_ptr().addr(), 64 + HEADER_SIZE);
+        // SAFETY: a live block.
+        assert_eq!(unsafe { heap.usable_size(a) }.unwrap(), 64);
+    }
+
+    #[test]
+    fn aligned_allocations_return_the_gap() {
+        let arena = Arena::new(256 << 10);
+        let mut heap = heap_over(&arena);
+        let mut live = std::vec::Vec::new();
+        for shift in 5..=12 {
+            let align = 1 << shift;
+            let p = heap.allocate(layout(24, align)).unwrap();
+            assert_eq!(p.as_ptr().addr() % align, 0);
+            // SAFETY: 24 writable bytes.
+            unsafe { p.write_bytes(shift as u8, 24) };
+            live.push((p, shift as u8));
+            balanced(&heap);
+        }
+        for (p, fill) in live {
+            // SAFETY: live blocks written above.
+            unsafe {
+                assert!((0..24).all(|i| *p.as_ptr().add(i) == fill));
+                heap.free(p).unwrap();
+            }
+        }
+        let s = heap.stats();
+        assert_eq!((s.used_blocks, s.free_blocks), (0, 1), "gaps merged back");
+        balanced(&heap);
+    }
+
+    #[test]
+    fn aligned_allocation_takes_an_exact_fit() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        // Fill everything, then free one 4 KiB-aligned block of 4096 bytes:
+        // the only free memory is an exact fit for (4096, 4096).
+        let big = heap.allocate(layout(4096, 4096)).unwrap();
+        let mut fillers = std::vec::Vec::new();
+        while let Ok(p) = heap.allocate(layout(16, 16)) {
+            fillers.push(p);
+        }
+        // SAFETY: a live block.
+        unsafe { heap.free(big) }.unwrap();
+        let again = heap.allocate(layout(4096, 4096)).unwrap();
+        assert_eq!(again, big);
+        balanced(&heap);
+    }
+
+    #[test]
+    fn realloc_grows_and_shrinks_in_place_and_moves_only_when_it_must() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        let l = layout(64, 8);
+        let p = heap.allocate(l).unwrap();
+        // SAFETY: 64 writable bytes; blocks live until freed.
+        unsafe {
+            p.write_bytes(0xab, 64);
+            let q = heap.realloc(p, l, 1000).unwrap();
+            assert_eq!(q, p, "grew into the free successor");
+            let r = heap.realloc(q, layout(1000, 8), 32).unwrap();
+            assert_eq!(r, p, "shrank in place");
+            assert!((0..32).all(|i| *r.as_ptr().add(i) == 0xab));
+            let blocker = heap.allocate(layout(16, 8)).unwrap();
+            let moved = heap.realloc(r, layout(32, 8), 4000).unwrap();
+            assert_ne!(moved, r, "a used successor forces a move");
+            assert!((0..32).all(|i| *moved.as_ptr().add(i) == 0xab));
+            heap.free(blocker).unwrap();
+            heap.free(moved).unwrap();
+        }
+        let s = heap.stats();
+        assert_eq!((s.reallocations, s.in_place_reallocations), (3, 2));
+        balanced(&heap);
+    }
+
+    #[test]
+    fn resize_in_place_never_moves() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        let a = heap.allocate(layout(64, 8)).unwrap();
+        let _b = heap.allocate(layout(64, 8)).unwrap();
+        // SAFETY: a live block.
+        unsafe {
+            assert_eq!(heap.resize_in_place(a, 4096), Ok(false));
+            assert_eq!(heap.resize_in_place(a, 16), Ok(true));
+            // The 48-byte tail is a block of its own again.
+            assert_eq!(heap.usable_size(a), Ok(16));
+        }
+    }
+
+    #[test]
+    fn reserve_carves_a_fixed_range() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        let start = arena.at(32 << 10);
+        let p = heap.reserve(start, 1000).unwrap();
+        assert_eq!(p.as_ptr(), start);
+        assert!(matches!(
+            heap.reserve(start, 16),
+            Err(HeapError::RangeUnavailable { .. })
+        ));
+        balanced(&heap);
+        // SAFETY: the reserved block is live.
+        unsafe { heap.free(p) }.unwrap();
+        assert_eq!(heap.stats().free_blocks, 1);
+        balanced(&heap);
+    }
+
+    #[test]
+    fn regions_are_tried_by_priority() {
+        let low = Arena::new(64 << 10);
+        let high = Arena::new(64 << 10);
+        let mut heap = Heap::new();
+        // SAFETY: arenas outlive the heap.
+        unsafe {
+            heap.add_region_with_priority(low.ptr(), low.len(), 1)
+                .unwrap();
+            heap.add_region_with_priority(high.ptr(), high.len(), 9)
+                .unwrap();
+        }
+        let p = heap.allocate(layout(100, 8)).unwrap().as_ptr().addr();
+        assert!(p >= high.ptr().addr() && p < high.ptr().addr() + high.len());
+        let in_high = |p: NonNull<u8>| {
+            let a = p.as_ptr().addr();
+            a >= high.ptr().addr() && a < high.ptr().addr() + high.len()
+        };
+        // Once the high region is full, allocation falls through to the low one.
+        let mut last = heap.allocate(layout(1000, 8)).unwrap();
+        while in_high(last) {
+            last = heap.allocate(layout(1000, 8)).unwrap();
+        }
+        assert!(last.as_ptr().addr() >= low.ptr().addr());
+        assert_eq!(heap.region_count(), 2);
+        balanced(&heap);
+    }
+
+    #[test]
+    fn extend_joins_touching_chunks() {
+        let arena = Arena::new(192 << 10);
+        let mut heap = Heap::new();
+        let third = 64 << 10;
+        // SAFETY: disjoint pieces of one arena that outlives the heap.
+        let id = unsafe { heap.add_region_with_priority(arena.ptr(), third, 0) }.unwrap();
+        unsafe { heap.extend(id, arena.at(2 * third), third) }.unwrap();
+        assert_eq!(heap.stats().chunks, 2);
+        // The middle piece touches both: everything becomes one chunk.
+        unsafe { heap.extend(id, arena.at(third), third) }.unwrap();
+        let s = heap.stats();
+        assert_eq!((s.chunks, s.free_blocks), (1, 1));
+        assert_eq!(s.total_bytes, 3 * third);
+        let big = heap.allocate(layout(3 * third - 8192, 8)).unwrap();
+        // SAFETY: live.
+        unsafe { heap.free(big) }.unwrap();
+        balanced(&heap);
+        assert!(matches!(
+            unsafe { heap.extend(id, arena.at(100), 4096) },
+            Err(HeapError::RegionOverlap { .. })
+        ));
+    }
+
+    #[test]
+    fn best_fit_packs_tighter() {
+        let arena = Arena::new(64 << 10);
+        let mut heap: Heap<BestFit> = Heap::with_policy();
+        // SAFETY: the arena outlives the heap.
+        unsafe { heap.add_region(arena.ptr(), arena.len()) }.unwrap();
+        let p = heap.allocate(layout(300, 8)).unwrap();
+        // SAFETY: live.
+        unsafe { heap.free(p) }.unwrap();
+        balanced(&heap);
+    }
+
+    #[test]
+    fn check_finds_a_broken_header() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        let a = heap.allocate(layout(64, 8)).unwrap();
+        let b = heap.allocate(layout(64, 8)).unwrap();
+        let header = b.as_ptr().wrapping_sub(HEADER_SIZE);
+        // SAFETY: the header bytes lie in the arena; restored below.
+        let saved = unsafe { header.cast::<[u8; 16]>().read() };
+        unsafe { header.write_bytes(0x41, 8) };
+        let broken = Err(HeapError::Corrupted {
+            addr: header.addr(),
+            what: Corruption::BlockLinks,
+        });
+        assert_eq!(heap.check(), broken);
+        // SAFETY: the block is live; the damaged header makes free refuse it.
+        assert_eq!(unsafe { heap.free(b) }, broken);
+        unsafe { header.cast::<[u8; 16]>().write(saved) };
+        heap.check().unwrap();
+        // SAFETY: live blocks, intact again.
+        unsafe {
+            heap.free(a).unwrap();
+            heap.free(b).unwrap();
+        }
+        balanced(&heap);
+    }
+}

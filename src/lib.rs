@@ -1,0 +1,75 @@
+//! # region-heap
+//!
+//! A `no_std` heap for kernels on the MutekH region model, with O(1)
+//! allocation and free, misuse detection and a full consistency walk.
+//!
+//! Memory comes in **regions**; each region is carved into **blocks**, a
+//! 16-byte header followed by data. The blocks of a chunk sit on a circular
+//! doubly linked list in address order ([CLIST](clist)); free blocks also sit
+//! on segregated free lists indexed by bitmaps, so finding a block costs two
+//! bit scans whatever the number of blocks. An allocated block's header
+//! leads back to its region, so [`Heap::free`] needs neither a region nor a
+//! layout; it validates the header and merges with both neighbours in O(1).
+//!
+//! ```
+//! use core::alloc::Layout;
+//! use region_heap::Heap;
+//!
+//! #[repr(align(16))]
+//! struct Arena([u8; 1 << 16]);
+//! let mut arena = Arena([0; 1 << 16]);
+//! let mut heap = Heap::new();
+//! // SAFETY: the arena outlives the heap and nothing else uses it.
+//! unsafe { heap.add_region(arena.0.as_mut_ptr(), arena.0.len()) }.unwrap();
+//! let p = heap.allocate(Layout::from_size_align(100, 8).unwrap()).unwrap();
+//! // SAFETY: `p` is a live block of this heap.
+//! unsafe { heap.free(p) }.unwrap();
+//! // A second free is caught, and the heap is unchanged.
+//! assert!(unsafe { heap.free(p) }.is_err());
+//! heap.check().unwrap();
+//! ```
+//!
+//! As a global allocator:
+//!
+//! ```no_run
+//! use region_heap::LockedHeap;
+//!
+//! #[global_allocator]
+//! static HEAP: LockedHeap = LockedHeap::empty();
+//!
+//! static mut ARENA: [u8; 1 << 20] = [0; 1 << 20];
+//!
+//! fn main() {
+//!     // SAFETY: the arena is given to the heap, once, before any allocation.
+//!     unsafe { HEAP.init(core::ptr::addr_of_mut!(ARENA).cast(), 1 << 20) };
+//! }
+//! ```
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+mod block;
+mod check;
+mod clist;
+mod error;
+mod heap;
+mod index;
+mod locked;
+mod policy;
+mod region;
+mod stats;
+
+pub use block::{GRANULE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
+pub use error::{Corruption, HeapError};
+pub use heap::{Heap, RegionId, MAX_REGIONS};
+pub use locked::{ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler};
+pub use policy::{BestFit, FirstFit, FitPolicy};
+pub use region::{REGION_SIZE, SENTINEL_SIZE};
+pub use spin;
+pub use stats::Stats;
+
+#[cfg(test)]
+mod testutil;

@@ -1,0 +1,687 @@
+//! Regions: the control structure, its chunks, and block placement.
+//!
+//! A region is a piece of memory with its own free index. Its control
+//! structure ([`Region`]) lives at the start of its first chunk, as MutekH
+//! allows, so a region never moves and the `Heap` that lists it stays small.
+//! A region grows by chunks (`extend`); each chunk is tiled by blocks and
+//! ends with a sentinel header that also carries the chunk's link on the
+//! region's chunk list:
+//!
+//! ```text
+//! [Region][block][block]...[block][sentinel+chunk link]   first chunk
+//!         [block]...[block][sentinel+chunk link]           later chunks
+//! ```
+//!
+//! Invariants, in addition to those of `block` and `index`:
+//! - chunks are disjoint, on the chunk list in address order, and at most
+//!   `MAX_CHUNK_SIZE` bytes; `lo..hi` covers the control structure and all
+//!   chunks; when there is one chunk it is the first one, `[addr + REGION_SIZE, hi)`;
+//! - no two adjacent blocks are free (free merges with both neighbours), and
+//!   a sentinel never merges, so nothing merges across chunks;
+//! - counters: `total == used + free + metadata` bytes, where metadata is the
+//!   control structure and the sentinels.
+
+use core::mem::{offset_of, size_of};
+use core::ptr::NonNull;
+
+use crate::block::{
+    Block, BlockHeader, RelLink, State, GRANULE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK,
+};
+use crate::clist::{insert_after, is_consistent, make_ring, unlink, Clist, Link, PtrLink};
+use crate::error::{Corruption, HeapError};
+use crate::index::{class_of, Class, FreeIndex, FL_COUNT, SL_COUNT};
+
+/// A chunk's end marker: a sentinel header plus the chunk's list link.
+#[repr(C)]
+struct Sentinel {
+    header: BlockHeader,
+    chunk: PtrLink,
+}
+
+/// Bytes of a chunk's sentinel.
+pub const SENTINEL_SIZE: usize = size_of::<Sentinel>();
+/// Bytes of a region control structure (rounded to granules).
+pub const REGION_SIZE: usize = size_of::<Region>().next_multiple_of(GRANULE);
+/// Smallest chunk: one minimal block and a sentinel.
+pub(crate) const MIN_CHUNK: usize = MIN_BLOCK + SENTINEL_SIZE;
+
+/// Running counters of one region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// Bytes given to the region.
+    pub total_bytes: usize,
+    /// Control structure and sentinels.
+    pub metadata_bytes: usize,
+    /// Bytes of used blocks, headers included.
+    pub used_bytes: usize,
+    /// Used blocks.
+    pub used_blocks: usize,
+    /// Free blocks.
+    pub free_blocks: usize,
+}
+
+impl Counters {
+    /// Bytes of free blocks, headers included.
+    pub(crate) fn free_bytes(&self) -> usize {
+        self.total_bytes - self.used_bytes - self.metadata_bytes
+    }
+}
+
+/// The control structure of a region, stored at the start of its memory.
+#[repr(C, align(16))]
+pub(crate) struct Region {
+    index: FreeIndex,
+    chunks: Clist,
+    chunk_count: usize,
+    /// Lowest address of the region (control structure or a lower chunk).
+    lo: usize,
+    /// End of the highest chunk.
+    hi: usize,
+    /// Allocation order among regions: higher first.
+    pub(crate) priority: u8,
+    /// Running counters.
+    pub(crate) c: Counters,
+}
+
+/// Where a block header may go inside the free block `free` so that the
+/// block's data is aligned to `align` and `size` bytes fit; `None` if not.
+///
+/// A leading gap becomes a free block when it can hold one; a smaller gap is
+/// given to the previous block, which is possible unless that is the sentinel.
+fn placement(free: Block, align: usize, size: usize) -> Option<usize> {
+    let data = free.addr() + HEADER_SIZE;
+    let mut header = data.next_multiple_of(align) - HEADER_SIZE;
+    let gap = header - free.addr();
+    if gap != 0 && gap < MIN_BLOCK && free.prev().state() == State::Sentinel {
+        header += align;
+    }
+    fits_at(free, header, size).then_some(header)
+}
+
+/// Whether a block of `size` bytes with its header at `header` fits in `free`
+/// with a leading gap that can be disposed of.
+fn fits_at(free: Block, header: usize, size: usize) -> bool {
+    let Some(gap) = header.checked_sub(free.addr()) else {
+        return false;
+    };
+    let gap_ok = gap == 0 || gap >= MIN_BLOCK || free.prev().state() != State::Sentinel;
+    gap_ok && gap.checked_add(size).is_some_and(|end| end <= free.size())
+}
+
+/// The class after `class` in size order, if any.
+fn next_class((fl, sl): Class) -> Option<Class> {
+    if sl + 1 < SL_COUNT {
+        Some((fl, sl + 1))
+    } else if fl + 1 < FL_COUNT {
+        Some((fl + 1, 0))
+    } else {
+        None
+    }
+}
+
+impl Region {
+    /// Builds a region over `[start, start + len)`: control structure first,
+    /// then chunks for the rest.
+    ///
+    /// # Safety
+    /// The range is 16-aligned, `len` a multiple of 16 of at least
+    /// `REGION_SIZE + MIN_CHUNK`, writable, unused by anything else, and
+    /// stays so for as long as the region is part of a heap.
+    pub(crate) unsafe fn create(start: NonNull<u8>, len: usize, priority: u8) -> NonNull<Region> {
+        let region = start.cast::<Region>();
+        let addr = start.as_ptr().addr();
+        // SAFETY: the range is writable, aligned and large enough (caller).
+        unsafe {
+            region.as_ptr().write(Region {
+                index: FreeIndex::new(),
+                chunks: Clist::new(),
+                chunk_count: 0,
+                lo: addr,
+                hi: addr + REGION_SIZE,
+                priority,
+                c: Counters {
+                    total_bytes: REGION_SIZE,
+                    metadata_bytes: REGION_SIZE,
+                    ..Counters::default()
+                },
+            })
+        };
+        // SAFETY: the region was just written; the rest of the range is
+        // ours, aligned and at least one chunk long (caller).
+        unsafe { (*region.as_ptr()).add_range(start.add(REGION_SIZE), len - REGION_SIZE) };
+        region
+    }
+
+    /// The region's address, as stored in its blocks' owner words.
+    #[inline]
+    pub(crate) fn addr(&self) -> usize {
+        (self as *const Region).addr()
+    }
+
+    /// Chunks in the region.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunk_count
+    }
+
+    /// Adds `[start, start + len)` as chunks of at most `MAX_CHUNK_SIZE`,
+    /// each joined with an adjacent chunk of this region when they touch.
+    ///
+    /// # Safety
+    /// As for [`Region::create`], for a range of at least `MIN_CHUNK` bytes
+    /// that overlaps no chunk of any region.
+    pub(crate) unsafe fn add_range(&mut self, start: NonNull<u8>, len: usize) {
+        let mut offset = 0;
+        while len - offset >= MIN_CHUNK {
+            let piece = (len - offset).min(MAX_CHUNK_SIZE);
+            // SAFETY: the piece lies inside the caller's range.
+            unsafe { self.add_chunk(start.add(offset), piece) };
+            offset += piece;
+        }
+        // A tail shorter than a chunk is simply not used.
+        self.c.total_bytes += len - offset;
+        self.c.metadata_bytes += len - offset;
+    }
+
+    /// Adds one chunk: a single free block and a sentinel.
+    ///
+    /// # Safety
+    /// As for [`Region::add_range`], with `MIN_CHUNK <= len <= MAX_CHUNK_SIZE`.
+    unsafe fn add_chunk(&mut self, start: NonNull<u8>, len: usize) {
+        let owner = self.addr();
+        // SAFETY: both headers lie inside the chunk, 16-aligned (caller).
+        let (first, sentinel) = unsafe {
+            let first = Block::write(start, owner, State::Free);
+            let sentinel = Block::write(start.add(len - SENTINEL_SIZE), owner, State::Sentinel);
+            make_ring(first.link());
+            insert_after(first.link(), sentinel.link());
+            (first, sentinel)
+        };
+        let link = chunk_link(sentinel);
+        // SAFETY: the chunk list's nodes are sentinels of live chunks, and
+        // the new link is fresh memory inside the new sentinel.
+        unsafe {
+            match self
+                .chunks
+                .iter()
+                .find(|l| l.as_ptr().addr() > link.as_ptr().addr())
+            {
+                Some(above) => self.chunks.insert_before(above, link),
+                None => self.chunks.push_back(link),
+            }
+        }
+        self.chunk_count += 1;
+        let begin = start.as_ptr().addr();
+        self.lo = self.lo.min(begin);
+        self.hi = self.hi.max(begin + len);
+        self.c.total_bytes += len;
+        self.c.metadata_bytes += SENTINEL_SIZE;
+        // SAFETY: `first` is a fresh free block on no list.
+        unsafe { self.index.insert(first) };
+        self.c.free_blocks += 1;
+        // SAFETY: `sentinel` closes a chunk of this region.
+        unsafe { self.join_neighbours(sentinel) };
+    }
+
+    /// Joins the chunk closed by `sentinel` with a chunk that ends where it
+    /// begins, and with one that begins where it ends.
+    ///
+    /// # Safety
+    /// `sentinel` closes a chunk of this region.
+    unsafe fn join_neighbours(&mut self, sentinel: Block) {
+        let start = sentinel.next().addr();
+        let end = sentinel.addr() + SENTINEL_SIZE;
+        let below = self
+            .sentinels()
+            .find(|s| s.addr() + SENTINEL_SIZE == start && end - s.next().addr() <= MAX_CHUNK_SIZE);
+        if let Some(below) = below {
+            // SAFETY: `below` ends exactly where this chunk begins.
+            unsafe { self.join(below, sentinel) };
+        }
+        let first = sentinel.next().addr();
+        let above = self
+            .sentinels()
+            .find(|s| s.next().addr() == end && s.addr() + SENTINEL_SIZE - first <= MAX_CHUNK_SIZE);
+        if let Some(above) = above {
+            // SAFETY: this chunk ends exactly where `above` begins.
+            unsafe { self.join(sentinel, above) };
+        }
+    }
+
+    /// Merges two touching chunks: the lower one's sentinel becomes a free
+    /// block between them and the upper sentinel closes the joined chunk.
+    ///
+    /// # Safety
+    /// Both sentinels close chunks of this region, and the lower chunk ends
+    /// where the upper one's first block begins.
+    unsafe fn join(&mut self, lower: Block, upper: Block) {
+        let lower_first = lower.next();
+        let upper_first = upper.next();
+        // SAFETY: all four headers are live headers of this region; the
+        // joined chunk is at most MAX_CHUNK_SIZE, so offsets fit.
+        unsafe {
+            RelLink::set_next(lower.link(), upper_first.link());
+            RelLink::set_prev(upper_first.link(), lower.link());
+            RelLink::set_next(upper.link(), lower_first.link());
+            RelLink::set_prev(lower_first.link(), upper.link());
+            self.chunks.remove(chunk_link(lower));
+        }
+        self.chunk_count -= 1;
+        self.c.metadata_bytes -= SENTINEL_SIZE;
+        lower.set_state(State::Used);
+        // SAFETY: the old sentinel is now a block of SENTINEL_SIZE >= MIN_BLOCK
+        // bytes between two blocks of the joined chunk, on no free list.
+        unsafe { self.coalesce_insert(lower) };
+    }
+
+    /// The sentinels of the region's chunks, in address order.
+    pub(crate) fn sentinels(&self) -> impl Iterator<Item = Block> + '_ {
+        // SAFETY: `&self` keeps the chunk list unchanged; its nodes are the
+        // chunk links of live sentinels (region invariant).
+        unsafe { self.chunks.iter() }.map(|link| {
+            // SAFETY: as above.
+            unsafe { sentinel_of(link) }
+        })
+    }
+
+    /// Whether `addr` lies between the region's lowest and highest bytes.
+    #[inline]
+    pub(crate) fn spans(&self, addr: usize) -> bool {
+        self.lo <= addr && addr < self.hi
+    }
+
+    /// Whether `[start, end)` overlaps the control structure or a chunk.
+    pub(crate) fn overlaps(&self, start: usize, end: usize) -> bool {
+        if end <= self.lo || start >= self.hi {
+            return false;
+        }
+        let control = start < self.addr() + REGION_SIZE && self.addr() < end;
+        control
+            || self.sentinels().any(|s| {
+                let (first, stop) = (s.next().addr(), s.addr() + SENTINEL_SIZE);
+                start < stop && first < end
+            })
+    }
+
+    /// The sentinel of a chunk that `[start, end)` touches, if any.
+    pub(crate) fn touching_chunk(&self, start: usize, end: usize) -> Option<Block> {
+        self.sentinels()
+            .find(|s| s.addr() + SENTINEL_SIZE == start || s.next().addr() == end)
+    }
+
+    /// `(first block, sentinel)` addresses of the chunk whose blocks include
+    /// address `header`, if any.
+    #[inline]
+    fn chunk_bounds(&self, header: usize) -> Option<(usize, usize)> {
+        if self.chunk_count == 1 {
+            let (first, sentinel) = (self.addr() + REGION_SIZE, self.hi - SENTINEL_SIZE);
+            return (first <= header && header < sentinel).then_some((first, sentinel));
+        }
+        self.sentinels()
+            .map(|s| (s.next().addr(), s.addr()))
+            .find(|&(first, sentinel)| first <= header && header < sentinel)
+    }
+
+    // ---- allocation ----
+
+    /// Allocates a block of `size` bytes (a `block_size_for` result) whose
+    /// data is aligned to `align`, or `None` if no free block fits.
+    ///
+    /// # Safety
+    /// The region is live and exclusively borrowed (the type invariant of
+    /// every block it holds); `align` is a power of two.
+    #[inline]
+    pub(crate) unsafe fn allocate(
+        &mut self,
+        size: usize,
+        align: usize,
+        best_fit: bool,
+    ) -> Option<Block> {
+        if align <= GRANULE {
+            let found = if best_fit {
+                self.best_in_class(size)
+            } else {
+                None
+            };
+            if let Some(block) = found.or_else(|| self.index.find_good_fit(size)) {
+                // SAFETY: the index only holds free blocks of this region.
+                return Some(unsafe { self.take(block, size) });
+            }
+        } else {
+            let search = size.checked_add(align)?.checked_add(GRANULE)?;
+            if let Some(free) = self.index.find_good_fit(search) {
+                let header = placement(free, align, size)?;
+                // SAFETY: `free` is on the index and `header` fits in it.
+                return Some(unsafe { self.carve(free, header, size) });
+            }
+        }
+        // Slow path, only on the way to failure: smaller classes may still
+        // hold a block that fits exactly.
+        let (free, header) = self.search_placement(size, align)?;
+        // SAFETY: as above.
+        Some(unsafe { self.carve(free, header, size) })
+    }
+
+    /// Best fit within the request's own class, scanning a bounded number
+    /// of blocks; larger classes are left to the good-fit search.
+    fn best_in_class(&self, size: usize) -> Option<Block> {
+        const SCAN: usize = 8;
+        self.index
+            .class_blocks(class_of(size))
+            .take(SCAN)
+            .filter(|b| b.size() >= size)
+            .min_by_key(|b| b.size())
+    }
+
+    /// Scans every free block from the request's class upward for one that
+    /// can host the request; O(free blocks), used only before failing.
+    fn search_placement(&self, size: usize, align: usize) -> Option<(Block, usize)> {
+        let mut class = Some(class_of(size));
+        while let Some(next) = class.and_then(|c| self.index.next_nonempty(c)) {
+            let found = self
+                .index
+                .class_blocks(next)
+                .find_map(|b| placement(b, align.max(GRANULE), size).map(|h| (b, h)));
+            if found.is_some() {
+                return found;
+            }
+            class = next_class(next);
+        }
+        None
+    }
+
+    /// Turns the free block `block`, on the index, into a used block of
+    /// `size` bytes at its start, returning the rest to the index.
+    ///
+    /// # Safety
+    /// `block` is on this region's index and at least `size` bytes.
+    #[inline]
+    unsafe fn take(&mut self, block: Block, size: usize) -> Block {
+        // SAFETY: `block` is on the index (caller); its successor is not
+        // free (no adjacent free blocks), as `split_free_tail` requires.
+        unsafe {
+            self.index.remove(block);
+            self.c.free_blocks -= 1;
+            self.split_free_tail(block, size);
+        }
+        block.set_state(State::Used);
+        self.c.used_bytes += block.size();
+        self.c.used_blocks += 1;
+        block
+    }
+
+    /// Places a used block of `size` bytes with its header at `header`
+    /// inside the free block `free`; the leading gap becomes a free block or
+    /// goes to the previous block, and the tail returns to the index.
+    ///
+    /// # Safety
+    /// `free` is on this region's index and `fits_at(free, header, size)`.
+    unsafe fn carve(&mut self, free: Block, header: usize, size: usize) -> Block {
+        let owner = self.addr();
+        let gap = header - free.addr();
+        // SAFETY: `free` is on the index (caller).
+        unsafe { self.index.remove(free) };
+        self.c.free_blocks -= 1;
+        let block = if gap == 0 {
+            free
+        } else {
+            // SAFETY: `header` lies inside `free` (caller), whose data is no
+            // longer on any list.
+            let block = unsafe { Block::write(free.at_offset(gap), owner, State::Free) };
+            if gap >= MIN_BLOCK {
+                // SAFETY: `free` keeps the gap and stays a free block.
+                unsafe {
+                    insert_after(free.link(), block.link());
+                    self.index.insert(free);
+                }
+                self.c.free_blocks += 1;
+            } else {
+                // The previous block is used (never free next to a free
+                // block, never the sentinel: `fits_at`), and grows by `gap`.
+                let prev = free.prev();
+                // SAFETY: `free` is linked; `prev` is a live used block.
+                unsafe {
+                    unlink(free.link());
+                    insert_after(prev.link(), block.link());
+                }
+                free.set_state(State::Absorbed);
+                self.c.used_bytes += gap;
+            }
+            block
+        };
+        // SAFETY: `block` is at least `size` bytes and its successor is not free.
+        unsafe { self.split_free_tail(block, size) };
+        block.set_state(State::Used);
+        self.c.used_bytes += block.size();
+        self.c.used_blocks += 1;
+        block
+    }
+
+    /// Splits `block` after `keep` bytes when the tail can be a free block.
+    ///
+    /// # Safety
+    /// `block` is a live block of at least `keep` bytes, off the index,
+    /// whose successor is not free.
+    #[inline]
+    unsafe fn split_free_tail(&mut self, block: Block, keep: usize) {
+        if block.size() - keep >= MIN_BLOCK {
+            // SAFETY: the tail lies inside `block` and holds a minimal block.
+            unsafe {
+                let tail = Block::write(block.at_offset(keep), self.addr(), State::Free);
+                insert_after(block.link(), tail.link());
+                self.index.insert(tail);
+            }
+            self.c.free_blocks += 1;
+        }
+    }
+
+    // ---- free ----
+
+    /// Checks that `data` is the start of a live used block of this region.
+    ///
+    /// Reads only memory inside the region's chunks, and neighbour headers
+    /// only once the links are known to stay inside the chunk.
+    ///
+    /// # Safety
+    /// The region is live; `data` lies between `lo` and `hi` (`spans`).
+    pub(crate) unsafe fn validate(&self, data: NonNull<u8>) -> Result<Block, HeapError> {
+        let addr = data.as_ptr().addr();
+        let header = addr.wrapping_sub(HEADER_SIZE);
+        let not_block = HeapError::NotBlockStart { addr };
+        let (first, sentinel) = match self.chunk_bounds(header) {
+            Some(bounds) if addr.is_multiple_of(GRANULE) => bounds,
+            _ => return Err(not_block),
+        };
+        // SAFETY: `header` is a 16-aligned address inside a chunk's blocks:
+        // readable header-sized memory. It is only trusted as a header (the
+        // type invariant) once its owner, state and links check out below.
+        let block = unsafe { Block::from_data(data) };
+        if block.owner() != self.addr() {
+            return Err(not_block);
+        }
+        match block.state() {
+            State::Used => {}
+            State::Free | State::Absorbed => return Err(HeapError::DoubleFree { addr }),
+            State::Sentinel => return Err(not_block),
+        }
+        let corrupted = HeapError::Corrupted {
+            addr: header,
+            what: Corruption::BlockLinks,
+        };
+        let (next, prev) = block.raw_links();
+        let target = |granules: i32| header as i64 + granules as i64 * GRANULE as i64;
+        let next_ok = next > 0 && target(next) <= sentinel as i64;
+        let prev_ok = if header == first {
+            target(prev) == sentinel as i64
+        } else {
+            prev < 0 && target(prev) >= first as i64
+        };
+        // SAFETY: both neighbours lie inside the chunk, on headers if the
+        // links are honest and on readable chunk memory otherwise.
+        if !(next_ok && prev_ok && unsafe { is_consistent(block.link()) }) {
+            return Err(corrupted);
+        }
+        Ok(block)
+    }
+
+    /// Frees a used block, merging it with free neighbours.
+    ///
+    /// # Safety
+    /// `block` is a used block of this region (`validate`).
+    #[inline]
+    pub(crate) unsafe fn release(&mut self, block: Block) {
+        self.c.used_bytes -= block.size();
+        self.c.used_blocks -= 1;
+        // SAFETY: a used block is on no free list.
+        unsafe { self.coalesce_insert(block) };
+    }
+
+    /// Merges `block` (off the index) with its free neighbours and files the
+    /// result as one free block.
+    ///
+    /// # Safety
+    /// `block` is a linked block of this region on no free list.
+    #[inline]
+    unsafe fn coalesce_insert(&mut self, mut block: Block) {
+        let next = block.next();
+        if next.state() == State::Free {
+            // SAFETY: a free neighbour is on the index and linked.
+            unsafe {
+                self.index.remove(next);
+                unlink(next.link());
+            }
+            next.set_state(State::Absorbed);
+            self.c.free_blocks -= 1;
+        }
+        let prev = block.prev();
+        if prev.state() == State::Free {
+            // SAFETY: as above; `block` is linked.
+            unsafe {
+                self.index.remove(prev);
+                unlink(block.link());
+            }
+            block.set_state(State::Absorbed);
+            block = prev;
+            self.c.free_blocks -= 1;
+        }
+        block.set_state(State::Free);
+        // SAFETY: `block` is now a free block on no list.
+        unsafe { self.index.insert(block) };
+        self.c.free_blocks += 1;
+    }
+
+    // ---- resize ----
+
+    /// Resizes a used block to `size` bytes without moving it: shrinking
+    /// gives the tail back, growing takes from a free successor. Returns
+    /// whether it succeeded; on failure nothing changed.
+    ///
+    /// # Safety
+    /// `block` is a used block of this region (`validate`).
+    pub(crate) unsafe fn resize_in_place(&mut self, block: Block, size: usize) -> bool {
+        let before = block.size();
+        if size > before {
+            let next = block.next();
+            if next.state() != State::Free || before + next.size() < size {
+                return false;
+            }
+            // SAFETY: `next` is a free neighbour on the index.
+            unsafe {
+                self.index.remove(next);
+                unlink(next.link());
+            }
+            next.set_state(State::Absorbed);
+            self.c.free_blocks -= 1;
+            // SAFETY: the grown block's successor was `next`'s, not free.
+            unsafe { self.split_free_tail(block, size) };
+        } else {
+            // SAFETY: `block` is used and at least `size` bytes.
+            unsafe { self.shrink(block, size) };
+        }
+        self.c.used_bytes = self.c.used_bytes - before + block.size();
+        true
+    }
+
+    /// Gives the tail of `block` after `keep` bytes back to the free lists,
+    /// merged with a free successor; a tail too small to stand alone is kept
+    /// unless the successor is free to absorb it.
+    ///
+    /// # Safety
+    /// `block` is a used block of this region of at least `keep` bytes.
+    unsafe fn shrink(&mut self, block: Block, keep: usize) {
+        let rest = block.size() - keep;
+        if rest >= MIN_BLOCK || (rest > 0 && block.next().state() == State::Free) {
+            // SAFETY: the tail lies inside `block`; linked before merging.
+            unsafe {
+                let tail = Block::write(block.at_offset(keep), self.addr(), State::Used);
+                insert_after(block.link(), tail.link());
+                self.coalesce_insert(tail);
+            }
+        }
+    }
+
+    // ---- reserve ----
+
+    /// Carves the block whose header is at `header` and spans `size` bytes
+    /// out of the free block that contains it; O(free blocks large enough).
+    ///
+    /// # Safety
+    /// The region is live and exclusively borrowed.
+    pub(crate) unsafe fn reserve(&mut self, header: usize, size: usize) -> Option<Block> {
+        let mut class = Some(class_of(size));
+        let mut found = None;
+        while let Some(next) = class.and_then(|c| self.index.next_nonempty(c)) {
+            found = self
+                .index
+                .class_blocks(next)
+                .find(|&b| fits_at(b, header, size));
+            if found.is_some() {
+                break;
+            }
+            class = next_class(next);
+        }
+        // SAFETY: `free` is on the index and the block fits at `header`.
+        found.map(|free| unsafe { self.carve(free, header, size) })
+    }
+
+    // ---- introspection ----
+
+    /// The largest free block's size in bytes (0 when none).
+    pub(crate) fn largest_free(&self) -> usize {
+        self.index
+            .last_nonempty()
+            .and_then(|class| self.index.class_blocks(class).map(|b| b.size()).max())
+            .unwrap_or(0)
+    }
+
+    /// The first node of the chunk list, for the consistency walk.
+    pub(crate) fn first_chunk_link(&self) -> Option<NonNull<PtrLink>> {
+        self.chunks.first()
+    }
+
+    /// The free index, for the consistency walk.
+    pub(crate) fn index(&self) -> &FreeIndex {
+        &self.index
+    }
+
+    /// The region's lowest and highest addresses.
+    pub(crate) fn bounds(&self) -> (usize, usize) {
+        (self.lo, self.hi)
+    }
+}
+
+/// The chunk-list link of a sentinel.
+fn chunk_link(sentinel: Block) -> NonNull<PtrLink> {
+    sentinel.at_offset(offset_of!(Sentinel, chunk)).cast()
+}
+
+/// The sentinel that holds a chunk-list link.
+///
+/// # Safety
+/// `link` is the chunk link of a live sentinel.
+pub(crate) unsafe fn sentinel_of(link: NonNull<PtrLink>) -> Block {
+    // SAFETY: the link sits at a fixed offset in its sentinel (caller).
+    unsafe { Block::from_header(link.cast::<u8>().sub(offset_of!(Sentinel, chunk)).cast()) }
+}
+
+const _: () = assert!(SENTINEL_SIZE >= MIN_BLOCK);
+const _: () = assert!(REGION_SIZE.is_multiple_of(GRANULE));

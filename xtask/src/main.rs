@@ -1,0 +1,70 @@
+//! Project automation: `cargo xtask demo` and `cargo xtask test`.
+//!
+//! Both commands install what they need on a fresh Debian machine with rustup:
+//! the toolchain listed in `rust-toolchain.toml`, the nightly Miri component,
+//! and QEMU (`qemu-system-x86`) through `apt-get` when it is missing.
+
+mod qemu;
+mod setup;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => qemu::demo(),
+        Some("test") => test(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask demo | cargo xtask test [--quick]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every test and check of the project, in order of increasing cost.
+fn test(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    setup::toolchain()?;
+    let steps: Vec<(&str, Vec<&str>)> = vec![
+        ("rustfmt", vec!["fmt", "--all", "--", "--check"]),
+        (
+            "clippy",
+            vec![
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            "no_std build",
+            vec!["build", "--lib", "--target", "x86_64-unknown-none"],
+        ),
+        (
+            "unit, property and integration tests",
+            vec!["test", "--workspace"],
+        ),
+        (
+            "release tests",
+            vec!["test", "--release", "--test", "global_alloc"],
+        ),
+    ];
+    for (name, cmd) in &steps {
+        setup::cargo_step(name, cmd)?;
+    }
+    if !quick {
+        setup::miri()?;
+    }
+    qemu::boot_test()?;
+    println!("xtask test: all checks passed");
+    Ok(())
+}

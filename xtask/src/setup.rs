@@ -1,0 +1,95 @@
+//! Installing what the checks need, and running cargo steps.
+
+use std::process::Command;
+
+/// Runs a command, failing with its name when it does not succeed.
+pub fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+/// Whether a program is on the PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Installs the pinned toolchain with the targets and components that
+/// `rust-toolchain.toml` lists (needed where rustup's auto-install is off).
+pub fn toolchain() -> Result<(), String> {
+    run(Command::new("rustup").args(["toolchain", "install"]))
+}
+
+/// Runs one `cargo` step with a banner.
+pub fn cargo_step(name: &str, args: &[&str]) -> Result<(), String> {
+    println!("==> {name}: cargo {}", args.join(" "));
+    run(Command::new("cargo").args(args)).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Installs Debian packages with apt-get when the given program is missing.
+pub fn apt_install(program: &str, packages: &[&str]) -> Result<(), String> {
+    if have(program) {
+        return Ok(());
+    }
+    println!("==> installing {} (for {program})", packages.join(" "));
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let mut update = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+    if !sudo.is_empty() {
+        update.arg("apt-get");
+    }
+    run(update
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let mut install = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+    if !sudo.is_empty() {
+        install.arg("apt-get");
+    }
+    run(install
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if have(program) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} is still missing after installing {packages:?}"
+        ))
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+/// Runs the library's unit and property tests under Miri (nightly), with a
+/// reduced proptest case count so that the run stays within minutes.
+pub fn miri() -> Result<(), String> {
+    println!("==> miri: installing nightly with the miri component");
+    run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "miri,rust-src",
+    ]))?;
+    println!("==> miri: cargo +nightly miri test --lib --test model");
+    run(Command::new("cargo")
+        .args(["+nightly", "miri", "test", "--lib", "--test", "model"])
+        .env("PROPTEST_CASES", "4")
+        .env("MIRIFLAGS", "-Zmiri-disable-isolation"))
+}
