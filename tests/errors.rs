@@ -1,0 +1,246 @@
+//! Every `HeapError` variant, provoked the way a buggy caller would, with
+//! the exact error asserted and the other live blocks shown intact after.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr::NonNull;
+
+use region_heap::{Corruption, Heap, HeapError, HEADER_SIZE, MAX_CHUNK_SIZE, MAX_REGIONS};
+
+struct Arena {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl Arena {
+    fn new(size: usize) -> Arena {
+        let layout = Layout::from_size_align(size, 4096).unwrap();
+        // SAFETY: non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        assert!(!ptr.is_null());
+        Arena { ptr, layout }
+    }
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.ptr, self.layout) }
+    }
+}
+
+fn l(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+/// A heap over `arena` with three live, patterned witness blocks.
+fn setup(arena: &Arena) -> (Heap, Vec<(NonNull<u8>, u8)>) {
+    let mut heap = Heap::new();
+    // SAFETY: the arena outlives the heap.
+    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    let witnesses = (1..=3u8)
+        .map(|fill| {
+            let p = heap.allocate(l(200)).unwrap();
+            // SAFETY: 200 writable bytes.
+            unsafe { p.as_ptr().write_bytes(fill, 200) };
+            (p, fill)
+        })
+        .collect();
+    (heap, witnesses)
+}
+
+/// The witnesses still hold their data, the heap is consistent, and every
+/// witness can be freed.
+fn intact(mut heap: Heap, witnesses: Vec<(NonNull<u8>, u8)>) {
+    heap.check().unwrap();
+    for (p, fill) in witnesses {
+        // SAFETY: live witness blocks of 200 bytes.
+        unsafe {
+            assert!(std::slice::from_raw_parts(p.as_ptr(), 200).iter().all(|&b| b == fill));
+            heap.free(p).unwrap();
+        }
+    }
+    heap.check().unwrap();
+    assert_eq!(heap.stats().used_blocks, 0);
+}
+
+#[test]
+fn out_of_memory() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    assert_eq!(heap.allocate(l(1 << 20)), Err(HeapError::OutOfMemory { size: 1 << 20, align: 8 }));
+    assert_eq!(heap.stats().failures, 1);
+    intact(heap, w);
+}
+
+#[test]
+fn size_overflow_never_wraps() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    let huge = Layout::from_size_align(isize::MAX as usize - 7, 8).unwrap();
+    assert_eq!(heap.allocate(huge), Err(HeapError::SizeOverflow { size: huge.size() }));
+    let big = Layout::from_size_align(MAX_CHUNK_SIZE + 1, 8).unwrap();
+    assert_eq!(heap.allocate(big), Err(HeapError::SizeOverflow { size: big.size() }));
+    // SAFETY: a live witness; the failed realloc leaves it intact.
+    let r = unsafe { heap.realloc(w[0].0, l(200), usize::MAX) };
+    assert_eq!(r, Err(HeapError::SizeOverflow { size: usize::MAX }));
+    intact(heap, w);
+}
+
+#[test]
+fn bad_alignment() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    let layout = Layout::from_size_align(8, 1 << 40).unwrap();
+    assert_eq!(heap.allocate(layout), Err(HeapError::BadAlignment { align: 1 << 40 }));
+    intact(heap, w);
+}
+
+#[test]
+fn pointer_from_another_heap() {
+    let arena = Arena::new(64 << 10);
+    let other_arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    let (mut other, ow) = setup(&other_arena);
+    let foreign = other.allocate(l(64)).unwrap();
+    let addr = foreign.as_ptr().addr();
+    // SAFETY: the pointer is refused before anything is touched.
+    assert_eq!(unsafe { heap.free(foreign) }, Err(HeapError::NotFromHeap { addr }));
+    let stack = 0u64;
+    let on_stack = NonNull::from(&stack).cast::<u8>();
+    let addr = on_stack.as_ptr().addr();
+    // SAFETY: as above.
+    assert_eq!(unsafe { heap.free(on_stack) }, Err(HeapError::NotFromHeap { addr }));
+    assert_eq!(heap.stats().misuses, 2);
+    // SAFETY: the foreign block is live in its own heap.
+    unsafe { other.free(foreign) }.unwrap();
+    intact(heap, w);
+    intact(other, ow);
+}
+
+#[test]
+fn interior_pointer() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    // SAFETY: inside a witness; refused without change.
+    let inner = unsafe { w[1].0.add(64) };
+    let addr = inner.as_ptr().addr();
+    assert_eq!(unsafe { heap.free(inner) }, Err(HeapError::NotBlockStart { addr }));
+    let odd = unsafe { w[1].0.add(3) };
+    let addr = odd.as_ptr().addr();
+    assert_eq!(unsafe { heap.free(odd) }, Err(HeapError::NotBlockStart { addr }));
+    intact(heap, w);
+}
+
+#[test]
+fn double_free_plain_and_after_merge() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    let a = heap.allocate(l(100)).unwrap();
+    let b = heap.allocate(l(100)).unwrap();
+    let _keep = heap.allocate(l(100)).unwrap();
+    // SAFETY: a and b are live; the second frees are refused.
+    unsafe {
+        heap.free(a).unwrap();
+        let addr = a.as_ptr().addr();
+        assert_eq!(heap.free(a), Err(HeapError::DoubleFree { addr }));
+        // b merges into a's free block: its header is gone, and still caught.
+        heap.free(b).unwrap();
+        let addr = b.as_ptr().addr();
+        assert_eq!(heap.free(b), Err(HeapError::DoubleFree { addr }));
+        heap.free(_keep).unwrap();
+    }
+    intact(heap, w);
+}
+
+#[test]
+fn layout_mismatch() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    let p = heap.allocate(l(100)).unwrap();
+    let addr = p.as_ptr().addr();
+    // SAFETY: the claimed layout is refused before anything changes.
+    let r = unsafe { heap.deallocate(p, l(5000)) };
+    assert_eq!(r, Err(HeapError::LayoutMismatch { addr, size: 5000, align: 8 }));
+    let strict = Layout::from_size_align(64, 1 << 20).unwrap();
+    assert_eq!(
+        unsafe { heap.deallocate(p, strict) },
+        Err(HeapError::LayoutMismatch { addr, size: 64, align: 1 << 20 })
+    );
+    unsafe { heap.deallocate(p, l(100)) }.unwrap();
+    intact(heap, w);
+}
+
+#[test]
+fn corrupted_header_is_reported_with_its_address() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    let victim = heap.allocate(l(64)).unwrap();
+    let header = victim.as_ptr().wrapping_sub(HEADER_SIZE);
+    // SAFETY: a header inside the arena; restored before the end.
+    let saved = unsafe { header.cast::<[u8; 16]>().read() };
+    unsafe { header.add(4).write_bytes(0x7f, 4) }; // the back link
+    let expected = Err(HeapError::Corrupted { addr: header.addr(), what: Corruption::BlockLinks });
+    assert_eq!(heap.check(), expected);
+    assert_eq!(unsafe { heap.free(victim) }, expected);
+    unsafe { header.cast::<[u8; 16]>().write(saved) };
+    unsafe { heap.free(victim) }.unwrap();
+    intact(heap, w);
+}
+
+#[test]
+fn region_too_small_overlapping_or_too_many() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    let small = Arena::new(4096);
+    let r = unsafe { heap.add_region(small.ptr, 1024) };
+    assert_eq!(r, Err(HeapError::RegionTooSmall { start: small.ptr.addr(), size: 1024 }));
+    let r = unsafe { heap.add_region(arena.ptr.wrapping_add(4096), 8192) };
+    assert_eq!(r, Err(HeapError::RegionOverlap { start: arena.ptr.addr() + 4096, size: 8192 }));
+    let r = unsafe { heap.add_region(std::ptr::null_mut::<u8>().wrapping_sub(16), 64) };
+    assert!(matches!(r, Err(HeapError::RegionTooSmall { .. })), "wrapping range refused");
+    let pieces = Arena::new(MAX_REGIONS * 16384);
+    for i in 0..MAX_REGIONS - 1 {
+        unsafe { heap.add_region(pieces.ptr.wrapping_add(i * 16384), 16384) }.unwrap();
+    }
+    let last = pieces.ptr.wrapping_add((MAX_REGIONS - 1) * 16384);
+    assert_eq!(unsafe { heap.add_region(last, 16384) }, Err(HeapError::TooManyRegions));
+    intact(heap, w);
+}
+
+#[test]
+fn unknown_region() {
+    let arena = Arena::new(64 << 10);
+    let other_arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    let mut other = Heap::new();
+    let id = unsafe { other.add_region_with_priority(other_arena.ptr, other_arena.len(), 0) }.unwrap();
+    let spare = Arena::new(8192);
+    assert_eq!(unsafe { heap.extend(id, spare.ptr, 8192) }, Err(HeapError::UnknownRegion));
+    assert_eq!(heap.region_stats(id), Err(HeapError::UnknownRegion));
+    intact(heap, w);
+}
+
+#[test]
+fn range_unavailable() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = setup(&arena);
+    let start = w[0].0.as_ptr();
+    assert_eq!(heap.reserve(start, 64), Err(HeapError::RangeUnavailable { start: start.addr(), size: 64 }));
+    let outside = Arena::new(4096);
+    assert_eq!(
+        heap.reserve(outside.ptr.wrapping_add(64), 64),
+        Err(HeapError::RangeUnavailable { start: outside.ptr.addr() + 64, size: 64 })
+    );
+    intact(heap, w);
+}
+
+#[test]
+fn errors_name_what_and_where() {
+    let e = HeapError::DoubleFree { addr: 0x1000 };
+    assert_eq!(e.to_string(), "double free of 0x1000");
+    let e = HeapError::Corrupted { addr: 0x2000, what: Corruption::AdjacentFree };
+    assert_eq!(e.to_string(), "heap corrupted at 0x2000: two adjacent free blocks");
+}
