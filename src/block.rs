@@ -47,6 +47,7 @@ const STATE_MASK: usize = 0b11;
 
 /// What a header currently describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
 pub(crate) enum State {
     /// Merged into a neighbour; no longer a block.
     Absorbed = 0,
@@ -59,13 +60,11 @@ pub(crate) enum State {
 }
 
 impl State {
+    #[inline]
     fn from_bits(bits: usize) -> State {
-        match bits & STATE_MASK {
-            0 => State::Absorbed,
-            1 => State::Used,
-            2 => State::Free,
-            _ => State::Sentinel,
-        }
+        // SAFETY: `State` is `repr(usize)` with a variant for each of the
+        // four values two bits can hold.
+        unsafe { core::mem::transmute::<usize, State>(bits & STATE_MASK) }
     }
 }
 

@@ -158,11 +158,18 @@ impl Clist {
     #[inline]
     pub(crate) unsafe fn push_front(&mut self, node: NonNull<PtrLink>) {
         // SAFETY: `node` is free writable link memory and the current first
-        // node, if any, is on a consistent ring (caller).
+        // node, if any, is on a consistent ring (caller): `node` goes
+        // between the last node and the first.
         unsafe {
             match self.first {
                 None => make_ring(node),
-                Some(first) => insert_after(PtrLink::prev(first), node),
+                Some(first) => {
+                    let last = PtrLink::prev(first);
+                    PtrLink::set_next(node, first);
+                    PtrLink::set_prev(node, last);
+                    PtrLink::set_prev(first, node);
+                    PtrLink::set_next(last, node);
+                }
             }
         }
         self.first = Some(node);
@@ -205,13 +212,17 @@ impl Clist {
     /// `node` is linked on this list.
     #[inline]
     pub(crate) unsafe fn remove(&mut self, node: NonNull<PtrLink>) {
-        // SAFETY: `node` is on this consistent ring (caller).
-        let next = unsafe { PtrLink::next(node) };
-        if self.first == Some(node) {
-            self.first = if next == node { None } else { Some(next) };
+        // SAFETY: `node` is on this consistent ring (caller), so are both
+        // of its neighbours.
+        unsafe {
+            let next = PtrLink::next(node);
+            let prev = PtrLink::prev(node);
+            if self.first == Some(node) {
+                self.first = if next == node { None } else { Some(next) };
+            }
+            PtrLink::set_next(prev, next);
+            PtrLink::set_prev(next, prev);
         }
-        // SAFETY: as above.
-        unsafe { unlink(node) };
     }
 
     /// Iterates over the nodes, first to last.
@@ -252,16 +263,19 @@ impl Iterator for Iter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::mem::MaybeUninit;
+    use std::boxed::Box;
     use std::vec::Vec;
 
-    fn nodes(n: usize) -> Vec<NonNull<PtrLink>> {
-        let mut store: Vec<core::mem::MaybeUninit<PtrLink>> = Vec::with_capacity(n);
-        store.resize_with(n, core::mem::MaybeUninit::uninit);
-        let base = store.leak().as_mut_ptr().cast::<PtrLink>();
-        // SAFETY: `base` has room for `n` links, leaked for the test's life.
-        (0..n)
-            .map(|i| NonNull::new(unsafe { base.add(i) }).unwrap())
-            .collect()
+    /// `n` nodes in storage owned by the returned box.
+    fn nodes(n: usize) -> (Box<[MaybeUninit<PtrLink>]>, Vec<NonNull<PtrLink>>) {
+        let mut store: Box<[MaybeUninit<PtrLink>]> =
+            (0..n).map(|_| MaybeUninit::uninit()).collect();
+        let ptrs = store
+            .iter_mut()
+            .map(|slot| NonNull::from(slot).cast())
+            .collect();
+        (store, ptrs)
     }
 
     fn collect(list: &Clist) -> Vec<NonNull<PtrLink>> {
@@ -271,7 +285,7 @@ mod tests {
 
     #[test]
     fn push_remove_keeps_ring_consistent() {
-        let n = nodes(4);
+        let (_store, n) = nodes(4);
         let mut list = Clist::new();
         assert!(list.is_empty());
         // SAFETY: fresh nodes, linked once each.
@@ -301,7 +315,7 @@ mod tests {
 
     #[test]
     fn ring_of_one_links_to_itself() {
-        let n = nodes(1);
+        let (_store, n) = nodes(1);
         // SAFETY: a fresh node.
         unsafe {
             make_ring(n[0]);

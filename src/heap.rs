@@ -111,12 +111,14 @@ impl<P: FitPolicy> Heap<P> {
         &self.regions[..self.count]
     }
 
+    #[inline]
     fn region(&self, i: usize) -> &Region {
         // SAFETY: the first `count` entries are live regions owned by this
         // heap (add_region's contract).
         unsafe { self.regions[i].as_ref() }
     }
 
+    #[inline]
     fn region_mut(&mut self, i: usize) -> &mut Region {
         // SAFETY: as in `region`; `&mut self` makes the access exclusive.
         unsafe { self.regions[i].as_mut() }
@@ -252,6 +254,7 @@ impl<P: FitPolicy> Heap<P> {
     ///
     /// Fails with `SizeOverflow` or `BadAlignment` for requests no heap can
     /// serve and `OutOfMemory` when no region has room.
+    #[inline]
     pub fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
         let size = block_size_for(layout.size()).ok_or(HeapError::SizeOverflow {
             size: layout.size(),
@@ -260,8 +263,10 @@ impl<P: FitPolicy> Heap<P> {
         if align > MAX_CHUNK_SIZE / 2 {
             return Err(HeapError::BadAlignment { align });
         }
-        for i in 0..self.count {
-            let region = self.region_mut(i);
+        for &region in &self.regions[..self.count] {
+            // SAFETY: a live region of this heap; `&mut self` makes the
+            // access exclusive.
+            let region = unsafe { &mut *region.as_ptr() };
             let before = region.c.used_bytes;
             // SAFETY: a live region of this heap, borrowed exclusively.
             if let Some(block) = unsafe { region.allocate(size, align, P::BEST_FIT) } {
@@ -295,23 +300,25 @@ impl<P: FitPolicy> Heap<P> {
     }
 
     /// Finds the region holding `ptr` and validates its block.
+    #[inline]
     fn locate(&self, ptr: NonNull<u8>) -> Result<(usize, Block), HeapError> {
         let addr = ptr.as_ptr().addr();
-        let mut result = Err(HeapError::NotFromHeap { addr });
+        let mut error = HeapError::NotFromHeap { addr };
         for i in 0..self.count {
             let region = self.region(i);
             if region.spans(addr) {
                 // SAFETY: a live region whose span holds `ptr`.
-                result = unsafe { region.validate(ptr) }.map(|b| (i, b));
-                if result.is_ok() {
-                    break;
+                match unsafe { region.validate(ptr) } {
+                    Ok(block) => return Ok((i, block)),
+                    Err(e) => error = e,
                 }
             }
         }
-        result
+        Err(error)
     }
 
     /// Like `locate`, counting a failure as a misuse.
+    #[inline]
     fn locate_mut(&mut self, ptr: NonNull<u8>) -> Result<(usize, Block), HeapError> {
         let found = self.locate(ptr);
         if found.is_err() {
@@ -327,6 +334,7 @@ impl<P: FitPolicy> Heap<P> {
     ///
     /// # Safety
     /// If `ptr` is a live block of this heap, nothing uses it any more.
+    #[inline]
     pub unsafe fn free(&mut self, ptr: NonNull<u8>) -> Result<(), HeapError> {
         let (i, block) = self.locate_mut(ptr)?;
         // SAFETY: `block` was validated as a used block of region `i`.

@@ -74,33 +74,46 @@ impl FreeIndex {
         }
     }
 
-    /// Files a free block under its class.
+    /// Files a free block of `size` bytes under its class.
     ///
     /// # Safety
-    /// `block` is a free block of this index's region, on no free list.
+    /// `block` is a free block of this index's region, of `size` bytes, on
+    /// no free list.
     #[inline]
-    pub(crate) unsafe fn insert(&mut self, block: Block) {
-        let (fl, sl) = class_of(block.size());
-        // SAFETY: the block's data area is free and holds its link (MIN_BLOCK).
-        unsafe { self.lists[fl][sl].push_front(block.free_link()) };
+    pub(crate) unsafe fn insert(&mut self, block: Block, size: usize) {
+        debug_assert_eq!(size, block.size());
+        let (fl, sl) = class_of(size);
+        // SAFETY: blocks are at most MAX_CHUNK_SIZE, whose class is in range
+        // (`largest_chunk_has_a_class`); the block's data holds its link.
+        unsafe {
+            self.lists
+                .get_unchecked_mut(fl)
+                .get_unchecked_mut(sl)
+                .push_front(block.free_link());
+            *self.sl_bitmap.get_unchecked_mut(fl) |= 1 << sl;
+        }
         self.fl_bitmap |= 1 << fl;
-        self.sl_bitmap[fl] |= 1 << sl;
     }
 
-    /// Takes a free block off its list; call before its size changes.
+    /// Takes a free block of `size` bytes off its list; call before its
+    /// size changes.
     ///
     /// # Safety
-    /// `block` is on this index, filed under the class of its current size.
+    /// `block` is on this index, of `size` bytes.
     #[inline]
-    pub(crate) unsafe fn remove(&mut self, block: Block) {
-        let (fl, sl) = class_of(block.size());
-        let list = &mut self.lists[fl][sl];
-        // SAFETY: the block's link is on this list (caller).
-        unsafe { list.remove(block.free_link()) };
-        if list.is_empty() {
-            self.sl_bitmap[fl] &= !(1 << sl);
-            if self.sl_bitmap[fl] == 0 {
-                self.fl_bitmap &= !(1 << fl);
+    pub(crate) unsafe fn remove(&mut self, block: Block, size: usize) {
+        debug_assert_eq!(size, block.size());
+        let (fl, sl) = class_of(size);
+        // SAFETY: as in `insert`; the block's link is on this list (caller).
+        unsafe {
+            let list = self.lists.get_unchecked_mut(fl).get_unchecked_mut(sl);
+            list.remove(block.free_link());
+            if list.is_empty() {
+                let bits = self.sl_bitmap.get_unchecked_mut(fl);
+                *bits &= !(1 << sl);
+                if *bits == 0 {
+                    self.fl_bitmap &= !(1 << fl);
+                }
             }
         }
     }

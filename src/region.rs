@@ -216,7 +216,7 @@ impl Region {
         self.c.total_bytes += len;
         self.c.metadata_bytes += SENTINEL_SIZE;
         // SAFETY: `first` is a fresh free block on no list.
-        unsafe { self.index.insert(first) };
+        unsafe { self.index.insert(first, first.size()) };
         self.c.free_blocks += 1;
         // SAFETY: `sentinel` closes a chunk of this region.
         unsafe { self.join_neighbours(sentinel) };
@@ -270,7 +270,7 @@ impl Region {
         lower.set_state(State::Used);
         // SAFETY: the old sentinel is now a block of SENTINEL_SIZE >= MIN_BLOCK
         // bytes between two blocks of the joined chunk, on no free list.
-        unsafe { self.coalesce_insert(lower) };
+        unsafe { self.coalesce_insert(lower, SENTINEL_SIZE) };
     }
 
     /// The sentinels of the region's chunks, in address order.
@@ -396,15 +396,16 @@ impl Region {
     /// `block` is on this region's index and at least `size` bytes.
     #[inline]
     unsafe fn take(&mut self, block: Block, size: usize) -> Block {
+        let total = block.size();
         // SAFETY: `block` is on the index (caller); its successor is not
         // free (no adjacent free blocks), as `split_free_tail` requires.
-        unsafe {
-            self.index.remove(block);
-            self.c.free_blocks -= 1;
-            self.split_free_tail(block, size);
-        }
+        let kept = unsafe {
+            self.index.remove(block, total);
+            self.split_free_tail(block, total, size)
+        };
+        self.c.free_blocks -= 1;
         block.set_state(State::Used);
-        self.c.used_bytes += block.size();
+        self.c.used_bytes += kept;
         self.c.used_blocks += 1;
         block
     }
@@ -419,7 +420,7 @@ impl Region {
         let owner = self.addr();
         let gap = header - free.addr();
         // SAFETY: `free` is on the index (caller).
-        unsafe { self.index.remove(free) };
+        unsafe { self.index.remove(free, free.size()) };
         self.c.free_blocks -= 1;
         let block = if gap == 0 {
             free
@@ -431,7 +432,7 @@ impl Region {
                 // SAFETY: `free` keeps the gap and stays a free block.
                 unsafe {
                     insert_after(free.link(), block.link());
-                    self.index.insert(free);
+                    self.index.insert(free, free.size());
                 }
                 self.c.free_blocks += 1;
             } else {
@@ -449,29 +450,33 @@ impl Region {
             block
         };
         // SAFETY: `block` is at least `size` bytes and its successor is not free.
-        unsafe { self.split_free_tail(block, size) };
+        let kept = unsafe { self.split_free_tail(block, block.size(), size) };
         block.set_state(State::Used);
-        self.c.used_bytes += block.size();
+        self.c.used_bytes += kept;
         self.c.used_blocks += 1;
         block
     }
 
-    /// Splits `block` after `keep` bytes when the tail can be a free block.
+    /// Splits `block` (`total` bytes) after `keep` bytes when the tail can
+    /// be a free block; returns the size `block` keeps.
     ///
     /// # Safety
-    /// `block` is a live block of at least `keep` bytes, off the index,
+    /// `block` is a live block of `total >= keep` bytes, off the index,
     /// whose successor is not free.
     #[inline]
-    unsafe fn split_free_tail(&mut self, block: Block, keep: usize) {
-        if block.size() - keep >= MIN_BLOCK {
-            // SAFETY: the tail lies inside `block` and holds a minimal block.
-            unsafe {
-                let tail = Block::write(block.at_offset(keep), self.addr(), State::Free);
-                insert_after(block.link(), tail.link());
-                self.index.insert(tail);
-            }
-            self.c.free_blocks += 1;
+    unsafe fn split_free_tail(&mut self, block: Block, total: usize, keep: usize) -> usize {
+        let rest = total - keep;
+        if rest < MIN_BLOCK {
+            return total;
         }
+        // SAFETY: the tail lies inside `block` and holds a minimal block.
+        unsafe {
+            let tail = Block::write(block.at_offset(keep), self.addr(), State::Free);
+            insert_after(block.link(), tail.link());
+            self.index.insert(tail, rest);
+        }
+        self.c.free_blocks += 1;
+        keep
     }
 
     // ---- free ----
@@ -529,43 +534,49 @@ impl Region {
     /// `block` is a used block of this region (`validate`).
     #[inline]
     pub(crate) unsafe fn release(&mut self, block: Block) {
-        self.c.used_bytes -= block.size();
+        let size = block.size();
+        self.c.used_bytes -= size;
         self.c.used_blocks -= 1;
         // SAFETY: a used block is on no free list.
-        unsafe { self.coalesce_insert(block) };
+        unsafe { self.coalesce_insert(block, size) };
     }
 
-    /// Merges `block` (off the index) with its free neighbours and files the
-    /// result as one free block.
+    /// Merges `block` (`size` bytes, off the index) with its free
+    /// neighbours and files the result as one free block.
     ///
     /// # Safety
-    /// `block` is a linked block of this region on no free list.
+    /// `block` is a linked block of this region of `size` bytes, on no free
+    /// list.
     #[inline]
-    unsafe fn coalesce_insert(&mut self, mut block: Block) {
+    unsafe fn coalesce_insert(&mut self, mut block: Block, mut size: usize) {
         let next = block.next();
         if next.state() == State::Free {
+            let next_size = next.size();
             // SAFETY: a free neighbour is on the index and linked.
             unsafe {
-                self.index.remove(next);
+                self.index.remove(next, next_size);
                 unlink(next.link());
             }
             next.set_state(State::Absorbed);
             self.c.free_blocks -= 1;
+            size += next_size;
         }
         let prev = block.prev();
         if prev.state() == State::Free {
+            let prev_size = prev.size();
             // SAFETY: as above; `block` is linked.
             unsafe {
-                self.index.remove(prev);
+                self.index.remove(prev, prev_size);
                 unlink(block.link());
             }
             block.set_state(State::Absorbed);
             block = prev;
             self.c.free_blocks -= 1;
+            size += prev_size;
         }
         block.set_state(State::Free);
-        // SAFETY: `block` is now a free block on no list.
-        unsafe { self.index.insert(block) };
+        // SAFETY: `block` is now a free block of `size` bytes on no list.
+        unsafe { self.index.insert(block, size) };
         self.c.free_blocks += 1;
     }
 
@@ -586,13 +597,13 @@ impl Region {
             }
             // SAFETY: `next` is a free neighbour on the index.
             unsafe {
-                self.index.remove(next);
+                self.index.remove(next, next.size());
                 unlink(next.link());
             }
             next.set_state(State::Absorbed);
             self.c.free_blocks -= 1;
             // SAFETY: the grown block's successor was `next`'s, not free.
-            unsafe { self.split_free_tail(block, size) };
+            unsafe { self.split_free_tail(block, block.size(), size) };
         } else {
             // SAFETY: `block` is used and at least `size` bytes.
             unsafe { self.shrink(block, size) };
@@ -614,7 +625,7 @@ impl Region {
             unsafe {
                 let tail = Block::write(block.at_offset(keep), self.addr(), State::Used);
                 insert_after(block.link(), tail.link());
-                self.coalesce_insert(tail);
+                self.coalesce_insert(tail, rest);
             }
         }
     }

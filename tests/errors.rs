@@ -58,7 +58,9 @@ fn intact(mut heap: Heap, witnesses: Vec<(NonNull<u8>, u8)>) {
     for (p, fill) in witnesses {
         // SAFETY: live witness blocks of 200 bytes.
         unsafe {
-            assert!(std::slice::from_raw_parts(p.as_ptr(), 200).iter().all(|&b| b == fill));
+            assert!(std::slice::from_raw_parts(p.as_ptr(), 200)
+                .iter()
+                .all(|&b| b == fill));
             heap.free(p).unwrap();
         }
     }
@@ -70,7 +72,13 @@ fn intact(mut heap: Heap, witnesses: Vec<(NonNull<u8>, u8)>) {
 fn out_of_memory() {
     let arena = Arena::new(64 << 10);
     let (mut heap, w) = setup(&arena);
-    assert_eq!(heap.allocate(l(1 << 20)), Err(HeapError::OutOfMemory { size: 1 << 20, align: 8 }));
+    assert_eq!(
+        heap.allocate(l(1 << 20)),
+        Err(HeapError::OutOfMemory {
+            size: 1 << 20,
+            align: 8
+        })
+    );
     assert_eq!(heap.stats().failures, 1);
     intact(heap, w);
 }
@@ -80,9 +88,15 @@ fn size_overflow_never_wraps() {
     let arena = Arena::new(64 << 10);
     let (mut heap, w) = setup(&arena);
     let huge = Layout::from_size_align(isize::MAX as usize - 7, 8).unwrap();
-    assert_eq!(heap.allocate(huge), Err(HeapError::SizeOverflow { size: huge.size() }));
+    assert_eq!(
+        heap.allocate(huge),
+        Err(HeapError::SizeOverflow { size: huge.size() })
+    );
     let big = Layout::from_size_align(MAX_CHUNK_SIZE + 1, 8).unwrap();
-    assert_eq!(heap.allocate(big), Err(HeapError::SizeOverflow { size: big.size() }));
+    assert_eq!(
+        heap.allocate(big),
+        Err(HeapError::SizeOverflow { size: big.size() })
+    );
     // SAFETY: a live witness; the failed realloc leaves it intact.
     let r = unsafe { heap.realloc(w[0].0, l(200), usize::MAX) };
     assert_eq!(r, Err(HeapError::SizeOverflow { size: usize::MAX }));
@@ -94,7 +108,10 @@ fn bad_alignment() {
     let arena = Arena::new(64 << 10);
     let (mut heap, w) = setup(&arena);
     let layout = Layout::from_size_align(8, 1 << 40).unwrap();
-    assert_eq!(heap.allocate(layout), Err(HeapError::BadAlignment { align: 1 << 40 }));
+    assert_eq!(
+        heap.allocate(layout),
+        Err(HeapError::BadAlignment { align: 1 << 40 })
+    );
     intact(heap, w);
 }
 
@@ -107,12 +124,18 @@ fn pointer_from_another_heap() {
     let foreign = other.allocate(l(64)).unwrap();
     let addr = foreign.as_ptr().addr();
     // SAFETY: the pointer is refused before anything is touched.
-    assert_eq!(unsafe { heap.free(foreign) }, Err(HeapError::NotFromHeap { addr }));
+    assert_eq!(
+        unsafe { heap.free(foreign) },
+        Err(HeapError::NotFromHeap { addr })
+    );
     let stack = 0u64;
     let on_stack = NonNull::from(&stack).cast::<u8>();
     let addr = on_stack.as_ptr().addr();
     // SAFETY: as above.
-    assert_eq!(unsafe { heap.free(on_stack) }, Err(HeapError::NotFromHeap { addr }));
+    assert_eq!(
+        unsafe { heap.free(on_stack) },
+        Err(HeapError::NotFromHeap { addr })
+    );
     assert_eq!(heap.stats().misuses, 2);
     // SAFETY: the foreign block is live in its own heap.
     unsafe { other.free(foreign) }.unwrap();
@@ -127,10 +150,16 @@ fn interior_pointer() {
     // SAFETY: inside a witness; refused without change.
     let inner = unsafe { w[1].0.add(64) };
     let addr = inner.as_ptr().addr();
-    assert_eq!(unsafe { heap.free(inner) }, Err(HeapError::NotBlockStart { addr }));
+    assert_eq!(
+        unsafe { heap.free(inner) },
+        Err(HeapError::NotBlockStart { addr })
+    );
     let odd = unsafe { w[1].0.add(3) };
     let addr = odd.as_ptr().addr();
-    assert_eq!(unsafe { heap.free(odd) }, Err(HeapError::NotBlockStart { addr }));
+    assert_eq!(
+        unsafe { heap.free(odd) },
+        Err(HeapError::NotBlockStart { addr })
+    );
     intact(heap, w);
 }
 
@@ -163,11 +192,22 @@ fn layout_mismatch() {
     let addr = p.as_ptr().addr();
     // SAFETY: the claimed layout is refused before anything changes.
     let r = unsafe { heap.deallocate(p, l(5000)) };
-    assert_eq!(r, Err(HeapError::LayoutMismatch { addr, size: 5000, align: 8 }));
+    assert_eq!(
+        r,
+        Err(HeapError::LayoutMismatch {
+            addr,
+            size: 5000,
+            align: 8
+        })
+    );
     let strict = Layout::from_size_align(64, 1 << 20).unwrap();
     assert_eq!(
         unsafe { heap.deallocate(p, strict) },
-        Err(HeapError::LayoutMismatch { addr, size: 64, align: 1 << 20 })
+        Err(HeapError::LayoutMismatch {
+            addr,
+            size: 64,
+            align: 1 << 20
+        })
     );
     unsafe { heap.deallocate(p, l(100)) }.unwrap();
     intact(heap, w);
@@ -182,7 +222,10 @@ fn corrupted_header_is_reported_with_its_address() {
     // SAFETY: a header inside the arena; restored before the end.
     let saved = unsafe { header.cast::<[u8; 16]>().read() };
     unsafe { header.add(4).write_bytes(0x7f, 4) }; // the back link
-    let expected = Err(HeapError::Corrupted { addr: header.addr(), what: Corruption::BlockLinks });
+    let expected = Err(HeapError::Corrupted {
+        addr: header.addr(),
+        what: Corruption::BlockLinks,
+    });
     assert_eq!(heap.check(), expected);
     assert_eq!(unsafe { heap.free(victim) }, expected);
     unsafe { header.cast::<[u8; 16]>().write(saved) };
@@ -196,17 +239,35 @@ fn region_too_small_overlapping_or_too_many() {
     let (mut heap, w) = setup(&arena);
     let small = Arena::new(4096);
     let r = unsafe { heap.add_region(small.ptr, 1024) };
-    assert_eq!(r, Err(HeapError::RegionTooSmall { start: small.ptr.addr(), size: 1024 }));
+    assert_eq!(
+        r,
+        Err(HeapError::RegionTooSmall {
+            start: small.ptr.addr(),
+            size: 1024
+        })
+    );
     let r = unsafe { heap.add_region(arena.ptr.wrapping_add(4096), 8192) };
-    assert_eq!(r, Err(HeapError::RegionOverlap { start: arena.ptr.addr() + 4096, size: 8192 }));
+    assert_eq!(
+        r,
+        Err(HeapError::RegionOverlap {
+            start: arena.ptr.addr() + 4096,
+            size: 8192
+        })
+    );
     let r = unsafe { heap.add_region(std::ptr::null_mut::<u8>().wrapping_sub(16), 64) };
-    assert!(matches!(r, Err(HeapError::RegionTooSmall { .. })), "wrapping range refused");
+    assert!(
+        matches!(r, Err(HeapError::RegionTooSmall { .. })),
+        "wrapping range refused"
+    );
     let pieces = Arena::new(MAX_REGIONS * 16384);
     for i in 0..MAX_REGIONS - 1 {
         unsafe { heap.add_region(pieces.ptr.wrapping_add(i * 16384), 16384) }.unwrap();
     }
     let last = pieces.ptr.wrapping_add((MAX_REGIONS - 1) * 16384);
-    assert_eq!(unsafe { heap.add_region(last, 16384) }, Err(HeapError::TooManyRegions));
+    assert_eq!(
+        unsafe { heap.add_region(last, 16384) },
+        Err(HeapError::TooManyRegions)
+    );
     intact(heap, w);
 }
 
@@ -216,9 +277,13 @@ fn unknown_region() {
     let other_arena = Arena::new(64 << 10);
     let (mut heap, w) = setup(&arena);
     let mut other = Heap::new();
-    let id = unsafe { other.add_region_with_priority(other_arena.ptr, other_arena.len(), 0) }.unwrap();
+    let id =
+        unsafe { other.add_region_with_priority(other_arena.ptr, other_arena.len(), 0) }.unwrap();
     let spare = Arena::new(8192);
-    assert_eq!(unsafe { heap.extend(id, spare.ptr, 8192) }, Err(HeapError::UnknownRegion));
+    assert_eq!(
+        unsafe { heap.extend(id, spare.ptr, 8192) },
+        Err(HeapError::UnknownRegion)
+    );
     assert_eq!(heap.region_stats(id), Err(HeapError::UnknownRegion));
     intact(heap, w);
 }
@@ -228,11 +293,20 @@ fn range_unavailable() {
     let arena = Arena::new(64 << 10);
     let (mut heap, w) = setup(&arena);
     let start = w[0].0.as_ptr();
-    assert_eq!(heap.reserve(start, 64), Err(HeapError::RangeUnavailable { start: start.addr(), size: 64 }));
+    assert_eq!(
+        heap.reserve(start, 64),
+        Err(HeapError::RangeUnavailable {
+            start: start.addr(),
+            size: 64
+        })
+    );
     let outside = Arena::new(4096);
     assert_eq!(
         heap.reserve(outside.ptr.wrapping_add(64), 64),
-        Err(HeapError::RangeUnavailable { start: outside.ptr.addr() + 64, size: 64 })
+        Err(HeapError::RangeUnavailable {
+            start: outside.ptr.addr() + 64,
+            size: 64
+        })
     );
     intact(heap, w);
 }
@@ -241,6 +315,12 @@ fn range_unavailable() {
 fn errors_name_what_and_where() {
     let e = HeapError::DoubleFree { addr: 0x1000 };
     assert_eq!(e.to_string(), "double free of 0x1000");
-    let e = HeapError::Corrupted { addr: 0x2000, what: Corruption::AdjacentFree };
-    assert_eq!(e.to_string(), "heap corrupted at 0x2000: two adjacent free blocks");
+    let e = HeapError::Corrupted {
+        addr: 0x2000,
+        what: Corruption::AdjacentFree,
+    };
+    assert_eq!(
+        e.to_string(),
+        "heap corrupted at 0x2000: two adjacent free blocks"
+    );
 }

@@ -34,7 +34,9 @@ unsafe impl MemorySource for StaticArena {
     }
 }
 
-static SOURCE: StaticArena = StaticArena { given: AtomicBool::new(false) };
+static SOURCE: StaticArena = StaticArena {
+    given: AtomicBool::new(false),
+};
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::with_source(&SOURCE);
@@ -52,7 +54,9 @@ fn worker(seed: u64) -> u64 {
         rng ^= rng << 17;
         rng
     };
-    let mut words: Vec<String> = (0..20_000).map(|_| format!("w{:x}", next() % 100_000)).collect();
+    let mut words: Vec<String> = (0..20_000)
+        .map(|_| format!("w{:x}", next() % 100_000))
+        .collect();
     words.sort();
     assert!(words.windows(2).all(|w| w[0] <= w[1]));
     let mut counts: HashMap<String, u32> = HashMap::new();
@@ -64,7 +68,10 @@ fn worker(seed: u64) -> u64 {
         tree.insert(next() % 10_000, vec![(i % 251) as u8; (i % 300) as usize]);
     }
     for (_, v) in tree.iter() {
-        assert!(v.windows(2).all(|w| w[0] == w[1]), "a vector lost its pattern");
+        assert!(
+            v.windows(2).all(|w| w[0] == w[1]),
+            "a vector lost its pattern"
+        );
     }
     let mut grow = Vec::new();
     for i in 0..100_000u32 {
@@ -80,14 +87,20 @@ fn worker(seed: u64) -> u64 {
 fn std_work_on_four_threads() {
     let boxed = Box::new(42u64);
     let addr = (&*boxed as *const u64).addr();
-    assert!(arena_range().contains(&addr), "std allocations come from the region");
+    assert!(
+        arena_range().contains(&addr),
+        "std allocations come from the region"
+    );
 
-    let handles: Vec<_> = (1..=4).map(|t| thread::spawn(move || worker(t * 0x9e37_79b9))).collect();
+    let handles: Vec<_> = (1..=4)
+        .map(|t| thread::spawn(move || worker(t * 0x9e37_79b9)))
+        .collect();
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert!(total > 0);
 
     let heap = HEAP.lock();
-    heap.check().expect("the heap is consistent after the threads");
+    heap.check()
+        .expect("the heap is consistent after the threads");
     let stats = heap.stats();
     assert_eq!(stats.regions, 1);
     assert!(stats.allocations > 100_000, "{stats}");

@@ -100,7 +100,10 @@ impl<P: FitPolicy> Model<P> {
         // SAFETY: each piece is given once and outlives the heap.
         unsafe {
             if as_region || self.regions.is_empty() {
-                let id = self.heap.add_region_with_priority(start, PIECE, priority).unwrap();
+                let id = self
+                    .heap
+                    .add_region_with_priority(start, PIECE, priority)
+                    .unwrap();
                 self.regions.push(id);
             } else {
                 let id = self.regions[priority as usize % self.regions.len()];
@@ -122,14 +125,21 @@ impl<P: FitPolicy> Model<P> {
     fn verify(live: &Live, len: usize) {
         // SAFETY: a live block of at least `len` bytes.
         let bytes = unsafe { std::slice::from_raw_parts(live.ptr.as_ptr(), len) };
-        assert!(bytes.iter().all(|&b| b == live.fill), "block {:p} lost its data", live.ptr);
+        assert!(
+            bytes.iter().all(|&b| b == live.fill),
+            "block {:p} lost its data",
+            live.ptr
+        );
     }
 
     fn admit(&mut self, ptr: NonNull<u8>, size: usize, align: usize) {
         let addr = ptr.as_ptr().addr();
         let base = self.arena.ptr.addr();
         assert_eq!(addr % align.max(GRANULE), 0, "misaligned");
-        assert!(addr >= base && addr + size <= base + PIECE * PIECES, "out of the arena");
+        assert!(
+            addr >= base && addr + size <= base + PIECE * PIECES,
+            "out of the arena"
+        );
         // SAFETY: a block just handed out.
         let usable = unsafe { self.heap.usable_size(ptr) }.unwrap();
         assert!(usable >= size);
@@ -139,7 +149,12 @@ impl<P: FitPolicy> Model<P> {
         }
         let fill = self.next_fill();
         Self::write(ptr, size, fill);
-        self.live.push(Live { ptr, size, align, fill });
+        self.live.push(Live {
+            ptr,
+            size,
+            align,
+            fill,
+        });
     }
 
     fn step(&mut self, op: &Op) {
@@ -152,7 +167,10 @@ impl<P: FitPolicy> Model<P> {
                     Err(HeapError::OutOfMemory { .. }) => {
                         // Never refused while a free block could obviously serve it.
                         let largest = self.heap.stats().largest_free;
-                        assert!(largest < size + align + 2 * GRANULE, "refused {size}/{align} with {largest} free");
+                        assert!(
+                            largest < size + align + 2 * GRANULE,
+                            "refused {size}/{align} with {largest} free"
+                        );
                     }
                     Err(e) => panic!("unexpected {e}"),
                 }
@@ -181,7 +199,10 @@ impl<P: FitPolicy> Model<P> {
                     Err(e) => panic!("unexpected {e}"),
                 }
             }
-            Op::AddPiece { as_region, priority } => self.add_piece(as_region, priority),
+            Op::AddPiece {
+                as_region,
+                priority,
+            } => self.add_piece(as_region, priority),
             Op::Reserve { offset, size } => {
                 let start = self.arena.ptr.wrapping_add(offset & !(GRANULE - 1));
                 match self.heap.reserve(start, size) {
@@ -198,7 +219,10 @@ impl<P: FitPolicy> Model<P> {
         self.heap.check().unwrap();
         let stats = self.heap.stats();
         assert_eq!(stats.used_blocks, self.live.len());
-        assert_eq!(stats.total_bytes, stats.in_use_bytes + stats.free_bytes + stats.metadata_bytes);
+        assert_eq!(
+            stats.total_bytes,
+            stats.in_use_bytes + stats.free_bytes + stats.metadata_bytes
+        );
         assert!(stats.allocated_bytes >= self.live.iter().map(|l| l.size).sum::<usize>());
     }
 
@@ -211,7 +235,10 @@ impl<P: FitPolicy> Model<P> {
         self.heap.check().unwrap();
         let stats = self.heap.stats();
         assert_eq!((stats.used_blocks, stats.in_use_bytes), (0, 0));
-        assert_eq!(stats.free_blocks, stats.chunks, "everything merged back: one free block per chunk");
+        assert_eq!(
+            stats.free_blocks, stats.chunks,
+            "everything merged back: one free block per chunk"
+        );
     }
 }
 
