@@ -264,16 +264,16 @@ impl Iterator for Iter {
 mod tests {
     use super::*;
     use core::mem::MaybeUninit;
-    use std::boxed::Box;
     use std::vec::Vec;
 
-    /// `n` nodes in storage owned by the returned box.
-    fn nodes(n: usize) -> (Box<[MaybeUninit<PtrLink>]>, Vec<NonNull<PtrLink>>) {
-        let mut store: Box<[MaybeUninit<PtrLink>]> =
-            (0..n).map(|_| MaybeUninit::uninit()).collect();
-        let ptrs = store
-            .iter_mut()
-            .map(|slot| NonNull::from(slot).cast())
+    /// `n` nodes in storage owned by the returned vector (a `Vec` is not
+    /// retagged when moved, so the node pointers stay valid under Miri).
+    fn nodes(n: usize) -> (Vec<MaybeUninit<PtrLink>>, Vec<NonNull<PtrLink>>) {
+        let mut store = Vec::with_capacity(n);
+        store.resize_with(n, MaybeUninit::uninit);
+        let base = store.as_mut_ptr().cast::<PtrLink>();
+        let ptrs = (0..n)
+            .map(|i| NonNull::new(base.wrapping_add(i)).unwrap())
             .collect();
         (store, ptrs)
     }

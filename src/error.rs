@@ -131,6 +131,22 @@ pub enum HeapError {
     },
 }
 
+impl HeapError {
+    /// Whether the error is the caller's misuse of a pointer (bad pointer,
+    /// double free, wrong layout) or damage found in the heap, as opposed
+    /// to a request the heap cannot serve.
+    pub fn is_misuse(&self) -> bool {
+        matches!(
+            self,
+            HeapError::NotFromHeap { .. }
+                | HeapError::NotBlockStart { .. }
+                | HeapError::DoubleFree { .. }
+                | HeapError::LayoutMismatch { .. }
+                | HeapError::Corrupted { .. }
+        )
+    }
+}
+
 impl fmt::Display for HeapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

@@ -51,6 +51,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod backend;
 mod block;
 mod check;
 mod clist;
@@ -62,6 +63,11 @@ mod policy;
 mod region;
 mod stats;
 
+pub use backend::Backend;
+#[cfg(feature = "buddy")]
+pub use backend::BuddyBackend;
+#[cfg(feature = "linked-list")]
+pub use backend::LinkedListBackend;
 pub use block::{GRANULE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
 pub use error::{Corruption, HeapError};
 pub use heap::{Heap, RegionId, MAX_REGIONS};

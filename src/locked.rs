@@ -2,7 +2,8 @@
 //!
 //! The `GlobalAlloc` contract cannot return errors, so:
 //! - a failed allocation returns null, after asking the growth hook (a
-//!   [`MemorySource`]) for memory, if one is set;
+//!   [`MemorySource`]) for memory, if one is set; so does a request no heap
+//!   can serve (`SizeOverflow`, `BadAlignment`), which is not a misuse;
 //! - a misuse (bad pointer, double free, corruption, wrong layout) goes to
 //!   the report handler, [`panic_on_misuse`] by default.
 //!
@@ -136,11 +137,13 @@ impl<P: FitPolicy> LockedHeap<P> {
                 match op(&mut heap) {
                     Ok(value) => return Some(value),
                     Err(HeapError::OutOfMemory { .. }) => heap.growth_hint(layout),
-                    Err(error) => {
+                    Err(error) if error.is_misuse() => {
                         drop(heap);
                         self.report(&error);
                         return None;
                     }
+                    // A request no heap can serve (size or alignment): null.
+                    Err(_) => return None,
                 }
             };
             let source = self.hooks.lock().source?;
@@ -192,5 +195,106 @@ unsafe impl<P: FitPolicy> GlobalAlloc for LockedHeap<P> {
             heap.realloc(ptr, layout, new_size)
         })
         .map_or(null_mut(), NonNull::as_ptr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Arena;
+    use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+    use spin::Mutex as SpinMutex;
+
+    static REPORTED: SpinMutex<Option<HeapError>> = SpinMutex::new(None);
+
+    fn record(error: &HeapError) {
+        *REPORTED.lock() = Some(*error);
+    }
+
+    #[test]
+    fn misuse_goes_to_the_handler_and_failure_returns_null() {
+        let arena = Arena::new(64 << 10);
+        let heap = LockedHeap::empty();
+        // SAFETY: the arena outlives the heap.
+        unsafe { heap.init(arena.ptr(), arena.len()) };
+        heap.set_report_handler(record);
+        let layout = Layout::from_size_align(100, 8).unwrap();
+        // SAFETY: GlobalAlloc calls with a valid layout; the double free is
+        // refused and reported.
+        unsafe {
+            let p = heap.alloc(layout);
+            assert!(!p.is_null());
+            heap.dealloc(p, layout);
+            heap.dealloc(p, layout);
+            let addr = p.addr();
+            assert_eq!(REPORTED.lock().take(), Some(HeapError::DoubleFree { addr }));
+            let huge = Layout::from_size_align(1 << 30, 8).unwrap();
+            assert!(heap.alloc(huge).is_null());
+            assert_eq!(REPORTED.lock().take(), None, "failure is not a misuse");
+        }
+        heap.lock().check().unwrap();
+    }
+
+    /// Hands out consecutive 64 KiB pieces of one arena.
+    struct Pieces {
+        base: AtomicPtr<u8>,
+        given: AtomicUsize,
+        calls: AtomicUsize,
+    }
+
+    // SAFETY: every piece is handed out once, from an arena that outlives
+    // the heap in the test.
+    unsafe impl MemorySource for Pieces {
+        fn grow(&self, min_size: usize) -> Option<(NonNull<u8>, usize)> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let size = min_size.next_multiple_of(64 << 10);
+            let offset = self.given.fetch_add(size, Ordering::SeqCst);
+            if offset + size > 1 << 20 {
+                return None;
+            }
+            let base = self.base.load(Ordering::SeqCst);
+            Some((NonNull::new(base.wrapping_add(offset))?, size))
+        }
+    }
+
+    #[test]
+    fn growth_hook_feeds_an_empty_heap_and_joins_chunks() {
+        let arena = Arena::new(1 << 20);
+        static PIECES: Pieces = Pieces {
+            base: AtomicPtr::new(core::ptr::null_mut()),
+            given: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+        };
+        let pieces = &PIECES;
+        pieces.base.store(arena.ptr(), Ordering::SeqCst);
+        let heap = LockedHeap::with_source(pieces);
+        let layout = Layout::from_size_align(40 << 10, 8).unwrap();
+        let mut blocks = std::vec::Vec::new();
+        // SAFETY: GlobalAlloc calls with valid layouts.
+        unsafe {
+            for _ in 0..10 {
+                let p = heap.alloc(layout);
+                assert!(!p.is_null());
+                p.write_bytes(0x5a, layout.size());
+                blocks.push(p);
+            }
+        }
+        let stats = heap.lock().stats();
+        assert!(pieces.calls.load(Ordering::SeqCst) >= 2);
+        assert_eq!(
+            (stats.regions, stats.chunks),
+            (1, 1),
+            "touching pieces joined: {stats:?}"
+        );
+        for p in blocks {
+            // SAFETY: live blocks written above.
+            unsafe {
+                assert_eq!(*p.add(layout.size() - 1), 0x5a);
+                heap.dealloc(p, layout);
+            }
+        }
+        heap.lock().check().unwrap();
+        drop(heap);
+        drop(arena);
     }
 }

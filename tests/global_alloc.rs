@@ -98,6 +98,13 @@ fn std_work_on_four_threads() {
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert!(total > 0);
 
+    // Allocation failure is an error value, never a panic or a crash.
+    let mut huge: Vec<u8> = Vec::new();
+    assert!(huge.try_reserve(isize::MAX as usize / 2).is_err());
+    assert!(huge.try_reserve(200 << 20).is_err(), "more than the arena");
+    let mut fine = Vec::<u64>::new();
+    fine.try_reserve(1000).unwrap();
+
     let heap = HEAP.lock();
     heap.check()
         .expect("the heap is consistent after the threads");
@@ -106,4 +113,8 @@ fn std_work_on_four_threads() {
     assert!(stats.allocations > 100_000, "{stats}");
     assert!(stats.peak_in_use_bytes > 1 << 20);
     assert_eq!(stats.misuses, 0);
+    assert!(
+        stats.failures >= 1,
+        "the 200 MiB request was refused by the heap"
+    );
 }
