@@ -294,7 +294,7 @@ mod tests {
             }
         }
         heap.lock().check().unwrap();
-        drop(heap);
+        // The heap must not be used once the arena is gone.
         drop(arena);
     }
 }
