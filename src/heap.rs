@@ -256,11 +256,15 @@ impl<P: FitPolicy> Heap<P> {
     /// serve and `OutOfMemory` when no region has room.
     #[inline]
     pub fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
-        let size = block_size_for(layout.size()).ok_or(HeapError::SizeOverflow {
-            size: layout.size(),
-        })?;
         let align = layout.align();
+        let Some(size) = block_size_for(layout.size()) else {
+            self.ops.failures += 1;
+            return Err(HeapError::SizeOverflow {
+                size: layout.size(),
+            });
+        };
         if align > MAX_CHUNK_SIZE / 2 {
+            self.ops.failures += 1;
             return Err(HeapError::BadAlignment { align });
         }
         for &region in &self.regions[..self.count] {

@@ -108,10 +108,12 @@ fn bad_alignment() {
     let arena = Arena::new(64 << 10);
     let (mut heap, w) = setup(&arena);
     let layout = Layout::from_size_align(8, 1 << 40).unwrap();
+    let failures = heap.stats().failures;
     assert_eq!(
         heap.allocate(layout),
         Err(HeapError::BadAlignment { align: 1 << 40 })
     );
+    assert_eq!(heap.stats().failures, failures + 1, "counted as a failure");
     intact(heap, w);
 }
 

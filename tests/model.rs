@@ -242,6 +242,9 @@ impl<P: FitPolicy> Model<P> {
     }
 }
 
+/// Longest operation sequence: shorter under Miri, which is ~1000x slower.
+const MAX_OPS: usize = if cfg!(miri) { 40 } else { 200 };
+
 fn config() -> ProptestConfig {
     ProptestConfig {
         failure_persistence: None,
@@ -253,7 +256,7 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn first_fit_matches_the_model(ops in prop::collection::vec(op(), 1..200)) {
+    fn first_fit_matches_the_model(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
         let mut model = Model::new(Heap::<FirstFit>::with_policy());
         for op in &ops {
             model.step(op);
@@ -262,7 +265,7 @@ proptest! {
     }
 
     #[test]
-    fn best_fit_matches_the_model(ops in prop::collection::vec(op(), 1..200)) {
+    fn best_fit_matches_the_model(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
         let mut model = Model::new(Heap::<BestFit>::with_policy());
         for op in &ops {
             model.step(op);
