@@ -87,9 +87,9 @@ pub fn miri() -> Result<(), String> {
         "--component",
         "miri,rust-src",
     ]))?;
-    println!("==> miri: cargo +nightly miri test --lib --test model");
+    println!("==> miri: cargo +nightly miri test --lib --test model --test errors");
     run(Command::new("cargo")
-        .args(["+nightly", "miri", "test", "--lib", "--test", "model"])
+        .args(["+nightly", "miri", "test", "--lib", "--test", "model", "--test", "errors"])
         .env("PROPTEST_CASES", "4")
         .env("MIRIFLAGS", "-Zmiri-disable-isolation"))
 }
