@@ -40,6 +40,7 @@ fn test(args: &[String]) -> Result<(), String> {
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                "--all-features",
                 "--",
                 "-D",
                 "warnings",
@@ -47,11 +48,17 @@ fn test(args: &[String]) -> Result<(), String> {
         ),
         (
             "no_std build",
-            vec!["build", "--lib", "--target", "x86_64-unknown-none"],
+            vec![
+                "build",
+                "--lib",
+                "--all-features",
+                "--target",
+                "x86_64-unknown-none",
+            ],
         ),
         (
-            "unit, property and integration tests",
-            vec!["test", "--workspace"],
+            "unit, property, differential and integration tests",
+            vec!["test", "--workspace", "--all-features"],
         ),
         (
             "release tests",
