@@ -89,7 +89,9 @@ pub fn miri() -> Result<(), String> {
     ]))?;
     println!("==> miri: cargo +nightly miri test --lib --test model --test errors");
     run(Command::new("cargo")
-        .args(["+nightly", "miri", "test", "--lib", "--test", "model", "--test", "errors"])
+        .args([
+            "+nightly", "miri", "test", "--lib", "--test", "model", "--test", "errors",
+        ])
         .env("PROPTEST_CASES", "4")
         .env("MIRIFLAGS", "-Zmiri-disable-isolation"))
 }
