@@ -5,7 +5,7 @@
 //!
 //! Memory comes in **regions**; each region is carved into **blocks**, a
 //! 16-byte header followed by data. The blocks of a chunk sit on a circular
-//! doubly linked list in address order ([CLIST](clist)); free blocks also sit
+//! doubly linked list in address order (a CLIST); free blocks also sit
 //! on segregated free lists indexed by bitmaps, so finding a block costs two
 //! bit scans whatever the number of blocks. An allocated block's header
 //! leads back to its region, so [`Heap::free`] needs neither a region nor a
