@@ -1,35 +1,13 @@
 //! Every `HeapError` variant, provoked the way a buggy caller would, with
 //! the exact error asserted and the other live blocks shown intact after.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+mod common;
+
+use common::Arena;
+use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use region_heap::{Corruption, Heap, HeapError, HEADER_SIZE, MAX_CHUNK_SIZE, MAX_REGIONS};
-
-struct Arena {
-    ptr: *mut u8,
-    layout: Layout,
-}
-
-impl Arena {
-    fn new(size: usize) -> Arena {
-        let layout = Layout::from_size_align(size, 4096).unwrap();
-        // SAFETY: non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        assert!(!ptr.is_null());
-        Arena { ptr, layout }
-    }
-    fn len(&self) -> usize {
-        self.layout.size()
-    }
-}
-
-impl Drop for Arena {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.ptr, self.layout) }
-    }
-}
 
 fn l(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()

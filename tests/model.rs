@@ -6,7 +6,10 @@
 //! and that the stats agree with the model. Regions are added and extended
 //! from pieces of one arena as the sequence goes, touching or not.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+mod common;
+
+use common::Arena;
+use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use proptest::prelude::*;
@@ -40,28 +43,6 @@ struct Live {
     size: usize,
     align: usize,
     fill: u8,
-}
-
-struct Arena {
-    ptr: *mut u8,
-    layout: Layout,
-}
-
-impl Arena {
-    fn new(size: usize) -> Arena {
-        let layout = Layout::from_size_align(size, 4096).unwrap();
-        // SAFETY: non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        assert!(!ptr.is_null());
-        Arena { ptr, layout }
-    }
-}
-
-impl Drop for Arena {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.ptr, self.layout) }
-    }
 }
 
 struct Model<P: FitPolicy> {
