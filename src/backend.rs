@@ -242,6 +242,21 @@ impl Ops {
         used_blocks: 0,
     };
 
+    /// Counts a reallocation that kept the block where it was.
+    fn resized_in_place(&mut self, old_size: usize, new_size: usize) {
+        self.reallocations += 1;
+        self.requested = self.requested - old_size + new_size;
+    }
+
+    /// Counts a reallocation that moved the block: the new block was
+    /// counted as an allocation, the old one is gone without a free.
+    fn moved(&mut self, old_size: usize) {
+        self.allocations -= 1;
+        self.used_blocks -= 1;
+        self.requested -= old_size;
+        self.reallocations += 1;
+    }
+
     fn fill(&self, stats: &mut Stats) {
         stats.allocations = self.allocations;
         stats.frees = self.frees;
@@ -425,8 +440,7 @@ mod linked_list {
                 .map_err(|_| HeapError::SizeOverflow { size: new_size })?;
             if Self::footprint(new_layout) == Self::footprint(layout) {
                 // Same reserved bytes: nothing to move.
-                self.ops.reallocations += 1;
-                self.ops.requested = self.ops.requested - layout.size() + new_size;
+                self.ops.resized_in_place(layout.size(), new_size);
                 return Ok(ptr);
             }
             let new = self.allocate(new_layout)?;
@@ -434,10 +448,7 @@ mod linked_list {
             unsafe { new.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
             // SAFETY: the caller gives up the old block, allocated with `layout`.
             unsafe { self.heap.deallocate(ptr, layout) };
-            self.ops.allocations -= 1;
-            self.ops.used_blocks -= 1;
-            self.ops.requested -= layout.size();
-            self.ops.reallocations += 1;
+            self.ops.moved(layout.size());
             Ok(new)
         }
 
@@ -680,8 +691,7 @@ mod buddy {
                 .map_err(|_| HeapError::SizeOverflow { size: new_size })?;
             if Self::class_layout(new_layout) == Some(class) {
                 // Same block size: resized in place.
-                self.ops.reallocations += 1;
-                self.ops.requested = self.ops.requested - layout.size() + new_size;
+                self.ops.resized_in_place(layout.size(), new_size);
                 return Ok(ptr);
             }
             let new = self.allocate(new_layout)?;
@@ -689,10 +699,7 @@ mod buddy {
             unsafe { new.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
             // SAFETY: the caller gives up the old block, allocated as `class`.
             unsafe { self.heap.dealloc(ptr, class) };
-            self.ops.allocations -= 1;
-            self.ops.used_blocks -= 1;
-            self.ops.requested -= layout.size();
-            self.ops.reallocations += 1;
+            self.ops.moved(layout.size());
             Ok(new)
         }
 
