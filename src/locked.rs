@@ -1,5 +1,9 @@
 //! `LockedHeap`: a spin-locked heap usable as `#[global_allocator]`.
 //!
+//! It is generic over the [`Backend`](crate::Backend) it locks, region-heap's
+//! [`Heap`] by default, so a kernel swaps heaps by changing one type; the
+//! lock, the growth retry and the report handler are the same for all.
+//!
 //! The `GlobalAlloc` contract cannot return errors, so:
 //! - a failed allocation returns null, after asking the growth hook (a
 //!   [`MemorySource`]) for memory, if one is set; so does a request no heap
@@ -15,6 +19,7 @@ use core::ptr::{null_mut, NonNull};
 
 use spin::{Mutex, MutexGuard};
 
+use crate::backend::Backend;
 use crate::error::HeapError;
 use crate::heap::Heap;
 use crate::policy::{FirstFit, FitPolicy};
@@ -50,30 +55,40 @@ struct Hooks {
 /// How many times one allocation asks the growth hook before giving up.
 const GROW_ATTEMPTS: usize = 4;
 
-/// A [`Heap`] behind a spin lock, with a report handler and a growth hook.
-pub struct LockedHeap<P: FitPolicy = FirstFit> {
-    heap: Mutex<Heap<P>>,
+/// A heap behind a spin lock, with a report handler and a growth hook.
+///
+/// The backend `B` is region-heap's [`Heap`] by default; any
+/// [`Backend`](crate::Backend) fits, so a kernel swaps heaps by changing
+/// one type:
+///
+/// ```ignore
+/// static HEAP: LockedHeap = LockedHeap::empty();                          // region-heap, first fit
+/// static HEAP: LockedHeap<Heap<BestFit>> = LockedHeap::with_backend(None); // region-heap, best fit
+/// static HEAP: LockedHeap<LinkedListBackend> = LockedHeap::with_backend(None); // feature `linked-list`
+/// ```
+pub struct LockedHeap<B: Backend = Heap<FirstFit>> {
+    heap: Mutex<B>,
     hooks: Mutex<Hooks>,
 }
 
-impl LockedHeap<FirstFit> {
+impl LockedHeap {
     /// A heap with no memory yet: add some with [`LockedHeap::init`],
     /// [`LockedHeap::add_region`] or a growth hook.
     pub const fn empty() -> Self {
-        Self::with_policy(None)
+        Self::with_backend(None)
     }
 
     /// A heap with no memory that gets all of it from `source`, on first use.
     pub const fn with_source(source: &'static dyn MemorySource) -> Self {
-        Self::with_policy(Some(source))
+        Self::with_backend(Some(source))
     }
 }
 
-impl<P: FitPolicy> LockedHeap<P> {
-    /// An empty heap with policy `P` and an optional growth hook.
-    pub const fn with_policy(source: Option<&'static dyn MemorySource>) -> Self {
+impl<B: Backend> LockedHeap<B> {
+    /// An empty heap of backend `B` with an optional growth hook.
+    pub const fn with_backend(source: Option<&'static dyn MemorySource>) -> Self {
         LockedHeap {
-            heap: Mutex::new(Heap::with_policy()),
+            heap: Mutex::new(B::EMPTY),
             hooks: Mutex::new(Hooks {
                 report: panic_on_misuse,
                 source,
@@ -81,31 +96,33 @@ impl<P: FitPolicy> LockedHeap<P> {
         }
     }
 
-    /// Gives `[start, start + size)` to the heap as its first region.
+    /// Gives `[start, start + size)` to the heap (its first region when the
+    /// heap is empty).
     ///
     /// # Panics
-    /// If the range is refused (too small, overlapping).
+    /// If the range is refused (too small, overlapping, or a range the
+    /// backend cannot take).
     ///
     /// # Safety
-    /// As for [`Heap::add_region`].
+    /// As for [`Backend::add_memory`].
     pub unsafe fn init(&self, start: *mut u8, size: usize) {
         // SAFETY: forwarded from the caller.
-        if let Err(e) = unsafe { self.add_region(start, size) } {
+        if let Err(e) = unsafe { self.add_memory(start, size) } {
             panic!("region-heap: init: {e}");
         }
     }
 
-    /// Adds a region of priority 0.
+    /// Gives `[start, start + size)` to the heap ([`Backend::add_memory`]).
     ///
     /// # Safety
-    /// As for [`Heap::add_region`].
-    pub unsafe fn add_region(&self, start: *mut u8, size: usize) -> Result<(), HeapError> {
+    /// As for [`Backend::add_memory`].
+    pub unsafe fn add_memory(&self, start: *mut u8, size: usize) -> Result<(), HeapError> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.heap.lock().add_region(start, size) }
+        unsafe { self.heap.lock().add_memory(start, size) }
     }
 
     /// Locks the heap for direct use (stats, check, dump, the raw API).
-    pub fn lock(&self) -> MutexGuard<'_, Heap<P>> {
+    pub fn lock(&self) -> MutexGuard<'_, B> {
         self.heap.lock()
     }
 
@@ -129,7 +146,7 @@ impl<P: FitPolicy> LockedHeap<P> {
     fn with_growth<T>(
         &self,
         layout: Layout,
-        mut op: impl FnMut(&mut Heap<P>) -> Result<T, HeapError>,
+        mut op: impl FnMut(&mut B) -> Result<T, HeapError>,
     ) -> Option<T> {
         for _ in 0..=GROW_ATTEMPTS {
             let hint = {
@@ -158,9 +175,21 @@ impl<P: FitPolicy> LockedHeap<P> {
     }
 }
 
+impl<P: FitPolicy> LockedHeap<Heap<P>> {
+    /// Adds a region of priority 0 (region-heap only: the reference
+    /// backends have no regions, use [`LockedHeap::add_memory`]).
+    ///
+    /// # Safety
+    /// As for [`Heap::add_region`].
+    pub unsafe fn add_region(&self, start: *mut u8, size: usize) -> Result<(), HeapError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.heap.lock().add_region(start, size) }
+    }
+}
+
 // SAFETY: every method returns blocks from the heap, which never hands out
 // overlapping live blocks and honours each layout's size and alignment.
-unsafe impl<P: FitPolicy> GlobalAlloc for LockedHeap<P> {
+unsafe impl<B: Backend> GlobalAlloc for LockedHeap<B> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.with_growth(layout, |heap| heap.allocate(layout))
             .map_or(null_mut(), NonNull::as_ptr)
@@ -206,6 +235,8 @@ mod tests {
     use spin::Mutex as SpinMutex;
 
     static REPORTED: SpinMutex<Option<HeapError>> = SpinMutex::new(None);
+    /// Serialises the tests that read `REPORTED`.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn record(error: &HeapError) {
         *REPORTED.lock() = Some(*error);
@@ -213,6 +244,7 @@ mod tests {
 
     #[test]
     fn misuse_goes_to_the_handler_and_failure_returns_null() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let arena = Arena::new(64 << 10);
         let heap = LockedHeap::empty();
         // SAFETY: the arena outlives the heap.
@@ -296,5 +328,74 @@ mod tests {
         heap.lock().check().unwrap();
         // The heap must not be used once the arena is gone.
         drop(arena);
+    }
+
+    /// One workload through `GlobalAlloc` on any backend: patterns survive,
+    /// a pointer outside the heap is reported, the books balance.
+    fn global_alloc_workload<B: Backend>(heap: &LockedHeap<B>) {
+        let layouts = [(24, 8), (100, 16), (4000, 64), (300, 4096)]
+            .map(|(size, align)| Layout::from_size_align(size, align).unwrap());
+        let mut live = std::vec::Vec::new();
+        for round in 0..50u8 {
+            let layout = layouts[round as usize % layouts.len()];
+            // SAFETY: a valid layout; the block is written within its size.
+            let p = unsafe { heap.alloc(layout) };
+            assert!(!p.is_null(), "{}: round {round}", B::NAME);
+            assert_eq!(p.addr() % layout.align(), 0);
+            // SAFETY: the fresh block holds `layout.size()` bytes.
+            unsafe { p.write_bytes(round, layout.size()) };
+            live.push((p, layout, round));
+        }
+        for (i, &(p, layout, round)) in live.iter().enumerate() {
+            // SAFETY: live blocks written above.
+            let bytes = unsafe { core::slice::from_raw_parts(p, layout.size()) };
+            assert!(bytes.iter().all(|&b| b == round), "{}: block {i}", B::NAME);
+            // SAFETY: the block is live and given up.
+            unsafe { heap.dealloc(p, layout) };
+        }
+        let outside = std::boxed::Box::new(0u64);
+        let ptr = std::boxed::Box::into_raw(outside);
+        // SAFETY: a foreign pointer is refused and reported, not followed
+        // (each backend checks that a pointer lies in its memory).
+        unsafe { heap.dealloc(ptr.cast(), Layout::new::<u64>()) };
+        let addr = ptr.addr();
+        assert_eq!(
+            REPORTED.lock().take(),
+            Some(HeapError::NotFromHeap { addr }),
+            "{}",
+            B::NAME
+        );
+        // SAFETY: `ptr` came from `Box::into_raw` and was not freed.
+        drop(unsafe { std::boxed::Box::from_raw(ptr) });
+        heap.lock().check().unwrap();
+    }
+
+    #[test]
+    fn backends_swap_by_type() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let arena = Arena::new(1 << 20);
+        let heap: LockedHeap = LockedHeap::empty();
+        heap.set_report_handler(record);
+        // SAFETY: the arena outlives the heap.
+        unsafe { heap.init(arena.ptr(), arena.len()) };
+        global_alloc_workload(&heap);
+        #[cfg(feature = "linked-list")]
+        {
+            let arena = Arena::new(1 << 20);
+            let heap: LockedHeap<crate::LinkedListBackend> = LockedHeap::with_backend(None);
+            heap.set_report_handler(record);
+            // SAFETY: the arena outlives the heap.
+            unsafe { heap.init(arena.ptr(), arena.len()) };
+            global_alloc_workload(&heap);
+        }
+        #[cfg(feature = "buddy")]
+        {
+            let arena = Arena::new(1 << 20);
+            let heap: LockedHeap<crate::BuddyBackend<32>> = LockedHeap::with_backend(None);
+            heap.set_report_handler(record);
+            // SAFETY: the arena outlives the heap.
+            unsafe { heap.init(arena.ptr(), arena.len()) };
+            global_alloc_workload(&heap);
+        }
     }
 }
