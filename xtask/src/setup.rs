@@ -1,6 +1,7 @@
 //! Installing what the checks need, and running cargo steps.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs a command, failing with its name when it does not succeed.
 pub fn run(cmd: &mut Command) -> Result<(), String> {
@@ -31,8 +32,17 @@ pub fn toolchain() -> Result<(), String> {
 
 /// Runs one `cargo` step with a banner.
 pub fn cargo_step(name: &str, args: &[&str]) -> Result<(), String> {
-    println!("==> {name}: cargo {}", args.join(" "));
-    run(Command::new("cargo").args(args)).map_err(|e| format!("{name}: {e}"))
+    cargo_step_env(name, args, &[])
+}
+
+/// Runs one `cargo` step with extra environment variables.
+pub fn cargo_step_env(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    let shown: Vec<String> = envs.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    println!("==> {name}: {}cargo {}", shown.concat(), args.join(" "));
+    run(Command::new("cargo")
+        .args(args)
+        .envs(envs.iter().copied()))
+    .map_err(|e| format!("{name}: {e}"))
 }
 
 /// Installs Debian packages with apt-get when the given program is missing.
@@ -42,13 +52,17 @@ pub fn apt_install(program: &str, packages: &[&str]) -> Result<(), String> {
     }
     println!("==> installing {} (for {program})", packages.join(" "));
     let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
-    let mut update = Command::new(sudo.first().copied().unwrap_or("apt-get"));
-    if !sudo.is_empty() {
-        update.arg("apt-get");
+    // One `apt-get update` per run is enough for every install.
+    static UPDATED: AtomicBool = AtomicBool::new(false);
+    if !UPDATED.swap(true, Ordering::Relaxed) {
+        let mut update = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            update.arg("apt-get");
+        }
+        run(update
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    run(update
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
     let mut install = Command::new(sudo.first().copied().unwrap_or("apt-get"));
     if !sudo.is_empty() {
         install.arg("apt-get");
