@@ -39,10 +39,8 @@ pub fn cargo_step(name: &str, args: &[&str]) -> Result<(), String> {
 pub fn cargo_step_env(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
     let shown: Vec<String> = envs.iter().map(|(k, v)| format!("{k}={v} ")).collect();
     println!("==> {name}: {}cargo {}", shown.concat(), args.join(" "));
-    run(Command::new("cargo")
-        .args(args)
-        .envs(envs.iter().copied()))
-    .map_err(|e| format!("{name}: {e}"))
+    run(Command::new("cargo").args(args).envs(envs.iter().copied()))
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 /// Installs Debian packages with apt-get when the given program is missing.
