@@ -68,6 +68,13 @@ fn test(args: &[String]) -> Result<(), String> {
     for (name, cmd) in &steps {
         setup::cargo_step(name, cmd)?;
     }
+    // The benchmarks are measured by hand (README); here they only have to
+    // build and run to the end: a short smoke run.
+    setup::cargo_step_env(
+        "benchmark smoke run",
+        &["bench", "--bench", "peers"],
+        &[("BENCH_QUICK", "1")],
+    )?;
     if !quick {
         setup::miri()?;
     }
