@@ -6,17 +6,24 @@
 //! node links to itself, so a linked node always has a `next` and a `prev`.
 //!
 //! Two link encodings share the ring algorithms through the [`Link`] trait:
-//! - [`PtrLink`], two absolute pointers: free lists and chunk lists;
+//! - `PtrLink`, two absolute pointers: free lists and chunk lists;
 //! - `block::RelLink`, two signed 32-bit offsets counted in granules: the
 //!   block list, which keeps a block header at 16 bytes on 64-bit targets.
 //!
 //! Invariant of every linked node `n`: `next(prev(n)) == n` and
 //! `prev(next(n)) == n`. [`is_consistent`] checks it for one node.
+//!
+//! The trait and the four ring algorithms ([`make_ring`], [`insert_after`],
+//! [`unlink`], [`is_consistent`]) are public so that other heaps built from
+//! region-heap's parts reuse them with their own header layout: the
+//! `osmem` compatibility library implements [`Link`] for the seed's
+//! `block_meta` header (absolute pointers, NULL standing for its list
+//! head). The list heads (`Clist`) and `PtrLink` stay internal.
 
 use core::ptr::NonNull;
 
 /// A link of an intrusive circular doubly linked list.
-pub(crate) trait Link: Sized {
+pub trait Link: Sized {
     /// The node after `this` on its ring.
     ///
     /// # Safety
@@ -47,7 +54,7 @@ pub(crate) trait Link: Sized {
 ///
 /// # Safety
 /// `node` points to link memory that the caller may write.
-pub(crate) unsafe fn make_ring<L: Link>(node: NonNull<L>) {
+pub unsafe fn make_ring<L: Link>(node: NonNull<L>) {
     // SAFETY: the caller guarantees `node` is writable link memory.
     unsafe {
         L::set_next(node, node);
@@ -60,7 +67,7 @@ pub(crate) unsafe fn make_ring<L: Link>(node: NonNull<L>) {
 /// # Safety
 /// `at` is linked on a consistent ring; `node` is writable link memory and is
 /// not linked on any ring.
-pub(crate) unsafe fn insert_after<L: Link>(at: NonNull<L>, node: NonNull<L>) {
+pub unsafe fn insert_after<L: Link>(at: NonNull<L>, node: NonNull<L>) {
     // SAFETY: `at` and its successor are valid linked nodes (caller), and
     // `node` is writable: the four writes keep the ring consistent.
     unsafe {
@@ -76,7 +83,7 @@ pub(crate) unsafe fn insert_after<L: Link>(at: NonNull<L>, node: NonNull<L>) {
 ///
 /// # Safety
 /// `node` is linked on a consistent ring.
-pub(crate) unsafe fn unlink<L: Link>(node: NonNull<L>) {
+pub unsafe fn unlink<L: Link>(node: NonNull<L>) {
     // SAFETY: on a consistent ring both neighbours are valid linked nodes.
     unsafe {
         let next = L::next(node);
@@ -90,7 +97,7 @@ pub(crate) unsafe fn unlink<L: Link>(node: NonNull<L>) {
 ///
 /// # Safety
 /// `node` and both of its neighbours point to readable links.
-pub(crate) unsafe fn is_consistent<L: Link>(node: NonNull<L>) -> bool {
+pub unsafe fn is_consistent<L: Link>(node: NonNull<L>) -> bool {
     // SAFETY: readability of `node` and its neighbours is the caller's promise.
     unsafe { L::prev(L::next(node)) == node && L::next(L::prev(node)) == node }
 }

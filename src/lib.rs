@@ -54,7 +54,7 @@ extern crate std;
 pub mod backend;
 mod block;
 mod check;
-mod clist;
+pub mod clist;
 mod error;
 mod heap;
 mod index;

@@ -4,6 +4,7 @@
 //! the toolchain listed in `rust-toolchain.toml`, the nightly Miri component,
 //! and QEMU (`qemu-system-x86`) through `apt-get` when it is missing.
 
+mod osmem;
 mod qemu;
 mod setup;
 
@@ -78,6 +79,7 @@ fn test(args: &[String]) -> Result<(), String> {
     if !quick {
         setup::miri()?;
     }
+    osmem::test(quick)?;
     qemu::boot_test()?;
     println!("xtask test: all checks passed");
     Ok(())
