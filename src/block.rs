@@ -1,4 +1,4 @@
-//! Blocks: a 16-byte header followed by data, chained in address order.
+//! Blocks: a header followed by data, chained in address order.
 //!
 //! A chunk of a region is carved into blocks that tile it exactly, followed by
 //! a *sentinel* header that closes the chunk. Each header is:
@@ -6,8 +6,17 @@
 //! ```text
 //! offset 0  RelLink { next: i32, prev: i32 }   block list (CLIST), in granules
 //! offset 8  owner: usize                       region address | state (2 bits)
-//! offset 16 data...                            (free blocks: a PtrLink, free list)
+//!           requested: usize                   feature `guard`: the caller's size
+//!           crc: u32                           feature `crc`: CRC-32C of the rest
+//! then      front guard (feature `guard`)      GUARD_SIZE bytes of 0x55
+//!           data...                            (free blocks: a PtrLink, free list)
+//!           tail guard (feature `guard`)       0xaa from the requested end to the block's end
 //! ```
+//!
+//! The header is 16 bytes with neither `crc` nor `guard`, and 32 bytes with
+//! either or both (the fields take 20 to 28 bytes and headers stay on
+//! granules): the 16-byte header has no spare bit, since its owner word
+//! holds a full region address.
 //!
 //! Invariants kept by the region code:
 //! - headers sit on [`GRANULE`] (16-byte) boundaries, so data is 16-aligned;
@@ -15,25 +24,58 @@
 //!   last block, sentinel, back to the first block; a block's size is the
 //!   distance to the next header (MutekH stores no size either);
 //! - every block is at least [`MIN_BLOCK`] bytes, so a free block can hold
-//!   its free-list link in its data area;
+//!   its free-list link in its data area and a used one its guards;
 //! - `owner` holds the address of the owning region with the state in its two
 //!   low bits: an allocated block leads back to its region, so freeing needs
 //!   no region argument; a header absorbed by a merge is marked
-//!   [`State::Absorbed`], which is how a late double free is recognised.
+//!   [`State::Absorbed`], which is how a late double free is recognised;
+//! - with `crc`, every header (absorbed ones included) carries the CRC-32C of
+//!   its other fields. Every mutator below patches the checksum by the change
+//!   it makes (CRCs are linear, see `crc`), so a header that was damaged
+//!   before stays detectably damaged: nothing recomputes a checksum from
+//!   scratch except [`Block::write`], for a fresh header.
 
+use core::mem::size_of;
 use core::ptr::NonNull;
 
 use crate::clist::{Link, PtrLink};
+#[cfg(feature = "crc")]
+use crate::crc;
 
 /// Allocation granule: every block size and header address is a multiple.
 pub const GRANULE: usize = 16;
 
-/// Size of a block header in bytes: the per-allocation overhead.
+/// Size of a block header in bytes: 16, or 32 with the `crc` or `guard`
+/// feature.
 pub const HEADER_SIZE: usize = core::mem::size_of::<BlockHeader>();
 
-/// Smallest block: a header plus room for a free-list link.
-pub const MIN_BLOCK: usize =
-    (HEADER_SIZE + core::mem::size_of::<PtrLink>()).next_multiple_of(GRANULE);
+/// Bytes of each guard zone (feature `guard`; 0 without it): one before
+/// the data, and at least one after it, extended over the rounding slack up
+/// to the block's end.
+pub const GUARD_SIZE: usize = if cfg!(feature = "guard") { GRANULE } else { 0 };
+
+/// Offset of a block's data from its header.
+pub(crate) const DATA_OFFSET: usize = HEADER_SIZE + GUARD_SIZE;
+
+/// Bytes a block adds to the request at least: its header and guards
+/// (the request is then rounded up to granules).
+pub const BLOCK_OVERHEAD: usize = HEADER_SIZE + 2 * GUARD_SIZE;
+
+/// Smallest block: a header plus room for a free-list link (free) or for
+/// both guards (used).
+pub const MIN_BLOCK: usize = max(
+    HEADER_SIZE + core::mem::size_of::<PtrLink>(),
+    BLOCK_OVERHEAD,
+)
+.next_multiple_of(GRANULE);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 /// Largest chunk (and so block) a region manages in one piece; larger ranges
 /// are split into several chunks. Bounded by the 32-bit granule offsets.
@@ -69,10 +111,34 @@ impl State {
 }
 
 /// Block-list link: signed distances to the neighbours, in granules.
+///
+/// Every `RelLink` is the first field of a [`BlockHeader`]; setting it
+/// patches the header's checksum.
 #[repr(C)]
 pub(crate) struct RelLink {
     next: i32,
     prev: i32,
+}
+
+/// The link as the last word of the checksummed message.
+#[cfg(feature = "crc")]
+#[inline]
+fn link_word(next: i32, prev: i32) -> u64 {
+    (next as u32 as u64) | ((prev as u32 as u64) << 32)
+}
+
+/// Patches the checksum of the header that starts with `link` for a change
+/// of its link word by `delta`.
+///
+/// # Safety
+/// `link` is the link of a writable header.
+#[cfg(feature = "crc")]
+#[inline]
+unsafe fn patch_link_crc(link: NonNull<RelLink>, delta: u64) {
+    let header = link.cast::<BlockHeader>().as_ptr();
+    // SAFETY: a RelLink is always the first field of a header (type doc),
+    // writable (caller).
+    unsafe { (*header).crc ^= crc::last_word_delta(delta) };
 }
 
 fn offset_to(from: NonNull<RelLink>, to: NonNull<RelLink>) -> i32 {
@@ -102,15 +168,27 @@ impl Link for RelLink {
         follow(this, unsafe { (*this.as_ptr()).prev })
     }
 
+    #[inline]
     unsafe fn set_next(this: NonNull<Self>, next: NonNull<Self>) {
+        let new = offset_to(this, next);
         // SAFETY: `this` is writable (caller); both headers lie in one chunk,
         // at most MAX_CHUNK_SIZE apart, so the offset fits in an i32.
-        unsafe { (*this.as_ptr()).next = offset_to(this, next) }
+        unsafe {
+            #[cfg(feature = "crc")]
+            patch_link_crc(this, link_word((*this.as_ptr()).next ^ new, 0));
+            (*this.as_ptr()).next = new;
+        }
     }
 
+    #[inline]
     unsafe fn set_prev(this: NonNull<Self>, prev: NonNull<Self>) {
+        let new = offset_to(this, prev);
         // SAFETY: as in `set_next`.
-        unsafe { (*this.as_ptr()).prev = offset_to(this, prev) }
+        unsafe {
+            #[cfg(feature = "crc")]
+            patch_link_crc(this, link_word(0, (*this.as_ptr()).prev ^ new));
+            (*this.as_ptr()).prev = new;
+        }
     }
 }
 
@@ -119,10 +197,72 @@ impl Link for RelLink {
 pub(crate) struct BlockHeader {
     link: RelLink,
     owner: usize,
+    /// Bytes the caller asked for (used blocks; feature `guard`).
+    #[cfg(feature = "guard")]
+    requested: usize,
+    /// CRC-32C of [`BlockHeader::words`] (feature `crc`).
+    #[cfg(feature = "crc")]
+    crc: u32,
+    /// Explicit zeroed padding: a header has no padding bytes, so reading
+    /// any part of one (as validation of a stray pointer may) never reads
+    /// uninitialised memory.
+    reserved: [u8; RESERVED],
 }
 
-const _: () = assert!(HEADER_SIZE == GRANULE);
+/// Bytes of the header's fields.
+const FIELDS: usize = size_of::<RelLink>()
+    + size_of::<usize>()
+    + if cfg!(feature = "guard") {
+        size_of::<usize>()
+    } else {
+        0
+    }
+    + if cfg!(feature = "crc") {
+        size_of::<u32>()
+    } else {
+        0
+    };
+
+/// Bytes of the header: 16, or 32 with `crc` or `guard`.
+const HEADER_BYTES: usize = if cfg!(any(feature = "crc", feature = "guard")) {
+    32
+} else {
+    16
+};
+
+/// Padding after the fields, made explicit (see `BlockHeader::reserved`).
+const RESERVED: usize = HEADER_BYTES - FIELDS;
+
+/// Words of the checksummed message: owner, requested size, link (last, so
+/// that a link change patches the checksum with one register step).
+#[cfg(feature = "crc")]
+const CRC_WORDS: usize = if cfg!(feature = "guard") { 3 } else { 2 };
+
+/// Checksum change for each XOR of old and new state bits.
+#[cfg(feature = "crc")]
+const STATE_DELTA: [u32; 4] = [
+    0,
+    crc::const_word_delta(1, CRC_WORDS - 1),
+    crc::const_word_delta(2, CRC_WORDS - 1),
+    crc::const_word_delta(3, CRC_WORDS - 1),
+];
+
+#[cfg(feature = "crc")]
+impl BlockHeader {
+    /// Every field but the checksum, as the checksummed message.
+    #[inline]
+    fn words(&self) -> [u64; CRC_WORDS] {
+        let link = link_word(self.link.next, self.link.prev);
+        #[cfg(feature = "guard")]
+        return [self.owner as u64, self.requested as u64, link];
+        #[cfg(not(feature = "guard"))]
+        return [self.owner as u64, link];
+    }
+}
+
+const _: () = assert!(HEADER_SIZE == HEADER_BYTES);
 const _: () = assert!(MIN_BLOCK.is_multiple_of(GRANULE));
+const _: () = assert!(DATA_OFFSET.is_multiple_of(GRANULE));
 
 /// A handle on a block header inside a chunk.
 ///
@@ -140,6 +280,7 @@ impl Block {
     /// `at` is 16-aligned, writable memory of a chunk owned by the region at
     /// `region` and large enough for a header; the caller links the block
     /// before any neighbour walk reaches it.
+    #[inline]
     pub(crate) unsafe fn write(at: NonNull<u8>, region: usize, state: State) -> Block {
         let header = at.cast::<BlockHeader>();
         // SAFETY: writable, aligned header memory (caller).
@@ -147,8 +288,61 @@ impl Block {
             header.as_ptr().write(BlockHeader {
                 link: RelLink { next: 0, prev: 0 },
                 owner: region | state as usize,
-            })
+                #[cfg(feature = "guard")]
+                requested: 0,
+                #[cfg(feature = "crc")]
+                crc: 0,
+                reserved: [0; RESERVED],
+            });
+            #[cfg(feature = "crc")]
+            {
+                let h = &mut *header.as_ptr();
+                h.crc = crc::checksum(&h.words());
+            }
         };
+        Block(header)
+    }
+
+    /// Writes a fresh header at `at` and links it right after `prev` in
+    /// the block list: one checksum for the new header, patches for the
+    /// two neighbours (cheaper than [`Block::write`] then `insert_after`).
+    ///
+    /// # Safety
+    /// As for [`Block::write`], and `prev` is a linked block of the same
+    /// chunk with `at` between `prev` and its successor.
+    #[inline]
+    pub(crate) unsafe fn write_after(
+        at: NonNull<u8>,
+        prev: Block,
+        region: usize,
+        state: State,
+    ) -> Block {
+        let header = at.cast::<BlockHeader>();
+        let next = prev.next();
+        let link = header.cast::<RelLink>();
+        // SAFETY: writable, aligned header memory between two linked
+        // headers of one chunk (caller).
+        unsafe {
+            header.as_ptr().write(BlockHeader {
+                link: RelLink {
+                    next: offset_to(link, next.link()),
+                    prev: offset_to(link, prev.link()),
+                },
+                owner: region | state as usize,
+                #[cfg(feature = "guard")]
+                requested: 0,
+                #[cfg(feature = "crc")]
+                crc: 0,
+                reserved: [0; RESERVED],
+            });
+            #[cfg(feature = "crc")]
+            {
+                let h = &mut *header.as_ptr();
+                h.crc = crc::checksum(&h.words());
+            }
+            RelLink::set_next(prev.link(), link);
+            RelLink::set_prev(next.link(), link);
+        }
         Block(header)
     }
 
@@ -164,11 +358,11 @@ impl Block {
     /// The block whose data starts at `data`.
     ///
     /// # Safety
-    /// `data - HEADER_SIZE` satisfies the type invariant.
+    /// `data - DATA_OFFSET` satisfies the type invariant.
     #[inline]
     pub(crate) unsafe fn from_data(data: NonNull<u8>) -> Block {
-        // SAFETY: the header lies right before the data (caller).
-        Block(unsafe { data.sub(HEADER_SIZE) }.cast())
+        // SAFETY: the header lies DATA_OFFSET bytes before the data (caller).
+        Block(unsafe { data.sub(DATA_OFFSET) }.cast())
     }
 
     /// The block whose free-list link is `link`.
@@ -193,12 +387,12 @@ impl Block {
         self.0.cast()
     }
 
-    /// The first data byte.
+    /// The first data byte (after the front guard, if any).
     #[inline]
     pub(crate) fn data(self) -> NonNull<u8> {
-        // SAFETY: a block spans at least MIN_BLOCK bytes (type invariant), so
-        // its data start is in bounds of the chunk.
-        unsafe { self.as_bytes().add(HEADER_SIZE) }
+        // SAFETY: a block spans at least MIN_BLOCK >= DATA_OFFSET bytes
+        // (type invariant), so its data start is in bounds of the chunk.
+        unsafe { self.as_bytes().add(DATA_OFFSET) }
     }
 
     /// The block's link in the chunk's block list.
@@ -207,10 +401,10 @@ impl Block {
         self.0.cast()
     }
 
-    /// The free-list link, stored in the data area.
+    /// The free-list link, stored right after the header.
     #[inline]
     pub(crate) fn free_link(self) -> NonNull<PtrLink> {
-        self.data().cast()
+        self.at_offset(HEADER_SIZE).cast()
     }
 
     /// The raw owner word: region address and state bits.
@@ -232,12 +426,58 @@ impl Block {
         State::from_bits(self.owner_word())
     }
 
-    /// Sets the block's state, keeping its owner.
+    /// Sets the block's state, keeping its owner (and patching the
+    /// checksum by the change).
     #[inline]
     pub(crate) fn set_state(self, state: State) {
-        let owner = self.owner();
+        let old = self.owner_word();
+        let new = (old & !STATE_MASK) | state as usize;
         // SAFETY: writable header (type invariant: exclusive access).
-        unsafe { (*self.0.as_ptr()).owner = owner | state as usize }
+        unsafe {
+            let header = &mut *self.0.as_ptr();
+            header.owner = new;
+            #[cfg(feature = "crc")]
+            {
+                header.crc ^= STATE_DELTA[(old ^ new) & STATE_MASK];
+            }
+        }
+    }
+
+    /// Whether the header's checksum matches its fields (always true
+    /// without the `crc` feature).
+    #[inline]
+    pub(crate) fn checksum_ok(self) -> bool {
+        #[cfg(feature = "crc")]
+        {
+            // SAFETY: initialised header (type invariant).
+            let header = unsafe { &*self.0.as_ptr() };
+            crc::checksum(&header.words()) == header.crc
+        }
+        #[cfg(not(feature = "crc"))]
+        true
+    }
+
+    /// Bytes the caller asked for (feature `guard`).
+    #[cfg(feature = "guard")]
+    #[inline]
+    pub(crate) fn requested(self) -> usize {
+        // SAFETY: initialised header (type invariant).
+        unsafe { (*self.0.as_ptr()).requested }
+    }
+
+    /// Records the caller's size (feature `guard`), patching the checksum.
+    #[cfg(feature = "guard")]
+    #[inline]
+    pub(crate) fn set_requested(self, requested: usize) {
+        // SAFETY: writable header (type invariant: exclusive access).
+        unsafe {
+            let header = &mut *self.0.as_ptr();
+            #[cfg(feature = "crc")]
+            {
+                header.crc ^= crc::word_delta((header.requested ^ requested) as u64, 1);
+            }
+            header.requested = requested;
+        }
     }
 
     /// Raw signed offsets (next, prev) in granules, unchecked.
@@ -271,10 +511,15 @@ impl Block {
         self.raw_links().0 as usize * GRANULE
     }
 
-    /// The block's usable data bytes.
+    /// The block's usable data bytes: what the caller asked for with the
+    /// `guard` feature (the rest is the tail guard), else up to the next
+    /// header.
     #[inline]
     pub(crate) fn usable(self) -> usize {
-        self.size() - HEADER_SIZE
+        #[cfg(feature = "guard")]
+        return self.requested();
+        #[cfg(not(feature = "guard"))]
+        return self.size() - DATA_OFFSET;
     }
 
     /// The header `offset` bytes after this one (not yet a block).
@@ -292,7 +537,7 @@ pub(crate) fn block_size_for(size: usize) -> Option<usize> {
     if size > MAX_CHUNK_SIZE {
         return None;
     }
-    let rounded = (size + HEADER_SIZE + GRANULE - 1) & !(GRANULE - 1);
+    let rounded = (size + BLOCK_OVERHEAD + GRANULE - 1) & !(GRANULE - 1);
     Some(if rounded < MIN_BLOCK {
         MIN_BLOCK
     } else {
@@ -305,18 +550,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_is_sixteen_bytes() {
-        assert_eq!(HEADER_SIZE, 16);
-        assert_eq!(MIN_BLOCK, 32);
+    fn header_sizes_per_feature() {
+        let (header, min) = match (cfg!(feature = "crc"), cfg!(feature = "guard")) {
+            (false, false) => (16, 32),
+            (_, false) => (32, 48),
+            (_, true) => (32, 64),
+        };
+        assert_eq!((HEADER_SIZE, MIN_BLOCK), (header, min));
+        assert_eq!(BLOCK_OVERHEAD, HEADER_SIZE + 2 * GUARD_SIZE);
     }
 
     #[test]
     fn block_sizes_round_to_granules_and_never_wrap() {
+        let sized = |n: usize| {
+            (n + BLOCK_OVERHEAD)
+                .next_multiple_of(GRANULE)
+                .max(MIN_BLOCK)
+        };
         assert_eq!(block_size_for(0), Some(MIN_BLOCK));
-        assert_eq!(block_size_for(1), Some(MIN_BLOCK));
-        assert_eq!(block_size_for(16), Some(MIN_BLOCK));
-        assert_eq!(block_size_for(17), Some(48));
-        assert_eq!(block_size_for(100), Some(128));
+        assert_eq!(block_size_for(1), Some(sized(1)));
+        assert_eq!(block_size_for(16), Some(sized(16)));
+        assert_eq!(block_size_for(17), Some(sized(17)));
+        assert_eq!(block_size_for(100), Some(sized(100)));
+        if BLOCK_OVERHEAD == 16 {
+            assert_eq!(block_size_for(17), Some(48));
+            assert_eq!(block_size_for(100), Some(128));
+        }
         assert_eq!(block_size_for(usize::MAX), None);
         assert_eq!(block_size_for(usize::MAX - 15), None);
         assert_eq!(block_size_for(MAX_CHUNK_SIZE + 1), None);
@@ -343,7 +602,8 @@ mod tests {
             assert_eq!(a.prev(), c);
             assert_eq!(a.size(), 64);
             assert_eq!(b.size(), 160);
-            assert_eq!(b.usable(), 144);
+            #[cfg(not(feature = "guard"))]
+            assert_eq!(b.usable(), 160 - DATA_OFFSET);
             assert_eq!(b.state(), State::Used);
             assert_eq!(b.owner(), 0x1000);
             b.set_state(State::Free);
@@ -351,6 +611,30 @@ mod tests {
             assert_eq!(b.owner(), 0x1000);
             assert_eq!(Block::from_data(b.data()), b);
             assert_eq!(Block::from_free_link(b.free_link()), b);
+            for block in [a, b, c] {
+                assert!(block.checksum_ok(), "every mutator kept the checksum");
+            }
+        }
+    }
+
+    #[cfg(feature = "crc")]
+    #[test]
+    fn a_damaged_header_stays_damaged_through_updates() {
+        let mut mem = Mem([0; 256]);
+        let base = NonNull::new(mem.0.as_mut_ptr()).unwrap();
+        // SAFETY: two headers inside the aligned buffer.
+        unsafe {
+            let a = Block::write(base, 0x1000, State::Free);
+            let b = Block::write(base.add(64), 0x1000, State::Used);
+            crate::clist::make_ring(a.link());
+            crate::clist::insert_after(a.link(), b.link());
+            assert!(a.checksum_ok() && b.checksum_ok());
+            *base.as_ptr().add(9) ^= 0x40; // a bit of a's owner word
+            assert!(!a.checksum_ok());
+            a.set_state(State::Used);
+            crate::clist::unlink(b.link());
+            assert!(!a.checksum_ok(), "updates patch, they never reseal");
+            assert!(b.checksum_ok());
         }
     }
 }

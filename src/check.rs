@@ -8,7 +8,11 @@
 //! state, links both ways, size, address order, no two adjacent free
 //! blocks); every free list (links both ways, only free blocks, each under
 //! its own class, bitmaps agree, every free block listed once); and that the
-//! counters agree with what was found.
+//! counters agree with what was found. With the integrity features it also
+//! verifies every header's checksum (`crc`, sentinels included), the guards
+//! of every used block (`guard`) and the free pattern of every free block
+//! to the heap's check depth (`scramble`). The first damage found is
+//! reported: [`Corruption`] says what is wrong, the address where.
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -17,6 +21,7 @@ use crate::block::{Block, State, GRANULE, MIN_BLOCK};
 use crate::clist::{Link, PtrLink};
 use crate::error::{Corruption, HeapError};
 use crate::index::class_of;
+use crate::integrity;
 use crate::region::{sentinel_of, Counters, Region, SENTINEL_SIZE};
 
 /// What the walk counted in one region.
@@ -97,6 +102,9 @@ impl Region {
     /// Checks a sentinel and returns its chunk's first block.
     fn check_sentinel(&self, sentinel: Block, last_end: usize) -> Result<Block, HeapError> {
         let addr = sentinel.addr();
+        if !sentinel.checksum_ok() {
+            return Err(corrupted(addr, Corruption::Checksum));
+        }
         if sentinel.owner() != self.addr() || sentinel.state() != State::Sentinel {
             return Err(corrupted(addr, Corruption::ChunkList));
         }
@@ -121,6 +129,9 @@ impl Region {
         let mut prev_free = false;
         while block != sentinel {
             let addr = block.addr();
+            if !block.checksum_ok() {
+                return Err(corrupted(addr, Corruption::Checksum));
+            }
             if block.owner() != self.addr() {
                 return Err(corrupted(addr, Corruption::Owner));
             }
@@ -139,6 +150,7 @@ impl Region {
             }
             let free = match block.state() {
                 State::Used => {
+                    integrity::check_guards(block)?;
                     tally.used_bytes += size;
                     tally.used_blocks += 1;
                     false
@@ -150,6 +162,7 @@ impl Region {
                     if !self.ptr_link_ok(block.free_link()) {
                         return Err(corrupted(addr, Corruption::FreeList));
                     }
+                    integrity::check_free(block, self.scramble_depth())?;
                     tally.free_bytes += size;
                     tally.free_blocks += 1;
                     true

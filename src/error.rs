@@ -28,11 +28,25 @@ pub enum Corruption {
     ChunkList,
     /// A counter disagrees with what the walk found.
     Stats,
+    /// The header's CRC-32C does not match its fields (feature `crc`).
+    Checksum,
+    /// A guard byte before or after the data was overwritten (feature
+    /// `guard`): a buffer overrun or underrun.
+    Guard {
+        /// Address of the first damaged guard byte.
+        at: usize,
+    },
+    /// A free block's scramble pattern was overwritten (feature
+    /// `scramble`): a write after free.
+    Poison {
+        /// Address of the first damaged byte.
+        at: usize,
+    },
 }
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        let what = match *self {
             Corruption::BlockLinks => "block list links broken",
             Corruption::Owner => "owner word does not name this region",
             Corruption::State => "impossible block state",
@@ -43,7 +57,13 @@ impl fmt::Display for Corruption {
             Corruption::Bitmap => "free-list bitmap disagrees with its list",
             Corruption::ChunkList => "chunk list broken",
             Corruption::Stats => "statistics disagree with the heap",
-        })
+            Corruption::Checksum => "header checksum mismatch",
+            Corruption::Guard { at } => return write!(f, "guard bytes overwritten at {at:#x}"),
+            Corruption::Poison { at } => {
+                return write!(f, "free memory written after free at {at:#x}")
+            }
+        };
+        f.write_str(what)
     }
 }
 

@@ -8,18 +8,22 @@
 //!
 //! Invariants: regions are disjoint and sorted by priority (stable for
 //! equal priorities); `in_use` is the sum of the regions' used bytes and
-//! `peak` its maximum so far.
+//! `peak` its maximum so far; every region carries the heap's integrity
+//! settings (scramble check depth, trace sink).
 
 use core::alloc::Layout;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::block::{block_size_for, Block, GRANULE, HEADER_SIZE, MAX_CHUNK_SIZE};
+use crate::block::{block_size_for, Block, BLOCK_OVERHEAD, DATA_OFFSET, GRANULE, MAX_CHUNK_SIZE};
 use crate::error::{Corruption, HeapError};
+use crate::integrity;
 use crate::policy::{FirstFit, FitPolicy};
 use crate::region::{Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
 use crate::stats::Stats;
+#[cfg(feature = "trace")]
+use crate::trace::{TraceEvent, TraceSink};
 
 /// Most regions one heap can hold.
 pub const MAX_REGIONS: usize = 16;
@@ -55,6 +59,12 @@ pub struct Heap<P: FitPolicy = FirstFit> {
     in_use: usize,
     peak: usize,
     ops: Ops,
+    /// Bytes of free pattern verified at each end of a free block.
+    #[cfg(feature = "scramble")]
+    scramble_depth: usize,
+    /// Where every operation is reported.
+    #[cfg(feature = "trace")]
+    sink: Option<TraceSink>,
     policy: PhantomData<P>,
 }
 
@@ -103,8 +113,49 @@ impl<P: FitPolicy> Heap<P> {
                 failures: 0,
                 misuses: 0,
             },
+            #[cfg(feature = "scramble")]
+            scramble_depth: integrity::DEFAULT_SCRAMBLE_CHECK_DEPTH,
+            #[cfg(feature = "trace")]
+            sink: None,
             policy: PhantomData,
         }
+    }
+
+    /// Sets how many bytes of free pattern are verified at each end of a
+    /// free block when it is reused and in [`Heap::check`] (feature
+    /// `scramble`; default [`integrity::DEFAULT_SCRAMBLE_CHECK_DEPTH`],
+    /// `usize::MAX` for whole blocks).
+    #[cfg(feature = "scramble")]
+    pub fn set_scramble_check_depth(&mut self, depth: usize) {
+        self.scramble_depth = depth;
+        for i in 0..self.count {
+            self.region_mut(i).scramble_depth = depth;
+        }
+    }
+
+    /// Sets the function every heap operation is reported to (feature
+    /// `trace`), or `None` to stop tracing.
+    #[cfg(feature = "trace")]
+    pub fn set_trace_sink(&mut self, sink: Option<TraceSink>) {
+        self.sink = sink;
+        for i in 0..self.count {
+            self.region_mut(i).sink = sink;
+        }
+    }
+
+    /// Gives a new region the heap's integrity settings.
+    fn configure(&self, region: NonNull<Region>) {
+        // SAFETY: a region just created in memory given to this heap.
+        let region = unsafe { &mut *region.as_ptr() };
+        #[cfg(feature = "scramble")]
+        {
+            region.scramble_depth = self.scramble_depth;
+        }
+        #[cfg(feature = "trace")]
+        {
+            region.sink = self.sink;
+        }
+        let _ = region;
     }
 
     fn region_ptrs(&self) -> &[NonNull<Region>] {
@@ -156,6 +207,16 @@ impl<P: FitPolicy> Heap<P> {
         // SAFETY: the range is aligned, large enough, disjoint from the
         // heap, and the caller gives it to the heap.
         let region = unsafe { Region::create(ptr, len, priority) };
+        self.configure(region);
+        trace!(
+            self.sink,
+            TraceEvent::RegionAdded {
+                region: region.as_ptr().addr(),
+                start: start.addr(),
+                size,
+                priority,
+            }
+        );
         let at = self
             .region_ptrs()
             .iter()
@@ -215,8 +276,23 @@ impl<P: FitPolicy> Heap<P> {
         let i = self.position(region)?;
         let (ptr, len) = self.vet_range(start, size, MIN_CHUNK)?;
         // SAFETY: a vetted range the caller gives to the heap.
-        unsafe { self.region_mut(i).add_range(ptr, len) };
+        unsafe { self.add_range(i, ptr, len) };
         Ok(())
+    }
+
+    /// # Safety
+    /// `ptr, len` is a vetted range the caller gives to the heap.
+    unsafe fn add_range(&mut self, i: usize, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.region_mut(i).add_range(ptr, len) };
+        trace!(
+            self.sink,
+            TraceEvent::Extended {
+                region: self.regions[i].as_ptr().addr(),
+                start: ptr.as_ptr().addr(),
+                size: len,
+            }
+        );
     }
 
     /// Adds memory wherever it fits best: joined to the region that has a
@@ -236,7 +312,7 @@ impl<P: FitPolicy> Heap<P> {
             .find(|&i| self.region(i).touching_chunk(begin, begin + len).is_some())
             .unwrap_or(0);
         // SAFETY: a vetted range the caller gives to the heap.
-        unsafe { self.region_mut(i).add_range(ptr, len) };
+        unsafe { self.add_range(i, ptr, len) };
         Ok(())
     }
 
@@ -273,11 +349,26 @@ impl<P: FitPolicy> Heap<P> {
             let region = unsafe { &mut *region.as_ptr() };
             let before = region.c.used_bytes;
             // SAFETY: a live region of this heap, borrowed exclusively.
-            if let Some(block) = unsafe { region.allocate(size, align, P::BEST_FIT) } {
-                let grown = region.c.used_bytes - before;
-                self.account_growth(grown);
-                self.ops.allocations += 1;
-                return Ok(block.data());
+            match unsafe { region.allocate(size, align, P::BEST_FIT) } {
+                Ok(Some(block)) => {
+                    let grown = region.c.used_bytes - before;
+                    // SAFETY: a block just allocated for `layout.size()` bytes.
+                    unsafe { integrity::on_allocate(block, layout.size()) };
+                    self.account_growth(grown);
+                    self.ops.allocations += 1;
+                    trace!(
+                        self.sink,
+                        TraceEvent::Allocated {
+                            addr: block.data().as_ptr().addr(),
+                            size: layout.size(),
+                            align,
+                            block: block.size(),
+                        }
+                    );
+                    return Ok(block.data());
+                }
+                Ok(None) => {}
+                Err(error) => return Err(self.misuse(error)),
             }
         }
         self.ops.failures += 1;
@@ -324,11 +415,15 @@ impl<P: FitPolicy> Heap<P> {
     /// Like `locate`, counting a failure as a misuse.
     #[inline]
     fn locate_mut(&mut self, ptr: NonNull<u8>) -> Result<(usize, Block), HeapError> {
-        let found = self.locate(ptr);
-        if found.is_err() {
-            self.ops.misuses += 1;
-        }
-        found
+        self.locate(ptr).map_err(|error| self.misuse(error))
+    }
+
+    /// Counts (and traces) a misuse or damage found by a call; returns it.
+    #[cold]
+    fn misuse(&mut self, error: HeapError) -> HeapError {
+        self.ops.misuses += 1;
+        trace!(self.sink, TraceEvent::Misuse { error });
+        error
     }
 
     /// Frees the block that starts at `ptr`; no region or layout needed.
@@ -342,19 +437,36 @@ impl<P: FitPolicy> Heap<P> {
     pub unsafe fn free(&mut self, ptr: NonNull<u8>) -> Result<(), HeapError> {
         let (i, block) = self.locate_mut(ptr)?;
         // SAFETY: `block` was validated as a used block of region `i`.
+        unsafe { self.vet_merge(i, block)? };
+        // SAFETY: as above, and its merge partners are intact.
         unsafe { self.release(i, block) };
         Ok(())
     }
 
+    /// Checks what a free of `block` would merge with (see
+    /// `Region::vet_merge`), counting damage as a misuse.
+    ///
     /// # Safety
     /// `block` is a validated used block of region `i`.
     #[inline]
+    unsafe fn vet_merge(&mut self, i: usize, block: Block) -> Result<(), HeapError> {
+        // SAFETY: forwarded.
+        unsafe { self.region(i).vet_merge(block) }.map_err(|error| self.misuse(error))
+    }
+
+    /// # Safety
+    /// `block` is a validated used block of region `i` whose merge partners
+    /// passed `vet_merge`.
+    #[inline]
     unsafe fn release(&mut self, i: usize, block: Block) {
         let size = block.size();
+        #[cfg(feature = "trace")]
+        let addr = block.data().as_ptr().addr();
         // SAFETY: forwarded.
         unsafe { self.region_mut(i).release(block) };
         self.in_use -= size;
         self.ops.frees += 1;
+        trace!(self.sink, TraceEvent::Freed { addr, block: size });
     }
 
     /// Frees a block allocated with `layout`, also checking that the layout
@@ -366,6 +478,8 @@ impl<P: FitPolicy> Heap<P> {
         let (i, block) = self.locate_mut(ptr)?;
         self.check_layout(ptr, block, layout)?;
         // SAFETY: validated above.
+        unsafe { self.vet_merge(i, block)? };
+        // SAFETY: validated above, merge partners intact.
         unsafe { self.release(i, block) };
         Ok(())
     }
@@ -378,12 +492,11 @@ impl<P: FitPolicy> Heap<P> {
     ) -> Result<(), HeapError> {
         let addr = ptr.as_ptr().addr();
         if layout.size() > block.usable() || !addr.is_multiple_of(layout.align()) {
-            self.ops.misuses += 1;
-            return Err(HeapError::LayoutMismatch {
+            return Err(self.misuse(HeapError::LayoutMismatch {
                 addr,
                 size: layout.size(),
                 align: layout.align(),
-            });
+            }));
         }
         Ok(())
     }
@@ -404,36 +517,66 @@ impl<P: FitPolicy> Heap<P> {
         self.check_layout(ptr, block, layout)?;
         let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
         // SAFETY: a validated used block of region `i`.
-        if unsafe { self.resize_block(i, block, size) } {
+        if unsafe { self.resize_block(i, block, size, new_size)? } {
             self.ops.reallocations += 1;
             self.ops.in_place += 1;
+            trace!(
+                self.sink,
+                TraceEvent::Reallocated {
+                    old: ptr.as_ptr().addr(),
+                    new: ptr.as_ptr().addr(),
+                    size: new_size,
+                    in_place: true,
+                }
+            );
             return Ok(ptr);
         }
         let new_layout = Layout::from_size_align(new_size, layout.align())
             .map_err(|_| HeapError::SizeOverflow { size: new_size })?;
+        // SAFETY: validated above; checked before anything changes.
+        unsafe { self.vet_merge(i, block)? };
         let new = self.allocate(new_layout)?;
         self.ops.allocations -= 1;
         // SAFETY: both blocks are live and distinct; the old one holds at
         // least `layout.size()` bytes and the new one `new_size`.
         unsafe { new.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
-        // SAFETY: still the validated block: allocation does not touch used blocks.
+        // SAFETY: still the validated block (allocation does not touch used
+        // blocks), and its merge partners were vetted: allocation only
+        // changes free blocks it vetted itself.
         unsafe { self.release(i, block) };
         self.ops.frees -= 1;
         self.ops.reallocations += 1;
+        trace!(
+            self.sink,
+            TraceEvent::Reallocated {
+                old: ptr.as_ptr().addr(),
+                new: new.as_ptr().addr(),
+                size: new_size,
+                in_place: false,
+            }
+        );
         Ok(new)
     }
 
+    /// Resizes in place to `size` bytes for `requested` bytes of data.
+    ///
     /// # Safety
     /// `block` is a validated used block of region `i`.
-    unsafe fn resize_block(&mut self, i: usize, block: Block, size: usize) -> bool {
+    unsafe fn resize_block(
+        &mut self,
+        i: usize,
+        block: Block,
+        size: usize,
+        requested: usize,
+    ) -> Result<bool, HeapError> {
         let region = self.region_mut(i);
         let before = region.c.used_bytes;
         // SAFETY: forwarded.
-        let done = unsafe { region.resize_in_place(block, size) };
+        let done = unsafe { region.resize_in_place(block, size, requested) };
         let after = region.c.used_bytes;
         self.in_use = self.in_use + after - before;
         self.peak = self.peak.max(self.in_use);
-        done
+        done.map_err(|error| self.misuse(error))
     }
 
     /// Resizes the block at `ptr` to at least `new_size` usable bytes
@@ -450,10 +593,19 @@ impl<P: FitPolicy> Heap<P> {
         let (i, block) = self.locate_mut(ptr)?;
         let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
         // SAFETY: a validated used block of region `i`.
-        let done = unsafe { self.resize_block(i, block, size) };
+        let done = unsafe { self.resize_block(i, block, size, new_size)? };
         if done {
             self.ops.reallocations += 1;
             self.ops.in_place += 1;
+            trace!(
+                self.sink,
+                TraceEvent::Reallocated {
+                    old: ptr.as_ptr().addr(),
+                    new: ptr.as_ptr().addr(),
+                    size: new_size,
+                    in_place: true,
+                }
+            );
         }
         Ok(done)
     }
@@ -476,10 +628,10 @@ impl<P: FitPolicy> Heap<P> {
             size,
         };
         let block_size = block_size_for(size).ok_or(HeapError::SizeOverflow { size })?;
-        if !start.addr().is_multiple_of(GRANULE) || start.addr() < HEADER_SIZE {
+        if !start.addr().is_multiple_of(GRANULE) || start.addr() < DATA_OFFSET {
             return Err(unavailable);
         }
-        let header = start.addr() - HEADER_SIZE;
+        let header = start.addr() - DATA_OFFSET;
         for i in 0..self.count {
             let region = self.region_mut(i);
             if !region.spans(header) {
@@ -487,11 +639,24 @@ impl<P: FitPolicy> Heap<P> {
             }
             let before = region.c.used_bytes;
             // SAFETY: a live region of this heap, borrowed exclusively.
-            if let Some(block) = unsafe { region.reserve(header, block_size) } {
-                let grown = region.c.used_bytes - before;
-                self.account_growth(grown);
-                self.ops.allocations += 1;
-                return Ok(block.data());
+            match unsafe { region.reserve(header, block_size) } {
+                Ok(Some(block)) => {
+                    let grown = region.c.used_bytes - before;
+                    // SAFETY: a block just carved for `size` bytes.
+                    unsafe { integrity::on_allocate(block, size) };
+                    self.account_growth(grown);
+                    self.ops.allocations += 1;
+                    trace!(
+                        self.sink,
+                        TraceEvent::Reserved {
+                            addr: block.data().as_ptr().addr(),
+                            size,
+                        }
+                    );
+                    return Ok(block.data());
+                }
+                Ok(None) => {}
+                Err(error) => return Err(self.misuse(error)),
             }
         }
         Err(unavailable)
@@ -566,12 +731,12 @@ fn add_region_stats(stats: &mut Stats, region: &Region) {
     stats.chunks += region.chunk_count();
     stats.total_bytes += c.total_bytes;
     stats.in_use_bytes += c.used_bytes;
-    stats.allocated_bytes += c.used_bytes - c.used_blocks * HEADER_SIZE;
+    stats.allocated_bytes += c.used_bytes - c.used_blocks * BLOCK_OVERHEAD;
     stats.free_bytes += c.free_bytes();
     stats.metadata_bytes += c.metadata_bytes;
     stats.used_blocks += c.used_blocks;
     stats.free_blocks += c.free_blocks;
-    let largest = region.largest_free().saturating_sub(HEADER_SIZE);
+    let largest = region.largest_free().saturating_sub(BLOCK_OVERHEAD);
     stats.largest_free = stats.largest_free.max(largest);
     stats.peak_in_use_bytes = stats.peak_in_use_bytes.max(c.used_bytes);
 }
@@ -624,12 +789,16 @@ mod tests {
     }
 
     #[test]
-    fn header_overhead_is_sixteen_bytes() {
+    fn header_overhead_is_the_documented_one() {
         let arena = Arena::new(64 << 10);
         let mut heap = heap_over(&arena);
         let a = heap.allocate(layout(64, 8)).unwrap();
         let b = heap.allocate(layout(64, 8)).unwrap();
-        assert_eq!(b.as_ptr().addr() - a.as_ptr().addr(), 64 + HEADER_SIZE);
+        let expected = (64 + BLOCK_OVERHEAD).next_multiple_of(GRANULE);
+        assert_eq!(b.as_ptr().addr() - a.as_ptr().addr(), expected);
+        if !cfg!(any(feature = "crc", feature = "guard")) {
+            assert_eq!(expected, 64 + 16, "16-byte headers in the plain build");
+        }
         // SAFETY: a live block.
         assert_eq!(unsafe { heap.usable_size(a) }.unwrap(), 64);
     }
@@ -807,13 +976,18 @@ mod tests {
         let mut heap = heap_over(&arena);
         let a = heap.allocate(layout(64, 8)).unwrap();
         let b = heap.allocate(layout(64, 8)).unwrap();
-        let header = b.as_ptr().wrapping_sub(HEADER_SIZE);
+        let header = b.as_ptr().wrapping_sub(DATA_OFFSET);
         // SAFETY: the header bytes lie in the arena; restored below.
         let saved = unsafe { header.cast::<[u8; 16]>().read() };
         unsafe { header.write_bytes(0x41, 8) };
+        let what = if cfg!(feature = "crc") {
+            Corruption::Checksum
+        } else {
+            Corruption::BlockLinks
+        };
         let broken = Err(HeapError::Corrupted {
             addr: header.addr(),
-            what: Corruption::BlockLinks,
+            what,
         });
         assert_eq!(heap.check(), broken);
         // SAFETY: the block is live; the damaged header makes free refuse it.

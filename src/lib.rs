@@ -51,24 +51,42 @@
 #[cfg(test)]
 extern crate std;
 
+/// Reports an event to a trace sink (feature `trace`); expands to nothing
+/// without the feature, so tracing costs nothing when it is off.
+macro_rules! trace {
+    ($sink:expr, $event:expr) => {
+        #[cfg(feature = "trace")]
+        {
+            if let Some(sink) = $sink {
+                sink(&$event);
+            }
+        }
+    };
+}
+
 pub mod backend;
 mod block;
 mod check;
 pub mod clist;
+#[cfg(feature = "crc")]
+mod crc;
 mod error;
 mod heap;
 mod index;
+pub mod integrity;
 mod locked;
 mod policy;
 mod region;
 mod stats;
+#[cfg(feature = "trace")]
+mod trace;
 
 pub use backend::Backend;
 #[cfg(feature = "buddy")]
 pub use backend::BuddyBackend;
 #[cfg(feature = "linked-list")]
 pub use backend::LinkedListBackend;
-pub use block::{GRANULE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
+pub use block::{BLOCK_OVERHEAD, GRANULE, GUARD_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
 pub use error::{Corruption, HeapError};
 pub use heap::{Heap, RegionId, MAX_REGIONS};
 pub use locked::{ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler};
@@ -76,6 +94,8 @@ pub use policy::{BestFit, FirstFit, FitPolicy};
 pub use region::{REGION_SIZE, SENTINEL_SIZE};
 pub use spin;
 pub use stats::Stats;
+#[cfg(feature = "trace")]
+pub use trace::{TraceEvent, TraceSink};
 
 #[cfg(test)]
 mod testutil;

@@ -12,6 +12,11 @@
 //!         [block]...[block][sentinel+chunk link]           later chunks
 //! ```
 //!
+//! Integrity hooks (`integrity`, `crc`) run at fixed points: a free block
+//! is vetted (checksum, free pattern) before it is reused; a block is
+//! scrambled before it merges; merge partners are vetted before a free
+//! changes anything; headers patch their own checksums (see `block`).
+//!
 //! Invariants, in addition to those of `block` and `index`:
 //! - chunks are disjoint, on the chunk list in address order, and at most
 //!   `MAX_CHUNK_SIZE` bytes; `lo..hi` covers the control structure and all
@@ -25,11 +30,15 @@ use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
 
 use crate::block::{
-    Block, BlockHeader, RelLink, State, GRANULE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK,
+    Block, BlockHeader, RelLink, State, DATA_OFFSET, GRANULE, HEADER_SIZE, MAX_CHUNK_SIZE,
+    MIN_BLOCK,
 };
 use crate::clist::{insert_after, is_consistent, make_ring, unlink, Clist, Link, PtrLink};
 use crate::error::{Corruption, HeapError};
 use crate::index::{class_of, Class, FreeIndex, FL_COUNT, SL_COUNT};
+use crate::integrity;
+#[cfg(feature = "trace")]
+use crate::trace::{TraceEvent, TraceSink};
 
 /// A chunk's end marker: a sentinel header plus the chunk's list link.
 #[repr(C)]
@@ -38,8 +47,14 @@ struct Sentinel {
     chunk: PtrLink,
 }
 
-/// Bytes of a chunk's sentinel.
-pub const SENTINEL_SIZE: usize = size_of::<Sentinel>();
+/// Bytes of a chunk's sentinel (at least a block: when two chunks join, the
+/// lower sentinel becomes a free block).
+pub const SENTINEL_SIZE: usize = if size_of::<Sentinel>() > MIN_BLOCK {
+    size_of::<Sentinel>()
+} else {
+    MIN_BLOCK
+}
+.next_multiple_of(GRANULE);
 /// Bytes of a region control structure (rounded to granules).
 pub const REGION_SIZE: usize = size_of::<Region>().next_multiple_of(GRANULE);
 /// Smallest chunk: one minimal block and a sentinel.
@@ -81,6 +96,12 @@ pub(crate) struct Region {
     pub(crate) priority: u8,
     /// Running counters.
     pub(crate) c: Counters,
+    /// Bytes of free pattern verified at each end of a reused free block.
+    #[cfg(feature = "scramble")]
+    pub(crate) scramble_depth: usize,
+    /// Where split and merge events go.
+    #[cfg(feature = "trace")]
+    pub(crate) sink: Option<TraceSink>,
 }
 
 /// Where a block header may go inside the free block `free` so that the
@@ -89,11 +110,12 @@ pub(crate) struct Region {
 /// A leading gap becomes a free block when it can hold one; a smaller gap is
 /// given to the previous block, which is possible unless that is the sentinel.
 fn placement(free: Block, align: usize, size: usize) -> Option<usize> {
-    let data = free.addr() + HEADER_SIZE;
-    let mut header = data.next_multiple_of(align) - HEADER_SIZE;
+    let data = free.addr() + DATA_OFFSET;
+    let mut header = data.next_multiple_of(align) - DATA_OFFSET;
     let gap = header - free.addr();
     if gap != 0 && gap < MIN_BLOCK && free.prev().state() == State::Sentinel {
-        header += align;
+        // The gap must hold a free block: move up by whole alignments.
+        header += (MIN_BLOCK - gap).next_multiple_of(align);
     }
     fits_at(free, header, size).then_some(header)
 }
@@ -144,6 +166,10 @@ impl Region {
                     metadata_bytes: REGION_SIZE,
                     ..Counters::default()
                 },
+                #[cfg(feature = "scramble")]
+                scramble_depth: integrity::DEFAULT_SCRAMBLE_CHECK_DEPTH,
+                #[cfg(feature = "trace")]
+                sink: None,
             })
         };
         // SAFETY: the region was just written; the rest of the range is
@@ -215,8 +241,11 @@ impl Region {
         self.hi = self.hi.max(begin + len);
         self.c.total_bytes += len;
         self.c.metadata_bytes += SENTINEL_SIZE;
-        // SAFETY: `first` is a fresh free block on no list.
-        unsafe { self.index.insert(first, first.size()) };
+        // SAFETY: `first` is a fresh free block on no list, all ours.
+        unsafe {
+            integrity::on_new_free(first);
+            self.index.insert(first, first.size());
+        }
         self.c.free_blocks += 1;
         // SAFETY: `sentinel` closes a chunk of this region.
         unsafe { self.join_neighbours(sentinel) };
@@ -270,7 +299,10 @@ impl Region {
         lower.set_state(State::Used);
         // SAFETY: the old sentinel is now a block of SENTINEL_SIZE >= MIN_BLOCK
         // bytes between two blocks of the joined chunk, on no free list.
-        unsafe { self.coalesce_insert(lower, SENTINEL_SIZE) };
+        unsafe {
+            integrity::on_free(lower);
+            self.coalesce_insert(lower, SENTINEL_SIZE);
+        }
     }
 
     /// The sentinels of the region's chunks, in address order.
@@ -324,7 +356,8 @@ impl Region {
     // ---- allocation ----
 
     /// Allocates a block of `size` bytes (a `block_size_for` result) whose
-    /// data is aligned to `align`, or `None` if no free block fits.
+    /// data is aligned to `align`: `Ok(None)` if no free block fits, an
+    /// error if the chosen free block is damaged (then nothing changed).
     ///
     /// # Safety
     /// The region is live and exclusively borrowed (the type invariant of
@@ -335,7 +368,7 @@ impl Region {
         size: usize,
         align: usize,
         best_fit: bool,
-    ) -> Option<Block> {
+    ) -> Result<Option<Block>, HeapError> {
         if align <= GRANULE {
             let found = if best_fit {
                 self.best_in_class(size)
@@ -343,22 +376,56 @@ impl Region {
                 None
             };
             if let Some(block) = found.or_else(|| self.index.find_good_fit(size)) {
+                self.vet_reuse(block)?;
                 // SAFETY: the index only holds free blocks of this region.
-                return Some(unsafe { self.take(block, size) });
+                return Ok(Some(unsafe { self.take(block, size) }));
             }
         } else {
-            let search = size.checked_add(align)?.checked_add(GRANULE)?;
+            // `placement` moves the header by at most `align` plus a gap
+            // too small for a free block.
+            let margin = align + MIN_BLOCK - GRANULE;
+            let Some(search) = size.checked_add(margin) else {
+                return Ok(None);
+            };
             if let Some(free) = self.index.find_good_fit(search) {
-                let header = placement(free, align, size)?;
+                let Some(header) = placement(free, align, size) else {
+                    return Ok(None);
+                };
+                self.vet_reuse(free)?;
                 // SAFETY: `free` is on the index and `header` fits in it.
-                return Some(unsafe { self.carve(free, header, size) });
+                return Ok(Some(unsafe { self.carve(free, header, size) }));
             }
         }
         // Slow path, only on the way to failure: smaller classes may still
         // hold a block that fits exactly.
-        let (free, header) = self.search_placement(size, align)?;
+        let Some((free, header)) = self.search_placement(size, align) else {
+            return Ok(None);
+        };
+        self.vet_reuse(free)?;
         // SAFETY: as above.
-        Some(unsafe { self.carve(free, header, size) })
+        Ok(Some(unsafe { self.carve(free, header, size) }))
+    }
+
+    /// Checks a free block before it is reused: its header checksum
+    /// (`crc`) and its free pattern (`scramble`).
+    #[inline(always)]
+    fn vet_reuse(&self, free: Block) -> Result<(), HeapError> {
+        if !free.checksum_ok() {
+            return Err(HeapError::Corrupted {
+                addr: free.addr(),
+                what: Corruption::Checksum,
+            });
+        }
+        integrity::check_free(free, self.scramble_depth())
+    }
+
+    /// Bytes of free pattern verified at each end of a free block.
+    #[inline]
+    pub(crate) fn scramble_depth(&self) -> usize {
+        #[cfg(feature = "scramble")]
+        return self.scramble_depth;
+        #[cfg(not(feature = "scramble"))]
+        return 0;
     }
 
     /// Best fit within the request's own class, scanning a bounded number
@@ -424,30 +491,39 @@ impl Region {
         self.c.free_blocks -= 1;
         let block = if gap == 0 {
             free
-        } else {
+        } else if gap >= MIN_BLOCK {
             // SAFETY: `header` lies inside `free` (caller), whose data is no
-            // longer on any list.
-            let block = unsafe { Block::write(free.at_offset(gap), owner, State::Free) };
-            if gap >= MIN_BLOCK {
-                // SAFETY: `free` keeps the gap and stays a free block.
-                unsafe {
-                    insert_after(free.link(), block.link());
-                    self.index.insert(free, free.size());
-                }
+            // longer on any list; `free` keeps the gap and stays free.
+            unsafe {
+                let block = Block::write(free.at_offset(gap), owner, State::Free);
+                insert_after(free.link(), block.link());
+                self.index.insert(free, free.size());
                 self.c.free_blocks += 1;
-            } else {
-                // The previous block is used (never free next to a free
-                // block, never the sentinel: `fits_at`), and grows by `gap`.
-                let prev = free.prev();
-                // SAFETY: `free` is linked; `prev` is a live used block.
-                unsafe {
-                    unlink(free.link());
-                    insert_after(prev.link(), block.link());
-                }
-                free.set_state(State::Absorbed);
-                self.c.used_bytes += gap;
+                trace!(
+                    self.sink,
+                    TraceEvent::Split {
+                        block: free.addr(),
+                        tail: block.addr(),
+                        tail_size: block.size(),
+                    }
+                );
+                block
             }
-            block
+        } else {
+            // The previous block is used (never free next to a free block,
+            // never the sentinel: `fits_at`), and grows by `gap`. `free` is
+            // unlinked before the new header, which may overlap it, exists.
+            let prev = free.prev();
+            // SAFETY: `free` is linked; `prev` is a live used block; the new
+            // header lies inside `free`'s span.
+            unsafe {
+                unlink(free.link());
+                let block = Block::write(free.at_offset(gap), owner, State::Free);
+                insert_after(prev.link(), block.link());
+                integrity::on_grown_by_gap(prev, gap);
+                self.c.used_bytes += gap;
+                block
+            }
         };
         // SAFETY: `block` is at least `size` bytes and its successor is not free.
         let kept = unsafe { self.split_free_tail(block, block.size(), size) };
@@ -471,9 +547,16 @@ impl Region {
         }
         // SAFETY: the tail lies inside `block` and holds a minimal block.
         unsafe {
-            let tail = Block::write(block.at_offset(keep), self.addr(), State::Free);
-            insert_after(block.link(), tail.link());
+            let tail = Block::write_after(block.at_offset(keep), block, self.addr(), State::Free);
             self.index.insert(tail, rest);
+            trace!(
+                self.sink,
+                TraceEvent::Split {
+                    block: block.addr(),
+                    tail: tail.addr(),
+                    tail_size: rest,
+                }
+            );
         }
         self.c.free_blocks += 1;
         keep
@@ -490,7 +573,7 @@ impl Region {
     /// The region is live; `data` lies between `lo` and `hi` (`spans`).
     pub(crate) unsafe fn validate(&self, data: NonNull<u8>) -> Result<Block, HeapError> {
         let addr = data.as_ptr().addr();
-        let header = addr.wrapping_sub(HEADER_SIZE);
+        let header = addr.wrapping_sub(DATA_OFFSET);
         let not_block = HeapError::NotBlockStart { addr };
         let (first, sentinel) = match self.chunk_bounds(header) {
             Some(bounds) if addr.is_multiple_of(GRANULE) => bounds,
@@ -500,32 +583,48 @@ impl Region {
         // readable header-sized memory. It is only trusted as a header (the
         // type invariant) once its owner, state and links check out below.
         let block = unsafe { Block::from_data(data) };
-        if block.owner() != self.addr() {
-            return Err(not_block);
+        let corrupted = |what| HeapError::Corrupted { addr: header, what };
+        // SAFETY: `block` lies inside the chunk `first..sentinel`.
+        let linked = unsafe { links_in_chunk(block, first, sentinel) };
+        let owned = block.owner() == self.addr();
+        // Not a header unless it names this region or its neighbours say it
+        // is one. Scrambled free memory (a header absorbed by a merge)
+        // means the block was freed already.
+        if !owned && !linked {
+            return Err(if integrity::is_scrambled_free(block) {
+                HeapError::DoubleFree { addr }
+            } else {
+                not_block
+            });
+        }
+        if !block.checksum_ok() {
+            return Err(corrupted(Corruption::Checksum));
+        }
+        if !owned {
+            return Err(corrupted(Corruption::Owner));
         }
         match block.state() {
             State::Used => {}
             State::Free | State::Absorbed => return Err(HeapError::DoubleFree { addr }),
             State::Sentinel => return Err(not_block),
         }
-        let corrupted = HeapError::Corrupted {
-            addr: header,
-            what: Corruption::BlockLinks,
-        };
-        let (next, prev) = block.raw_links();
-        let target = |granules: i32| header as i64 + granules as i64 * GRANULE as i64;
-        let next_ok = next > 0 && target(next) <= sentinel as i64;
-        let prev_ok = if header == first {
-            target(prev) == sentinel as i64
-        } else {
-            prev < 0 && target(prev) >= first as i64
-        };
-        // SAFETY: both neighbours lie inside the chunk, on headers if the
-        // links are honest and on readable chunk memory otherwise.
-        if !(next_ok && prev_ok && unsafe { is_consistent(block.link()) }) {
-            return Err(corrupted);
+        if !linked {
+            return Err(corrupted(Corruption::BlockLinks));
         }
+        integrity::check_guards(block)?;
         Ok(block)
+    }
+
+    /// Checks the free neighbours a free of `block` would merge with: their
+    /// headers must be intact before they are changed (`crc`; always `Ok`
+    /// without it).
+    ///
+    /// # Safety
+    /// `block` is a used block of this region (`validate`).
+    #[inline]
+    pub(crate) unsafe fn vet_merge(&self, block: Block) -> Result<(), HeapError> {
+        vet_if_free(block.next())?;
+        vet_if_free(block.prev())
     }
 
     /// Frees a used block, merging it with free neighbours.
@@ -537,8 +636,11 @@ impl Region {
         let size = block.size();
         self.c.used_bytes -= size;
         self.c.used_blocks -= 1;
-        // SAFETY: a used block is on no free list.
-        unsafe { self.coalesce_insert(block, size) };
+        // SAFETY: a used block is on no free list; its data is dead.
+        unsafe {
+            integrity::on_free(block);
+            self.coalesce_insert(block, size);
+        }
     }
 
     /// Merges `block` (`size` bytes, off the index) with its free
@@ -558,8 +660,18 @@ impl Region {
                 unlink(next.link());
             }
             next.set_state(State::Absorbed);
+            // SAFETY: `next` now lies inside the free block.
+            unsafe { integrity::on_absorb(next) };
             self.c.free_blocks -= 1;
             size += next_size;
+            trace!(
+                self.sink,
+                TraceEvent::Merged {
+                    block: block.addr(),
+                    absorbed: next.addr(),
+                    size,
+                }
+            );
         }
         let prev = block.prev();
         if prev.state() == State::Free {
@@ -570,9 +682,19 @@ impl Region {
                 unlink(block.link());
             }
             block.set_state(State::Absorbed);
+            // SAFETY: `block` now lies inside the free block `prev`.
+            unsafe { integrity::on_absorb(block) };
+            size += prev_size;
+            trace!(
+                self.sink,
+                TraceEvent::Merged {
+                    block: prev.addr(),
+                    absorbed: block.addr(),
+                    size,
+                }
+            );
             block = prev;
             self.c.free_blocks -= 1;
-            size += prev_size;
         }
         block.set_state(State::Free);
         // SAFETY: `block` is now a free block of `size` bytes on no list.
@@ -582,19 +704,28 @@ impl Region {
 
     // ---- resize ----
 
-    /// Resizes a used block to `size` bytes without moving it: shrinking
-    /// gives the tail back, growing takes from a free successor. Returns
-    /// whether it succeeded; on failure nothing changed.
+    /// Resizes a used block to `size` bytes (a `block_size_for` result for
+    /// `requested` bytes) without moving it: shrinking gives the tail back,
+    /// growing takes from a free successor. Returns whether it succeeded;
+    /// on failure (or an error: a damaged successor) nothing changed. The
+    /// block's live data is never written.
     ///
     /// # Safety
     /// `block` is a used block of this region (`validate`).
-    pub(crate) unsafe fn resize_in_place(&mut self, block: Block, size: usize) -> bool {
+    pub(crate) unsafe fn resize_in_place(
+        &mut self,
+        block: Block,
+        size: usize,
+        requested: usize,
+    ) -> Result<bool, HeapError> {
         let before = block.size();
+        let old_usable = block.usable();
         if size > before {
             let next = block.next();
             if next.state() != State::Free || before + next.size() < size {
-                return false;
+                return Ok(false);
             }
+            self.vet_reuse(next)?;
             // SAFETY: `next` is a free neighbour on the index.
             unsafe {
                 self.index.remove(next, next.size());
@@ -606,38 +737,52 @@ impl Region {
             unsafe { self.split_free_tail(block, block.size(), size) };
         } else {
             // SAFETY: `block` is used and at least `size` bytes.
-            unsafe { self.shrink(block, size) };
+            unsafe { self.shrink(block, size)? };
         }
+        // SAFETY: `block` was just resized from `before` bytes and holds
+        // `requested` bytes.
+        unsafe { integrity::on_resize(block, old_usable, block.addr() + before, requested) };
         self.c.used_bytes = self.c.used_bytes - before + block.size();
-        true
+        Ok(true)
     }
 
     /// Gives the tail of `block` after `keep` bytes back to the free lists,
     /// merged with a free successor; a tail too small to stand alone is kept
-    /// unless the successor is free to absorb it.
+    /// unless the successor is free to absorb it (and the tail can hold a
+    /// header). Fails, changing nothing, if that successor is damaged.
     ///
     /// # Safety
     /// `block` is a used block of this region of at least `keep` bytes.
-    unsafe fn shrink(&mut self, block: Block, keep: usize) {
+    unsafe fn shrink(&mut self, block: Block, keep: usize) -> Result<(), HeapError> {
         let rest = block.size() - keep;
-        if rest >= MIN_BLOCK || (rest > 0 && block.next().state() == State::Free) {
-            // SAFETY: the tail lies inside `block`; linked before merging.
+        let next_free = block.next().state() == State::Free;
+        if rest >= MIN_BLOCK || (rest >= HEADER_SIZE && next_free) {
+            vet_if_free(block.next())?;
+            // SAFETY: the tail lies inside `block`, past the data it keeps;
+            // linked before merging.
             unsafe {
                 let tail = Block::write(block.at_offset(keep), self.addr(), State::Used);
                 insert_after(block.link(), tail.link());
+                integrity::on_free(tail);
                 self.coalesce_insert(tail, rest);
             }
         }
+        Ok(())
     }
 
     // ---- reserve ----
 
     /// Carves the block whose header is at `header` and spans `size` bytes
     /// out of the free block that contains it; O(free blocks large enough).
+    /// Fails, changing nothing, if that free block is damaged.
     ///
     /// # Safety
     /// The region is live and exclusively borrowed.
-    pub(crate) unsafe fn reserve(&mut self, header: usize, size: usize) -> Option<Block> {
+    pub(crate) unsafe fn reserve(
+        &mut self,
+        header: usize,
+        size: usize,
+    ) -> Result<Option<Block>, HeapError> {
         let mut class = Some(class_of(size));
         let mut found = None;
         while let Some(next) = class.and_then(|c| self.index.next_nonempty(c)) {
@@ -650,8 +795,12 @@ impl Region {
             }
             class = next_class(next);
         }
+        let Some(free) = found else {
+            return Ok(None);
+        };
+        self.vet_reuse(free)?;
         // SAFETY: `free` is on the index and the block fits at `header`.
-        found.map(|free| unsafe { self.carve(free, header, size) })
+        Ok(Some(unsafe { self.carve(free, header, size) }))
     }
 
     // ---- introspection ----
@@ -678,6 +827,40 @@ impl Region {
     pub(crate) fn bounds(&self) -> (usize, usize) {
         (self.lo, self.hi)
     }
+}
+
+/// Checks the header of a neighbour that is about to merge, if it is free
+/// (`crc`; always `Ok` without it).
+#[inline]
+fn vet_if_free(neighbour: Block) -> Result<(), HeapError> {
+    if cfg!(feature = "crc") && neighbour.state() == State::Free && !neighbour.checksum_ok() {
+        return Err(HeapError::Corrupted {
+            addr: neighbour.addr(),
+            what: Corruption::Checksum,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `block`'s links stay inside the chunk `first..sentinel` and
+/// both neighbours link back to it.
+///
+/// # Safety
+/// `block` is a granule-aligned address in `first..sentinel` of a live
+/// region's chunk.
+unsafe fn links_in_chunk(block: Block, first: usize, sentinel: usize) -> bool {
+    let header = block.addr();
+    let (next, prev) = block.raw_links();
+    let target = |granules: i32| header as i64 + granules as i64 * GRANULE as i64;
+    let next_ok = next > 0 && target(next) <= sentinel as i64;
+    let prev_ok = if header == first {
+        target(prev) == sentinel as i64
+    } else {
+        prev < 0 && target(prev) >= first as i64
+    };
+    // SAFETY: both neighbours lie inside the chunk, on headers if the
+    // links are honest and on readable chunk memory otherwise.
+    next_ok && prev_ok && unsafe { is_consistent(block.link()) }
 }
 
 /// The chunk-list link of a sentinel.

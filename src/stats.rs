@@ -42,7 +42,8 @@ pub struct Stats {
     pub in_place_reallocations: u64,
     /// Requests refused for lack of memory.
     pub failures: u64,
-    /// Misuses detected (bad pointers, double frees, layout mismatches).
+    /// Misuses detected (bad pointers, double frees, layout mismatches) and
+    /// damage found by a call (a corrupted header, guard or free pattern).
     pub misuses: u64,
 }
 

@@ -61,8 +61,8 @@ use std::ptr::NonNull;
 
 use proptest::prelude::*;
 use region_heap::{
-    Backend, BestFit, BuddyBackend, FirstFit, Heap, HeapError, LinkedListBackend, Stats, GRANULE,
-    HEADER_SIZE, MIN_BLOCK, REGION_SIZE, SENTINEL_SIZE,
+    Backend, BestFit, BuddyBackend, FirstFit, Heap, HeapError, LinkedListBackend, Stats,
+    BLOCK_OVERHEAD, GRANULE, MIN_BLOCK, REGION_SIZE, SENTINEL_SIZE,
 };
 
 /// Arena of every heap; small enough that streams run out of memory.
@@ -72,7 +72,7 @@ const MAX_SIZE: usize = 12 << 10;
 
 /// `region_heap`'s block size for a request (header, granule rounding).
 fn rh_block(size: usize) -> usize {
-    (size + HEADER_SIZE)
+    (size + BLOCK_OVERHEAD)
         .next_multiple_of(GRANULE)
         .max(MIN_BLOCK)
 }
@@ -465,10 +465,14 @@ impl Lockstep {
         let name = self.lanes[i].lane.name();
         // A block of `rh_block(size)` bytes (usable: minus the header) fits
         // any free block at least that large; an aligned one may also need
-        // a leading gap of up to `align + 16` bytes plus 16 of rounding.
-        let slack = if align <= GRANULE { 0 } else { align + 32 };
+        // a leading gap of up to `align + MIN_BLOCK` bytes.
+        let slack = if align <= GRANULE {
+            0
+        } else {
+            align + MIN_BLOCK
+        };
         assert!(
-            stats.largest_free < rh_block(size) - HEADER_SIZE + slack,
+            stats.free_blocks == 0 || stats.largest_free < rh_block(size) - BLOCK_OVERHEAD + slack,
             "{name} refused {size}/{align} with a free block of {} usable bytes",
             stats.largest_free
         );
@@ -570,10 +574,10 @@ impl Lockstep {
                         let slack = if slot.align <= GRANULE {
                             0
                         } else {
-                            slot.align + 32
+                            slot.align + MIN_BLOCK
                         };
                         assert!(
-                            largest < rh_block(size) - HEADER_SIZE + slack,
+                            largest < rh_block(size) - BLOCK_OVERHEAD + slack,
                             "realloc to {size} refused with {largest} free"
                         );
                     }
@@ -656,7 +660,7 @@ impl Lockstep {
             }
         }
         // A whole arena again: the largest block any heap can carve.
-        let whole = ARENA - REGION_SIZE - SENTINEL_SIZE - HEADER_SIZE;
+        let whole = ARENA - REGION_SIZE - SENTINEL_SIZE - BLOCK_OVERHEAD;
         for state in &mut self.lanes {
             let layout = Layout::from_size_align(whole, 8).unwrap();
             if state.lane.is_region_heap() || state.lane.name() == LinkedListBackend::NAME {
@@ -750,6 +754,13 @@ fn long_stream_divergences() {
     eprintln!("region-heap refusals the linked list served: {ll:?}");
     eprintln!("... the overhead-matched linked list served: {matched:?}");
     eprintln!("region-heap refusals the buddy heap served: {buddy:?}");
+    // The overhead-matched reference models a 16-byte header per block;
+    // `crc` and `guard` change the block geometry (32-byte headers, guard
+    // zones, 64-byte minimum blocks), so the placement comparison holds for
+    // the plain build, which `cargo xtask test` runs separately.
+    if cfg!(any(feature = "crc", feature = "guard")) {
+        return;
+    }
     for i in 0..2 {
         assert!(
             matched.no_worse(i),

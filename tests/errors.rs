@@ -7,7 +7,9 @@ use common::Arena;
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
-use region_heap::{Corruption, Heap, HeapError, HEADER_SIZE, MAX_CHUNK_SIZE, MAX_REGIONS};
+use region_heap::{
+    Corruption, Heap, HeapError, GUARD_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, MAX_REGIONS,
+};
 
 fn l(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
@@ -198,13 +200,19 @@ fn corrupted_header_is_reported_with_its_address() {
     let arena = Arena::new(64 << 10);
     let (mut heap, w) = setup(&arena);
     let victim = heap.allocate(l(64)).unwrap();
-    let header = victim.as_ptr().wrapping_sub(HEADER_SIZE);
+    let header = victim.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE);
     // SAFETY: a header inside the arena; restored before the end.
     let saved = unsafe { header.cast::<[u8; 16]>().read() };
     unsafe { header.add(4).write_bytes(0x7f, 4) }; // the back link
+                                                   // With `crc`, the checksum catches the damage before the links are read.
+    let what = if cfg!(feature = "crc") {
+        Corruption::Checksum
+    } else {
+        Corruption::BlockLinks
+    };
     let expected = Err(HeapError::Corrupted {
         addr: header.addr(),
-        what: Corruption::BlockLinks,
+        what,
     });
     assert_eq!(heap.check(), expected);
     assert_eq!(unsafe { heap.free(victim) }, expected);

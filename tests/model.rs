@@ -13,7 +13,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use proptest::prelude::*;
-use region_heap::{BestFit, FirstFit, FitPolicy, Heap, HeapError, RegionId, GRANULE};
+use region_heap::{BestFit, FirstFit, FitPolicy, Heap, HeapError, RegionId, GRANULE, MIN_BLOCK};
 
 const PIECES: usize = 8;
 const PIECE: usize = 32 << 10;
@@ -146,10 +146,12 @@ impl<P: FitPolicy> Model<P> {
                 match self.heap.allocate(layout) {
                     Ok(ptr) => self.admit(ptr, size, align),
                     Err(HeapError::OutOfMemory { .. }) => {
-                        // Never refused while a free block could obviously serve it.
+                        // Never refused while a free block could obviously
+                        // serve it: room for the data, the alignment and a
+                        // leading gap too small to be a block.
                         let largest = self.heap.stats().largest_free;
                         assert!(
-                            largest < size + align + 2 * GRANULE,
+                            largest < size + align + MIN_BLOCK,
                             "refused {size}/{align} with {largest} free"
                         );
                     }

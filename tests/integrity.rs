@@ -1,0 +1,436 @@
+//! The integrity features, each provoked the way a buggy program would:
+//! an overwritten header byte (`crc`), a byte written past the end or
+//! before the start (`guard`), a write after free (`scramble`), and every
+//! operation reported (`trace`); plus misuse detection with no feature, on
+//! the `GlobalAlloc` path. Each test asserts the exact error, then shows the
+//! other live blocks still hold their data and can be freed.
+//!
+//! Run with the feature of interest, e.g.
+//! `cargo test --features crc --test integrity`; tests of features that are
+//! off are not compiled.
+
+mod common;
+
+use common::Arena;
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+#[allow(unused_imports)] // each feature uses a part
+use region_heap::{integrity, Corruption, Heap, HeapError, GRANULE, GUARD_SIZE, HEADER_SIZE};
+
+fn l(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+/// A heap over `arena` with three live, patterned witness blocks.
+#[allow(dead_code)] // used by the tests of the features
+fn setup(arena: &Arena) -> (Heap, Vec<(NonNull<u8>, u8)>) {
+    let mut heap = Heap::new();
+    // SAFETY: the arena outlives the heap.
+    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    let witnesses = (1..=3u8)
+        .map(|fill| {
+            let p = heap.allocate(l(200)).unwrap();
+            // SAFETY: 200 writable bytes.
+            unsafe { p.as_ptr().write_bytes(fill, 200) };
+            (p, fill)
+        })
+        .collect();
+    (heap, witnesses)
+}
+
+/// The witnesses still hold their data and can be freed.
+#[allow(dead_code)] // used by the tests of the features
+fn survivors(heap: &mut Heap, witnesses: Vec<(NonNull<u8>, u8)>) {
+    for (p, fill) in witnesses {
+        // SAFETY: live witness blocks of 200 bytes.
+        unsafe {
+            assert!(std::slice::from_raw_parts(p.as_ptr(), 200)
+                .iter()
+                .all(|&b| b == fill));
+            heap.free(p).unwrap();
+        }
+    }
+}
+
+/// The header of the block whose data starts at `p`.
+#[allow(dead_code)]
+fn header_of(p: NonNull<u8>) -> *mut u8 {
+    p.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE)
+}
+
+#[cfg(feature = "crc")]
+mod crc {
+    use super::*;
+
+    #[test]
+    fn an_overwritten_header_byte_is_caught_everywhere() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = setup(&arena);
+        let victim = heap.allocate(l(64)).unwrap();
+        let _after = heap.allocate(l(64)).unwrap();
+        let header = header_of(victim);
+        let expected = Err(HeapError::Corrupted {
+            addr: header.addr(),
+            what: Corruption::Checksum,
+        });
+        // One byte of the owner word (region address bits), as a stray
+        // store would: the links still agree, only the checksum can tell.
+        // SAFETY: a header byte inside the arena; restored below.
+        let byte = unsafe { header.add(9) };
+        let saved = unsafe { byte.read() };
+        unsafe { byte.write(saved ^ 0x10) };
+        let misuses = heap.stats().misuses;
+        assert_eq!(unsafe { heap.free(victim) }, expected);
+        assert_eq!(
+            unsafe { heap.realloc(victim, l(64), 128) },
+            expected.map(|_| victim)
+        );
+        assert_eq!(unsafe { heap.usable_size(victim) }, expected.map(|_| 0));
+        assert_eq!(
+            unsafe { heap.resize_in_place(victim, 16) },
+            expected.map(|_| false)
+        );
+        assert_eq!(heap.check(), expected);
+        assert_eq!(heap.stats().misuses, misuses + 3, "free, realloc, resize");
+        survivors(&mut heap, w);
+        unsafe { byte.write(saved) };
+        heap.check().unwrap();
+        unsafe { heap.free(victim) }.unwrap();
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn a_damaged_free_header_is_caught_before_reuse_or_merge() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = setup(&arena);
+        let a = heap.allocate(l(96)).unwrap();
+        let b = heap.allocate(l(96)).unwrap();
+        let _c = heap.allocate(l(96)).unwrap();
+        unsafe { heap.free(b) }.unwrap(); // b: a free block between a and c
+        let header = header_of(b);
+        let expected = HeapError::Corrupted {
+            addr: header.addr(),
+            what: Corruption::Checksum,
+        };
+        // SAFETY: the free block's header; restored below.
+        let saved = unsafe { header.read() };
+        unsafe { header.write(saved ^ 1) }; // a bit of its next link
+        assert_eq!(heap.check(), Err(expected));
+        // Freeing `a` would merge with the damaged block: refused, unchanged.
+        assert_eq!(unsafe { heap.free(a) }, Err(expected));
+        // Reserving inside it (a reuse) is refused too.
+        assert_eq!(heap.reserve(b.as_ptr(), 16), Err(expected));
+        survivors(&mut heap, w);
+        unsafe { header.write(saved) };
+        heap.check().unwrap();
+        unsafe { heap.free(a) }.unwrap();
+        heap.check().unwrap();
+    }
+}
+
+#[cfg(feature = "guard")]
+mod guard {
+    use super::*;
+    use integrity::{GUARD_FRONT, GUARD_TAIL};
+
+    #[test]
+    fn one_byte_past_the_end_is_caught_in_the_rounding_slack() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = setup(&arena);
+        // 100 bytes: the block rounds up, the slack after byte 100 is guarded.
+        let p = heap.allocate(l(100)).unwrap();
+        assert_eq!(unsafe { heap.usable_size(p) }, Ok(100));
+        let at = p.as_ptr().wrapping_add(100);
+        let expected = Err(HeapError::Corrupted {
+            addr: header_of(p).addr(),
+            what: Corruption::Guard { at: at.addr() },
+        });
+        unsafe { p.as_ptr().write_bytes(0x11, 100) }; // all the data: fine
+        heap.check().unwrap();
+        unsafe { at.write(0) }; // one byte too many
+        assert_eq!(heap.check(), expected);
+        assert_eq!(unsafe { heap.free(p) }, expected);
+        assert_eq!(unsafe { heap.realloc(p, l(100), 50) }, expected.map(|_| p));
+        assert_eq!(unsafe { heap.usable_size(p) }, expected.map(|_| 0));
+        survivors(&mut heap, w);
+        unsafe { at.write(GUARD_TAIL) };
+        unsafe { heap.free(p) }.unwrap();
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn one_byte_before_the_start_is_caught() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = setup(&arena);
+        let p = heap.allocate(l(32)).unwrap();
+        let at = p.as_ptr().wrapping_sub(1);
+        unsafe { at.write(0x42) };
+        let expected = Err(HeapError::Corrupted {
+            addr: header_of(p).addr(),
+            what: Corruption::Guard { at: at.addr() },
+        });
+        assert_eq!(unsafe { heap.free(p) }, expected);
+        assert_eq!(heap.check(), expected);
+        survivors(&mut heap, w);
+        unsafe { at.write(GUARD_FRONT) };
+        unsafe { heap.free(p) }.unwrap();
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn resizing_moves_the_tail_guard() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = setup(&arena);
+        let p = heap.allocate(l(100)).unwrap();
+        unsafe {
+            p.as_ptr().write_bytes(7, 100);
+            let q = heap.realloc(p, l(100), 300).unwrap();
+            assert_eq!(q, p, "grew in place into the free tail");
+            assert_eq!(heap.usable_size(q), Ok(300));
+            q.as_ptr().add(299).write(7); // the last byte is the caller's now
+            heap.check().unwrap();
+            q.as_ptr().add(300).write(7); // one past: caught
+            assert!(matches!(
+                heap.check(),
+                Err(HeapError::Corrupted {
+                    what: Corruption::Guard { .. },
+                    ..
+                })
+            ));
+            q.as_ptr().add(300).write(GUARD_TAIL);
+            assert!((0..100).all(|i| *q.as_ptr().add(i) == 7));
+            heap.free(q).unwrap();
+        }
+        survivors(&mut heap, w);
+        heap.check().unwrap();
+    }
+}
+
+#[cfg(feature = "scramble")]
+mod scramble {
+    use super::*;
+    use integrity::{ALLOC_PATTERN, FREE_PATTERN};
+
+    /// Fills the heap so that a block freed afterwards is the only free
+    /// memory: its reuse is then certain.
+    fn fill_up(heap: &mut Heap) -> Vec<NonNull<u8>> {
+        let mut fillers = Vec::new();
+        for size in [4096, 256, 16, 0] {
+            while let Ok(p) = heap.allocate(l(size)) {
+                fillers.push(p);
+            }
+        }
+        fillers
+    }
+
+    #[test]
+    fn a_write_after_free_is_caught_on_reuse_and_by_check() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = setup(&arena);
+        let victim = heap.allocate(l(200)).unwrap();
+        let fillers = fill_up(&mut heap);
+        unsafe { heap.free(victim) }.unwrap();
+        // The stale pointer is written through after the free.
+        let at = victim.as_ptr().wrapping_add(32);
+        unsafe { at.write(0x00) };
+        let expected = Err(HeapError::Corrupted {
+            addr: header_of(victim).addr(),
+            what: Corruption::Poison { at: at.addr() },
+        });
+        assert_eq!(heap.check(), expected);
+        assert_eq!(heap.allocate(l(200)), expected.map(|_| victim));
+        survivors(&mut heap, w);
+        for p in fillers {
+            unsafe { heap.free(p) }.unwrap();
+        }
+        unsafe { at.write(FREE_PATTERN) };
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn the_check_depth_is_a_setting() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = setup(&arena);
+        let big = heap.allocate(l(4000)).unwrap();
+        let _blocker = heap.allocate(l(16)).unwrap();
+        unsafe { heap.free(big) }.unwrap();
+        // A write in the middle of the freed block, beyond the default depth.
+        let at = big.as_ptr().wrapping_add(2000);
+        unsafe { at.write(0x00) };
+        heap.check().unwrap();
+        heap.set_scramble_check_depth(usize::MAX);
+        assert_eq!(
+            heap.check(),
+            Err(HeapError::Corrupted {
+                addr: header_of(big).addr(),
+                what: Corruption::Poison { at: at.addr() },
+            })
+        );
+        unsafe { at.write(FREE_PATTERN) };
+        heap.check().unwrap();
+        survivors(&mut heap, w);
+    }
+
+    #[test]
+    fn realloc_in_place_keeps_the_data() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = setup(&arena);
+        heap.set_scramble_check_depth(usize::MAX);
+        let p = heap.allocate(l(100)).unwrap();
+        unsafe {
+            assert!((0..100).all(|i| *p.as_ptr().add(i) == ALLOC_PATTERN));
+            p.as_ptr().write_bytes(0x33, 100);
+            let q = heap.realloc(p, l(100), 1000).unwrap();
+            assert_eq!(q, p, "grown in place");
+            assert!((0..100).all(|i| *q.as_ptr().add(i) == 0x33), "data kept");
+            assert!(
+                (100..1000).all(|i| *q.as_ptr().add(i) == ALLOC_PATTERN),
+                "new bytes scrambled"
+            );
+            q.as_ptr().write_bytes(0x44, 1000);
+            let r = heap.realloc(q, l(1000), 40).unwrap();
+            assert_eq!(r, p, "shrunk in place");
+            assert!((0..40).all(|i| *r.as_ptr().add(i) == 0x44), "data kept");
+            assert!(heap.resize_in_place(r, 500).unwrap());
+            assert!((0..40).all(|i| *r.as_ptr().add(i) == 0x44), "data kept");
+            heap.check().unwrap();
+            heap.free(r).unwrap();
+        }
+        survivors(&mut heap, w);
+        heap.check().unwrap();
+    }
+}
+
+#[cfg(feature = "trace")]
+mod trace {
+    use super::*;
+    use region_heap::TraceEvent;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static EVENTS: RefCell<Vec<TraceEvent>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn record(event: &TraceEvent) {
+        EVENTS.with(|e| e.borrow_mut().push(*event));
+    }
+
+    fn take() -> Vec<TraceEvent> {
+        EVENTS.with(|e| std::mem::take(&mut *e.borrow_mut()))
+    }
+
+    #[test]
+    fn every_operation_is_reported() {
+        let arena = Arena::new(128 << 10);
+        let mut heap = Heap::new();
+        heap.set_trace_sink(Some(record));
+        let id = unsafe { heap.add_region_with_priority(arena.ptr, 64 << 10, 0) }.unwrap();
+        let events = take();
+        assert!(matches!(
+            events[..],
+            [TraceEvent::RegionAdded { region, start, size: 65536, priority: 0 }]
+                if region == id.addr() && start == arena.ptr.addr()
+        ));
+        let a = heap.allocate(l(100)).unwrap();
+        let events = take();
+        assert!(
+            matches!(events[..], [TraceEvent::Split { .. }, TraceEvent::Allocated { addr, size: 100, align: 8, .. }] if addr == a.as_ptr().addr())
+        );
+        let b = heap.allocate(l(100)).unwrap();
+        take();
+        let moved = unsafe { heap.realloc(a, l(100), 50) }.unwrap();
+        assert_eq!(moved, a);
+        assert!(take().iter().any(|e| matches!(
+            e,
+            TraceEvent::Reallocated { old, new, size: 50, in_place: true } if *old == *new
+        )));
+        unsafe { heap.free(a) }.unwrap();
+        let events = take();
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, TraceEvent::Freed { addr, .. } if *addr == a.as_ptr().addr())));
+        unsafe { heap.free(b) }.unwrap();
+        let events = take();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, TraceEvent::Merged { .. })),
+            "{events:?}"
+        );
+        assert!(matches!(events.last(), Some(TraceEvent::Freed { .. })));
+        let error = unsafe { heap.free(b) }.unwrap_err();
+        assert_eq!(take(), vec![TraceEvent::Misuse { error }]);
+        unsafe { heap.extend(id, arena.ptr.wrapping_add(64 << 10), 64 << 10) }.unwrap();
+        assert!(
+            matches!(take()[..], [.., TraceEvent::Extended { region, size: 65536, .. }] if region == id.addr())
+        );
+        heap.set_trace_sink(None);
+        let c = heap.allocate(l(10)).unwrap();
+        unsafe { heap.free(c) }.unwrap();
+        assert!(take().is_empty(), "no sink, no events");
+        heap.check().unwrap();
+    }
+}
+
+/// Misuse detection needs no feature: on the `GlobalAlloc` path it reaches
+/// the report handler with the exact error and address, and the heap keeps
+/// every other block.
+mod misuse {
+    use super::*;
+    use region_heap::LockedHeap;
+    use std::alloc::GlobalAlloc;
+    use std::sync::Mutex;
+
+    static REPORTED: Mutex<Vec<HeapError>> = Mutex::new(Vec::new());
+
+    fn record(error: &HeapError) {
+        REPORTED.lock().unwrap().push(*error);
+    }
+
+    #[test]
+    fn double_free_interior_and_foreign_pointers_reach_the_handler() {
+        let arena = Arena::new(64 << 10);
+        let other = Arena::new(64 << 10);
+        let heap: LockedHeap = LockedHeap::empty();
+        let foreign_heap: LockedHeap = LockedHeap::empty();
+        unsafe {
+            heap.init(arena.ptr, arena.len());
+            foreign_heap.init(other.ptr, other.len());
+        }
+        heap.set_report_handler(record);
+        let layout = l(128);
+        unsafe {
+            let keep = heap.alloc(layout);
+            keep.write_bytes(0x77, 128);
+            let a = heap.alloc(layout);
+            let b = heap.alloc(layout);
+            heap.dealloc(a, layout);
+            heap.dealloc(a, layout); // twice
+            heap.dealloc(b, layout); // merges with a's block
+            heap.dealloc(b, layout); // twice, after the merge
+            heap.dealloc(keep.add(16), layout); // interior
+            let foreign = foreign_heap.alloc(layout);
+            heap.dealloc(foreign, layout); // another heap's block
+            assert_eq!(
+                *REPORTED.lock().unwrap(),
+                vec![
+                    HeapError::DoubleFree { addr: a.addr() },
+                    HeapError::DoubleFree { addr: b.addr() },
+                    HeapError::NotBlockStart {
+                        addr: keep.addr() + 16
+                    },
+                    HeapError::NotFromHeap {
+                        addr: foreign.addr()
+                    },
+                ]
+            );
+            assert!((0..128).all(|i| *keep.add(i) == 0x77));
+            heap.dealloc(keep, layout);
+            foreign_heap.dealloc(foreign, layout);
+        }
+        heap.lock().check().unwrap();
+        assert_eq!(heap.lock().stats().used_blocks, 0);
+        assert_eq!(heap.lock().stats().misuses, 4);
+    }
+}
