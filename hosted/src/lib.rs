@@ -1,10 +1,39 @@
-//! region-heap in userspace.
+//! region-heap in userspace: the allocator behind the C `malloc` ABI.
 //!
-//! The same allocator the kernels embed, fed by the operating system
-//! instead of firmware memory maps:
+//! The same heap the kernels embed, fed by the operating system instead
+//! of firmware memory maps:
 //! - [`source`]: the `brk` and `mmap` memory sources, every system call
-//!   counted and observable.
+//!   counted and observable;
+//! - [`arenas`]: one region-heap per CPU, each with its own lock, carved
+//!   from one preallocation, and the pointer-to-heap lookup;
+//! - [`large`]: large blocks in mappings of their own, reused through a
+//!   bounded cache, resized with `mremap`;
+//! - [`tcache`] and [`thread`]: the per-thread cache of small blocks, the
+//!   thread's heap hint and counters, flushed when the thread exits;
+//! - [`global`]: the process-wide allocator made of those parts;
+//! - [`malloc`]: the C functions with glibc's semantics (errno, overflow,
+//!   alignment, `realloc` rules), which the `region-heap-shim` cdylib
+//!   exports;
+//! - [`stats`]: the `get_stat` counters; [`misuse`]: the report of an
+//!   invalid or double free before `abort`;
+//! - [`header`], [`lock`], [`cpu`], [`text`]: reading the core's block
+//!   header, userspace spin locks, CPU numbers, messages without
+//!   allocating.
+//!
+//! Nothing in this crate exports a C symbol: only the shim does.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod arenas;
+pub mod cpu;
+pub mod global;
+pub mod header;
+pub mod large;
+pub mod lock;
+pub mod malloc;
+pub mod misuse;
 pub mod source;
+pub mod stats;
+pub mod tcache;
+pub mod text;
+pub mod thread;

@@ -13,6 +13,11 @@
 //! implements too. `BrkSource` falls back to `mmap` when the break cannot
 //! move (a limit, or another library moved it).
 //!
+//! Two additions for the malloc shim: [`SharedBreak`] grows the break
+//! through glibc's `brk` wrapper, so that glibc's cached break (used by
+//! any `sbrk` caller in the process) stays right; [`remap`] (`mremap`)
+//! resizes a large block's mapping, counted by [`remap_count`].
+//!
 //! Invariants:
 //! - nothing here allocates: the functions run inside `malloc`;
 //! - [`ProgramBreak`] hands out only memory between the break it found at
@@ -304,6 +309,82 @@ unsafe impl MemorySource for MmapSource {
     }
 }
 
+/// The program break shared with glibc's own `brk`/`sbrk`.
+///
+/// [`ProgramBreak`] keeps a private idea of the break; a library that
+/// later calls glibc's `sbrk` would then start from glibc's stale break
+/// and could move it *down* over our memory. `SharedBreak` instead asks
+/// the kernel where the break is (`brk(0)`, raw) and moves it with glibc's
+/// `brk` wrapper, which updates glibc's cached break too: two system calls
+/// per growth, both counted and observed. Whoever moved the break before
+/// (glibc, another library) is respected: growth starts where it is now.
+pub struct SharedBreak {
+    lock: Mutex<()>,
+}
+
+impl SharedBreak {
+    /// A break source; no system call until first use.
+    pub const fn new() -> Self {
+        Self {
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Moves the break up by `bytes` and returns the start of the new
+    /// range, or `None` (break unchanged) when the kernel refuses.
+    pub fn grow(&self, bytes: usize) -> Option<NonNull<u8>> {
+        let _serialised = self.lock.lock();
+        let current = brk(0);
+        let new = current.checked_add(bytes)?;
+        // SAFETY: glibc's `brk` only moves the break up here, over memory
+        // nobody was given; it also records the new break for `sbrk`.
+        let moved = unsafe { libc::brk(new as *mut libc::c_void) } == 0;
+        BRK_CALLS.fetch_add(1, Ordering::Relaxed);
+        observe(Syscall::Brk {
+            request: new,
+            result: if moved { new } else { current },
+        });
+        if moved {
+            NonNull::new(current as *mut u8)
+        } else {
+            None
+        }
+    }
+}
+
+impl Default for SharedBreak {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static MREMAP_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// `mremap` calls made by [`remap`] (kept apart from [`SyscallCounts`],
+/// whose fields are fixed, and not reported to the observer, whose
+/// [`Syscall`] variants are fixed too).
+pub fn remap_count() -> u64 {
+    MREMAP_CALLS.load(Ordering::Relaxed)
+}
+
+/// Resizes the mapping `[addr, addr + old_len)` to `new_len` bytes, moving
+/// it if it cannot grow in place (`MREMAP_MAYMOVE`); the pages it had keep
+/// their contents. Returns the new address, or `None` (mapping unchanged).
+///
+/// # Safety
+/// The range is a whole mapping (page-aligned) that the caller owns; on
+/// success the old addresses must no longer be used.
+pub unsafe fn remap(addr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: the caller owns the mapping; the kernel moves it as a whole.
+    let ptr = unsafe { libc::mremap(addr.as_ptr().cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    MREMAP_CALLS.fetch_add(1, Ordering::Relaxed);
+    if ptr == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(ptr.cast())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +423,22 @@ mod tests {
         }
         let after = counts();
         assert!(after.mmap > before.mmap && after.munmap > before.munmap);
+    }
+
+    #[test]
+    fn remapping_keeps_contents_and_is_counted() {
+        let before = remap_count();
+        let len = page_size();
+        let p = map(len).expect("mmap");
+        // SAFETY: a fresh mapping, grown then unmapped at its new place.
+        unsafe {
+            p.as_ptr().write(42);
+            let q = remap(p, len, 4 * len).expect("mremap");
+            assert_eq!(q.as_ptr().read(), 42);
+            q.as_ptr().add(4 * len - 1).write(1);
+            assert!(unmap(q, 4 * len));
+        }
+        assert!(remap_count() > before);
     }
 
     #[test]

@@ -1,0 +1,691 @@
+//! The process-wide allocator: per-CPU heaps, large mappings and thread
+//! caches put together, with the allocation, free and resize primitives
+//! the C functions (`malloc` module) are made of.
+//!
+//! Start-up (`ensure_init`, on the first call from any thread) takes the
+//! preallocation, creates the heaps and the exit hook, and chooses the
+//! cache key; it makes system calls only, never allocates, so a `malloc`
+//! during start-up cannot recurse. Other threads wait for it.
+//!
+//! Routing:
+//! - `size >= large::THRESHOLD`, or an alignment that large: a mapping;
+//! - `size <= tcache::MAX_SIZE`: the thread cache, refilled in batches;
+//! - otherwise: a per-CPU heap, under its lock.
+//!
+//! `free` reads the word before the data: a used region block's owner
+//! word names a region, whose heap `Arenas::heap_of` finds by arithmetic;
+//! a large block has a tag there instead. Anything else is a misuse,
+//! reported with its address before the process aborts.
+//!
+//! When the core is built with its `guard` feature (guard zones around
+//! the data), usable sizes come from the heap and the thread cache is off:
+//! see `header`.
+//!
+//! Invariants: nothing on these paths allocates through the allocator;
+//! every pointer handed out is 16-aligned and is either a used region
+//! block or a large block.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use region_heap::HeapError;
+
+use crate::arenas::Arenas;
+use crate::cpu::online_cpus;
+use crate::header::{owner_word, DATA_OFFSET, EXACT_USABLE, STATE_MASK, STATE_USED};
+use crate::large::{self, tag_freed, tag_used, LargeBlocks};
+use crate::misuse::{report, Misuse};
+use crate::source;
+use crate::stats::{Counter, Counts, Stat};
+use crate::tcache::{self, bin_of_request, bin_of_usable, limit, Bins, Detached};
+use crate::text::Text;
+use crate::thread::{self, ThreadState};
+
+/// Largest request ever tried; larger ones fail with `ENOMEM` at once.
+pub const MAX_REQUEST: usize = isize::MAX as usize;
+
+static ARENAS: Arenas = Arenas::new();
+static LARGE: LargeBlocks = LargeBlocks::new();
+
+const UNINIT: u8 = 0;
+const RUNNING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static CACHE_KEY: AtomicUsize = AtomicUsize::new(0);
+
+const BRK_FROM_ENV: u8 = 0;
+const BRK_NO: u8 = 2;
+static BRK_CHOICE: AtomicU8 = AtomicU8::new(BRK_FROM_ENV);
+
+/// Makes the heaps take their memory from `mmap` only, never the break
+/// (for processes where another allocator uses `sbrk` concurrently, such
+/// as Rust test binaries running on glibc's malloc). Effective only
+/// before the first allocation. `REGIONHEAP_BRK=0` in the environment has
+/// the same effect.
+pub fn prefer_mmap() {
+    BRK_CHOICE.store(BRK_NO, Ordering::Relaxed);
+}
+
+/// Initialises the allocator if needed; false if the system refused the
+/// preallocation (every allocation then fails with `ENOMEM`).
+#[inline]
+pub fn ensure_init() -> bool {
+    STATE.load(Ordering::Acquire) == READY || init_slow()
+}
+
+#[cold]
+fn init_slow() -> bool {
+    match STATE.compare_exchange(UNINIT, RUNNING, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {
+            let ok = init_now();
+            STATE.store(if ok { READY } else { FAILED }, Ordering::Release);
+            ok
+        }
+        Err(_) => loop {
+            match STATE.load(Ordering::Acquire) {
+                READY => return true,
+                FAILED => return false,
+                // SAFETY: `sched_yield` touches no memory of ours.
+                _ => unsafe {
+                    libc::sched_yield();
+                },
+            }
+        },
+    }
+}
+
+fn init_now() -> bool {
+    let use_brk = BRK_CHOICE.load(Ordering::Relaxed) != BRK_NO && env_allows_brk();
+    if ARENAS.init(online_cpus(), use_brk).is_none() {
+        return false;
+    }
+    CACHE_KEY.store(fresh_key(), Ordering::Relaxed);
+    // Without the exit hook, threads simply never use their cache.
+    thread::init_exit_hook(flush_bins);
+    true
+}
+
+/// Whether `REGIONHEAP_BRK` allows the break (anything but `0`).
+fn env_allows_brk() -> bool {
+    // SAFETY: a NUL-terminated name; `getenv` does not allocate.
+    let value = unsafe { libc::getenv(c"REGIONHEAP_BRK".as_ptr()) };
+    // SAFETY: a non-null result is a NUL-terminated string.
+    value.is_null() || unsafe { *value } as u8 != b'0'
+}
+
+/// A random non-zero key for the thread caches' double-free check.
+fn fresh_key() -> usize {
+    let mut key: usize = 0;
+    // SAFETY: fills the eight bytes of `key`.
+    let got = unsafe {
+        libc::getrandom(
+            (&mut key as *mut usize).cast(),
+            core::mem::size_of::<usize>(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if got != core::mem::size_of::<usize>() as isize {
+        key = (&key as *const usize as usize).rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
+    }
+    key | 1
+}
+
+/// Whether the thread caches are used (not with the core's guard zones).
+const CACHE_ENABLED: bool = EXACT_USABLE;
+
+/// Usable bytes of a used region block.
+///
+/// # Safety
+/// `ptr` is a used region block the caller owns.
+#[inline]
+unsafe fn region_usable(ptr: NonNull<u8>) -> usize {
+    if EXACT_USABLE {
+        // SAFETY: forwarded.
+        unsafe { crate::header::usable_size(ptr.as_ptr()) }
+    } else {
+        // SAFETY: forwarded.
+        unsafe { ARENAS.usable_size(ptr) }.unwrap_or(0)
+    }
+}
+
+#[inline]
+fn cache_key() -> usize {
+    CACHE_KEY.load(Ordering::Relaxed)
+}
+
+// ---- allocation ----
+
+/// Allocates `size` bytes (16-aligned), counting the call as `counter`
+/// (if any). Returns the block and whether it is known to be zeroed.
+#[inline]
+pub fn allocate(size: usize, counter: Option<Counter>) -> Option<(NonNull<u8>, bool)> {
+    if CACHE_ENABLED && size <= tcache::MAX_SIZE {
+        let bin = bin_of_request(size);
+        let hit = thread::with(|t| {
+            if !t.is_active() {
+                return None;
+            }
+            let block = t.bins.pop(bin)?;
+            if let Some(c) = counter {
+                t.count_active(c);
+            }
+            t.count_active(Counter::Recycled);
+            Some(block)
+        });
+        if let Some(block) = hit {
+            return Some((block, false));
+        }
+    }
+    allocate_slow(size, counter)
+}
+
+fn allocate_slow(size: usize, counter: Option<Counter>) -> Option<(NonNull<u8>, bool)> {
+    thread::with(|t| {
+        if let Some(c) = counter {
+            t.count(c);
+        }
+        if size > MAX_REQUEST || !ensure_init() {
+            return None;
+        }
+        if size >= large::THRESHOLD {
+            return LARGE.allocate(size, 16).map(|g| (g.ptr, g.zeroed));
+        }
+        let cache_on = t.activate();
+        if CACHE_ENABLED && size <= tcache::MAX_SIZE && cache_on {
+            return refill(t, bin_of_request(size)).map(|p| (p, false));
+        }
+        let layout = Layout::from_size_align(size.max(1), 16).ok()?;
+        let mut hint = t.hint();
+        let block = ARENAS.allocate(&mut hint, layout);
+        t.set_hint(hint);
+        block.map(|p| (p, false))
+    })
+}
+
+/// Takes a batch for bin `bin` from a heap: one block for the caller,
+/// the rest into the (empty) bin.
+fn refill(t: &ThreadState, bin: usize) -> Option<NonNull<u8>> {
+    let layout = Layout::from_size_align(tcache::usable_of_bin(bin), 16).ok()?;
+    let mut got = [core::ptr::null_mut(); 64];
+    let want = tcache::batch(bin).min(got.len());
+    let mut hint = t.hint();
+    let n = ARENAS.allocate_batch(&mut hint, layout, &mut got[..want]);
+    t.set_hint(hint);
+    t.bins.set_budget(tcache::budget(ARENAS.handed_out()));
+    let key = cache_key();
+    for &p in got.iter().take(n).skip(1) {
+        if let Some(block) = NonNull::new(p) {
+            // SAFETY: a fresh used block of at least the bin's size; the
+            // bin was empty and a batch is at most half its limit.
+            unsafe { t.bins.push(bin, block, key) };
+        }
+    }
+    NonNull::new(got[0]).filter(|_| n > 0)
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two).
+pub fn allocate_aligned(size: usize, align: usize, counter: Counter) -> Option<NonNull<u8>> {
+    if align <= 16 {
+        return allocate(size, Some(counter)).map(|(p, _)| p);
+    }
+    thread::with(|t| {
+        t.count(counter);
+        if size > MAX_REQUEST || !ensure_init() {
+            return None;
+        }
+        if size >= large::THRESHOLD || align >= large::THRESHOLD {
+            return LARGE.allocate(size, align).map(|g| g.ptr);
+        }
+        t.activate();
+        let layout = Layout::from_size_align(size.max(1), align).ok()?;
+        let mut hint = t.hint();
+        let block = ARENAS.allocate(&mut hint, layout);
+        t.set_hint(hint);
+        block
+    })
+}
+
+// ---- free ----
+
+/// What the word before a block's data says it is.
+enum Kind {
+    /// A used block of a per-CPU heap.
+    Region,
+    /// A large block, handed out.
+    Large,
+}
+
+/// Classifies the block at `ptr`, reporting (and aborting on) a misuse.
+///
+/// # Safety
+/// The eight bytes before `ptr` are readable if `ptr` is 16-aligned.
+#[inline]
+unsafe fn classify(ptr: NonNull<u8>, call: &'static str) -> Kind {
+    let addr = ptr.as_ptr() as usize;
+    if !addr.is_multiple_of(16) || addr < 4096 {
+        report(call, Misuse::InvalidPointer, addr);
+    }
+    // SAFETY: readable (caller).
+    let owner = unsafe { owner_word(ptr.as_ptr()) };
+    let region = ARENAS.heap_of(owner & !STATE_MASK).is_some();
+    if region && owner & STATE_MASK == STATE_USED {
+        return Kind::Region;
+    }
+    if owner == tag_used() {
+        return Kind::Large;
+    }
+    // SAFETY: forwarded.
+    unsafe { misuse_of(ptr, owner, region, call) }
+}
+
+#[cold]
+unsafe fn misuse_of(ptr: NonNull<u8>, owner: usize, region: bool, call: &'static str) -> ! {
+    let addr = ptr.as_ptr() as usize;
+    if owner == tag_freed() {
+        report(call, Misuse::DoubleFree, addr);
+    }
+    if region {
+        // The heap validates the block fully and names the fault.
+        // SAFETY: a refused free changes nothing.
+        if let Err(e) = unsafe { ARENAS.free(ptr) } {
+            report(call, Misuse::of(&e), addr);
+        }
+    }
+    report(call, Misuse::InvalidPointer, addr)
+}
+
+/// Frees the block at `ptr` (any non-null pointer: misuses abort).
+///
+/// The fast path (a used region block of a cached size, on a thread whose
+/// cache is active) reads two header words and touches only the thread's
+/// bin; everything else goes through [`release_slow`].
+///
+/// # Safety
+/// If `ptr` is a live block of this allocator, nothing uses it any more.
+#[inline]
+pub unsafe fn release(ptr: NonNull<u8>, call: &'static str, counted: bool) {
+    let addr = ptr.as_ptr() as usize;
+    if CACHE_ENABLED && addr.is_multiple_of(16) && addr >= 4096 {
+        // SAFETY: a 16-aligned pointer the caller says is ours: its owner
+        // word is readable (as glibc reads its chunk header).
+        let owner = unsafe { owner_word(ptr.as_ptr()) };
+        if owner & STATE_MASK == STATE_USED && ARENAS.heap_of(owner & !STATE_MASK).is_some() {
+            // SAFETY: a used region block the caller gives up.
+            let granules = unsafe { ptr.as_ptr().sub(DATA_OFFSET).cast::<i32>().read() };
+            let bin = (granules as usize).wrapping_sub(DATA_OFFSET / 16 + 1);
+            // SAFETY: a used region block of usable size `(bin + 1) * 16`.
+            if bin < tcache::BINS && thread::with(|t| unsafe { cache(t, bin, ptr, call, counted) })
+            {
+                return;
+            }
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { release_slow(ptr, call, counted) }
+}
+
+/// Puts a freed block into the thread's bin; false if the cache is off.
+///
+/// # Safety
+/// `ptr` is a used region block of usable size `(bin + 1) * 16` that
+/// nothing uses any more.
+#[inline(always)]
+unsafe fn cache(
+    t: &ThreadState,
+    bin: usize,
+    ptr: NonNull<u8>,
+    call: &'static str,
+    counted: bool,
+) -> bool {
+    if !t.is_active() {
+        return false;
+    }
+    if counted {
+        t.count_active(Counter::Free);
+    }
+    let key = cache_key();
+    // SAFETY: the block has at least 16 usable bytes.
+    if unsafe { ptr.as_ptr().add(8).cast::<usize>().read() } == key {
+        check_not_cached(t, bin, ptr, call);
+    }
+    if t.bins.is_full(bin) {
+        free_list(t.bins.detach_after(bin, limit(bin) / 2), call);
+    }
+    // SAFETY: a used block of this bin's size, given up, not cached.
+    unsafe { t.bins.push(bin, ptr, key) };
+    if t.bins.over_budget() {
+        shed_over_budget(&t.bins, call);
+    }
+    true
+}
+
+/// A cache over its budget: refreshes the budget (it follows the heaps'
+/// size, and a thread that only frees never refills) and, if the cache is
+/// still over it, gives half of every bin back to the heaps.
+#[cold]
+fn shed_over_budget(bins: &Bins, call: &'static str) {
+    bins.set_budget(tcache::budget(ARENAS.handed_out()));
+    if !bins.over_budget() {
+        return;
+    }
+    for bin in 0..tcache::BINS {
+        let len = bins.len(bin);
+        if len > 1 {
+            free_list(bins.detach_after(bin, len / 2), call);
+        }
+    }
+}
+
+/// A freed block carries the cache key: a double free if it is in the bin.
+#[cold]
+fn check_not_cached(t: &ThreadState, bin: usize, ptr: NonNull<u8>, call: &'static str) {
+    if t.bins.contains(bin, ptr) {
+        report(call, Misuse::DoubleFree, ptr.as_ptr() as usize);
+    }
+}
+
+/// Every free the fast path does not take: large blocks, blocks too big
+/// to cache, threads without a cache, and misuses.
+///
+/// # Safety
+/// As for [`release`].
+#[inline(never)]
+unsafe fn release_slow(ptr: NonNull<u8>, call: &'static str, counted: bool) {
+    // SAFETY: forwarded.
+    match unsafe { classify(ptr, call) } {
+        // SAFETY: a used region block (classified).
+        Kind::Region => unsafe { release_region(ptr, call, counted) },
+        Kind::Large => {
+            count_shared_or_own(Counter::Free, counted);
+            // SAFETY: a live large block.
+            unsafe { LARGE.free(ptr) }
+        }
+    }
+}
+
+fn count_shared_or_own(counter: Counter, counted: bool) {
+    if counted {
+        count_call(counter);
+    }
+}
+
+/// Counts one call of the kind `counter` (for calls that fail before
+/// reaching an allocation path).
+pub fn count_call(counter: Counter) {
+    thread::with(|t| t.count(counter));
+}
+
+/// Frees a used region block: into the thread's cache if its size is
+/// cached, else to its heap.
+///
+/// # Safety
+/// `ptr` is a used region block nothing uses any more.
+unsafe fn release_region(ptr: NonNull<u8>, call: &'static str, counted: bool) {
+    let bin = if CACHE_ENABLED {
+        // SAFETY: a used region block the caller gives up.
+        bin_of_usable(unsafe { region_usable(ptr) })
+    } else {
+        None
+    };
+    // SAFETY: a used block of the bin's size, given up.
+    let cached =
+        bin.is_some_and(|bin| thread::with(|t| unsafe { cache(t, bin, ptr, call, counted) }));
+    if cached {
+        return;
+    }
+    count_shared_or_own(Counter::Free, counted);
+    // SAFETY: forwarded.
+    if let Err(e) = unsafe { ARENAS.free(ptr) } {
+        report(call, Misuse::of(&e), fault_addr(&e, ptr));
+    }
+}
+
+fn fault_addr(e: &HeapError, ptr: NonNull<u8>) -> usize {
+    match *e {
+        HeapError::NotFromHeap { addr }
+        | HeapError::NotBlockStart { addr }
+        | HeapError::DoubleFree { addr }
+        | HeapError::Corrupted { addr, .. } => addr,
+        _ => ptr.as_ptr() as usize,
+    }
+}
+
+/// Gives a detached list of cached blocks back to their heaps.
+fn free_list(mut list: Detached, call: &'static str) {
+    // SAFETY: cached blocks are used region blocks nobody uses.
+    if let Err(e) = unsafe { ARENAS.free_all(|| list.next()) } {
+        let addr = fault_addr(&e, NonNull::dangling());
+        report(call, Misuse::of(&e), addr);
+    }
+}
+
+/// Empties every bin (a thread's exit hook).
+fn flush_bins(bins: &Bins) {
+    for bin in 0..tcache::BINS {
+        if bins.len(bin) > 0 {
+            free_list(bins.detach_all(bin), "free");
+        }
+    }
+}
+
+// ---- resize ----
+
+/// Resizes the block at `ptr` to `size > 0` bytes, moving it if it must;
+/// `None` when memory ran out (the block is then unchanged).
+///
+/// # Safety
+/// `ptr` is a live block of this allocator that the caller owns (misuses
+/// abort).
+pub unsafe fn resize(ptr: NonNull<u8>, size: usize, call: &'static str) -> Option<NonNull<u8>> {
+    if size > MAX_REQUEST {
+        return None;
+    }
+    // SAFETY: forwarded.
+    match unsafe { classify(ptr, call) } {
+        // SAFETY: a used region block the caller owns.
+        Kind::Region => unsafe { resize_region(ptr, size, call) },
+        // SAFETY: a live large block the caller owns.
+        Kind::Large => unsafe { resize_large(ptr, size, call) },
+    }
+}
+
+/// # Safety
+/// `ptr` is a used region block the caller owns.
+unsafe fn resize_region(ptr: NonNull<u8>, size: usize, call: &'static str) -> Option<NonNull<u8>> {
+    // SAFETY: the caller owns the block.
+    let usable = unsafe { region_usable(ptr) };
+    let in_place = if size <= usable {
+        // A shrink gives the tail back as glibc does (programs such as
+        // CPython over-allocate, then shrink to the final size): a block
+        // of a cached size moves to the right bin without a lock, a
+        // bigger one is split under its heap's lock.
+        if usable - size < SHRINK_MIN {
+            return Some(ptr);
+        }
+        usable > tcache::MAX_SIZE
+    } else {
+        size > tcache::MAX_SIZE && size < large::THRESHOLD
+    };
+    if in_place {
+        // SAFETY: a used region block the caller owns.
+        match unsafe { ARENAS.resize_in_place(ptr, size) } {
+            Ok(true) => return Some(ptr),
+            Ok(false) if size <= usable => return Some(ptr),
+            Ok(false) => {}
+            Err(e) => report(call, Misuse::of(&e), fault_addr(&e, ptr)),
+        }
+    }
+    let (moved, _) = allocate(size, None)?;
+    // SAFETY: both blocks are live and distinct; `usable < size` bytes
+    // of the old one are initialised as far as the caller knows.
+    unsafe {
+        core::ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), usable.min(size));
+        release_region(ptr, call, false);
+    }
+    Some(moved)
+}
+
+/// Bytes a `realloc` shrink must free for the block to get smaller (a
+/// minimal block: less would not make a block of its own).
+const SHRINK_MIN: usize = 32;
+
+/// # Safety
+/// `ptr` is a live large block the caller owns.
+unsafe fn resize_large(ptr: NonNull<u8>, size: usize, call: &'static str) -> Option<NonNull<u8>> {
+    if size >= large::THRESHOLD / 2 {
+        // SAFETY: forwarded.
+        if let Some(resized) = unsafe { LARGE.resize(ptr, size) } {
+            return Some(resized);
+        }
+        // `mremap` refused (no memory, or the user split the mapping with
+        // `mprotect`): copy instead.
+    }
+    let _ = call;
+    let (moved, _) = allocate(size, None)?;
+    // SAFETY: both blocks are live and distinct.
+    unsafe {
+        let keep = size.min(LargeBlocks::usable_size(ptr));
+        core::ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), keep);
+        LARGE.free(ptr);
+    }
+    Some(moved)
+}
+
+/// Usable bytes of the block at `ptr`; 0 for a pointer that is not a live
+/// block (as glibc answers for a freed chunk).
+///
+/// # Safety
+/// The eight bytes before `ptr` are readable if `ptr` is 16-aligned.
+pub unsafe fn usable(ptr: NonNull<u8>) -> usize {
+    let addr = ptr.as_ptr() as usize;
+    if !addr.is_multiple_of(16) || addr < 4096 {
+        return 0;
+    }
+    // SAFETY: readable (caller).
+    let owner = unsafe { owner_word(ptr.as_ptr()) };
+    if owner & STATE_MASK == STATE_USED && ARENAS.heap_of(owner & !STATE_MASK).is_some() {
+        // SAFETY: a used region block.
+        unsafe { region_usable(ptr) }
+    } else if owner == tag_used() {
+        // SAFETY: a live large block.
+        unsafe { LargeBlocks::usable_size(ptr) }
+    } else {
+        0
+    }
+}
+
+// ---- statistics, fork ----
+
+/// The counters `get_stat()` reports.
+pub fn stat() -> Stat {
+    let calls = Counts::new();
+    thread::sum_counts(&calls);
+    let sys = source::counts();
+    Stat {
+        malloc: calls.get(Counter::Malloc),
+        free: calls.get(Counter::Free),
+        realloc: calls.get(Counter::Realloc),
+        calloc: calls.get(Counter::Calloc),
+        recycled: calls.get(Counter::Recycled) + LARGE.recycled(),
+        mmap: sys.mmap,
+        munmap: sys.munmap,
+        brk: sys.brk,
+        mremap: source::remap_count(),
+    }
+}
+
+/// Writes the statistics to stderr (the report at exit); with `heaps`,
+/// also one line per heap and the large-block cache.
+pub fn print_stat(heaps: bool) {
+    stat().format().write_stderr();
+    if !heaps {
+        return;
+    }
+    ARENAS.for_each(|i, heap| {
+        let s = heap.stats();
+        let mut line = Text::<256>::new();
+        line.put(b"  heap ")
+            .dec(i as u64)
+            .put(b": total ")
+            .dec(s.total_bytes as u64)
+            .put(b" in_use ")
+            .dec(s.in_use_bytes as u64)
+            .put(b" peak ")
+            .dec(s.peak_in_use_bytes as u64)
+            .put(b" free ")
+            .dec(s.free_bytes as u64)
+            .put(b" largest_free ")
+            .dec(s.largest_free as u64)
+            .put(b" chunks ")
+            .dec(s.chunks as u64)
+            .put(b" used_blocks ")
+            .dec(s.used_blocks as u64)
+            .put(b"\n");
+        line.write_stderr();
+    });
+    let (count, cached, live) = LARGE.footprint();
+    let mut line = Text::<128>::new();
+    line.put(b"  large: cached ")
+        .dec(count as u64)
+        .put(b" mappings, ")
+        .dec(cached as u64)
+        .put(b" bytes; live ")
+        .dec(live as u64)
+        .put(b" bytes\n");
+    line.write_stderr();
+}
+
+/// `pthread_atfork` prepare handler: takes every lock of the allocator so
+/// that the child does not inherit one held by a thread that does not
+/// exist there.
+pub fn fork_prepare() {
+    if STATE.load(Ordering::Acquire) != READY {
+        return;
+    }
+    ARENAS.lock_all();
+    LARGE.lock();
+    thread::lock_registry();
+}
+
+/// `pthread_atfork` parent handler: releases the locks.
+pub fn fork_parent() {
+    if STATE.load(Ordering::Acquire) != READY {
+        return;
+    }
+    // SAFETY: `fork_prepare` took them in this thread.
+    unsafe {
+        thread::unlock_registry();
+        LARGE.unlock();
+        ARENAS.unlock_all();
+    }
+}
+
+/// `pthread_atfork` child handler: releases the locks and forgets the
+/// threads that did not follow into the child.
+pub fn fork_child() {
+    if STATE.load(Ordering::Acquire) != READY {
+        return;
+    }
+    // SAFETY: `fork_prepare` took them in the parent's forking thread,
+    // which is this thread's original.
+    unsafe {
+        thread::after_fork_in_child();
+        LARGE.unlock();
+        ARENAS.unlock_all();
+    }
+}
+
+/// Initialises the allocator off the break, for tests in a process whose
+/// own malloc (glibc's) uses `sbrk`.
+#[cfg(test)]
+pub(crate) fn init_for_tests() {
+    prefer_mmap();
+    assert!(ensure_init());
+}
+
+/// Runs `f` on each per-CPU heap under its lock (tests, diagnostics).
+pub fn for_each_heap(f: impl FnMut(usize, &mut crate::arenas::HostHeap)) {
+    ARENAS.for_each(f);
+}

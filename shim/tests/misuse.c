@@ -1,0 +1,53 @@
+/* One misuse per run (argv[1]); prints the faulty address on stdout first
+ * (before any free, so that printf's own buffer cannot take the freed
+ * block's place). region-heap must report it on stderr with that address
+ * and abort. */
+#include "common.h"
+
+static void announce(void *p) {
+    printf("%p\n", p);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    const char *what = argc > 1 ? argv[1] : "";
+    if (!strcmp(what, "double-small")) { /* caught in the thread cache */
+        char *p = malloc(32);
+        announce(p);
+        free(p);
+        free(p);
+    } else if (!strcmp(what, "double-heap")) { /* back in its heap */
+        char *p = malloc(5000);
+        announce(p);
+        free(p);
+        free(p);
+    } else if (!strcmp(what, "double-large")) { /* a cached mapping */
+        char *p = malloc(1 << 20);
+        announce(p);
+        free(p);
+        free(p);
+    } else if (!strcmp(what, "interior")) {
+        char *p = calloc(1, 256);
+        announce(p + 64);
+        free(p + 64);
+    } else if (!strcmp(what, "misaligned")) {
+        char *p = malloc(256);
+        announce(p + 3);
+        free(p + 3);
+    } else if (!strcmp(what, "stack")) {
+        long frame[16] = {0};
+        announce(&frame[8]);
+        free(&frame[8]);
+    } else if (!strcmp(what, "realloc-freed")) {
+        char *p = malloc(5000);
+        announce(p);
+        free(p);
+        p = realloc(p, 6000);
+    } else {
+        fprintf(stderr, "usage: misuse double-small|double-heap|double-large|"
+                        "interior|misaligned|stack|realloc-freed\n");
+        return 2;
+    }
+    fprintf(stderr, "misuse %s was not caught\n", what);
+    return 1;
+}
