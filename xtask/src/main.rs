@@ -4,8 +4,11 @@
 //! the toolchain listed in `rust-toolchain.toml`, the nightly Miri component,
 //! and QEMU (`qemu-system-x86`) through `apt-get` when it is missing.
 
+mod features;
+mod hosted;
 mod osmem;
 mod qemu;
+mod realprogs;
 mod setup;
 
 use std::process::ExitCode;
@@ -62,6 +65,16 @@ fn test(args: &[String]) -> Result<(), String> {
             vec!["test", "--workspace", "--all-features"],
         ),
         (
+            "differential tests, plain build",
+            vec![
+                "test",
+                "--features",
+                "linked-list,buddy",
+                "--test",
+                "differential",
+            ],
+        ),
+        (
             "release tests",
             vec!["test", "--release", "--test", "global_alloc"],
         ),
@@ -79,7 +92,10 @@ fn test(args: &[String]) -> Result<(), String> {
     if !quick {
         setup::miri()?;
     }
+    realprogs::test(quick)?;
+    hosted::test(quick)?;
     osmem::test(quick)?;
+    features::test(quick)?;
     qemu::boot_test()?;
     println!("xtask test: all checks passed");
     Ok(())

@@ -99,11 +99,34 @@ pub fn miri() -> Result<(), String> {
         "--component",
         "miri,rust-src",
     ]))?;
-    println!("==> miri: cargo +nightly miri test --lib --test model --test errors");
-    run(Command::new("cargo")
-        .args([
-            "+nightly", "miri", "test", "--lib", "--test", "model", "--test", "errors",
-        ])
-        .env("PROPTEST_CASES", "4")
-        .env("MIRIFLAGS", "-Zmiri-disable-isolation"))
+    let runs: [&[&str]; 3] = [
+        &[
+            "--lib",
+            "--test",
+            "model",
+            "--test",
+            "errors",
+            "--test",
+            "integrity",
+        ],
+        &[
+            "--features",
+            "crc,guard,scramble,trace",
+            "--lib",
+            "--test",
+            "errors",
+            "--test",
+            "integrity",
+        ],
+        &["-p", "osmem", "--lib"],
+    ];
+    for args in runs {
+        println!("==> miri: cargo +nightly miri test {}", args.join(" "));
+        run(Command::new("cargo")
+            .args(["+nightly", "miri", "test"])
+            .args(args)
+            .env("PROPTEST_CASES", "4")
+            .env("MIRIFLAGS", "-Zmiri-disable-isolation"))?;
+    }
+    Ok(())
 }
