@@ -16,10 +16,10 @@
 //!   plays them back in order verifying every byte.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::setup::{apt_install, run};
+use crate::setup::{apt_install, repo_root, run, target_dir};
 
 const PROGRAMS: [&str; 5] = ["api", "misuse", "fork", "threads", "seed002"];
 const MISUSES: [&str; 7] = [
@@ -202,18 +202,4 @@ fn expect_abort_naming_address(misuse: &str, output: &Output) -> Result<(), Stri
 /// `SIGABRT` on Linux.
 fn libc_sigabrt() -> i32 {
     6
-}
-
-/// Cargo's target directory (`CARGO_TARGET_DIR`, relative to the
-/// repository root, else `target/`).
-fn target_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
-    repo_root().join(dir)
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the repository")
-        .to_path_buf()
 }

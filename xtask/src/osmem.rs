@@ -16,10 +16,10 @@
 //! C headers and linked with `-losmem`, as the seed's own tests are, and
 //! must exit 0.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::setup::{apt_install, cargo_step, run};
+use crate::setup::{apt_install, cargo_step, repo_root, run, target_dir};
 
 /// Builds `libosmem.so` and runs `osmem-check` on every trace.
 pub fn test(quick: bool) -> Result<(), String> {
@@ -66,18 +66,4 @@ fn linked_c_test(lib_dir: &Path) -> Result<(), String> {
         .arg("-losmem")
         .arg(format!("-Wl,-rpath,{}", lib_dir.display())))?;
     run(&mut Command::new(&exe)).map_err(|e| format!("linked.c (exit status = failed check): {e}"))
-}
-
-/// Cargo's target directory (`CARGO_TARGET_DIR`, relative to the
-/// repository root, else `target/`).
-fn target_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
-    repo_root().join(dir)
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the repository")
-        .to_path_buf()
 }

@@ -1,5 +1,6 @@
 //! Installing what the checks need, and running cargo steps.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -129,4 +130,19 @@ pub fn miri() -> Result<(), String> {
             .env("MIRIFLAGS", "-Zmiri-disable-isolation"))?;
     }
     Ok(())
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, relative to the
+/// repository root, else `target/`).
+pub fn target_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
+    repo_root().join(dir)
+}
+
+/// The repository root (the parent of `xtask/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repository")
+        .to_path_buf()
 }
