@@ -76,7 +76,7 @@ def gen_git(directory, commits, seed):
     """A repository whose history edits, adds and removes text files."""
     rng = random.Random(seed)
     os.makedirs(directory, exist_ok=True)
-    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", HOME=directory)
+    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, HOME=directory)
     subprocess.run(["git", "init", "-q", "-b", "main", directory], check=True, env=env)
     files = {}
     names = ["alice", "bob", "carol", "dave", "eve"]

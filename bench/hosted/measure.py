@@ -8,10 +8,11 @@ Called by run.sh, which installs the packages and builds the programs:
 `--lib glibc=` (an empty path) means no LD_PRELOAD. Every round runs every
 workload once under every allocator, the allocators back to back (their
 order rotated by one each round), so that the machine's drift hits all of
-them alike. Each run is a child process: wall time from start to exit, peak
-RSS from GNU time (its %M, the child's rusage). Throughput workloads report their own figure
-on stdout instead of a time. The table gives medians over the rounds and
-ratios to glibc from the same run.
+them alike. Each run is a child process under GNU time: wall time from
+start to exit, user+system CPU time and peak RSS from the child's rusage.
+Throughput workloads print their own figure on stdout instead. The table
+gives medians over the rounds and ratios to glibc from the same run
+(`--metric cpu`: CPU time, and throughput per CPU second).
 
 Every run's stdout is kept and compared with glibc's: the real programs
 and the deterministic C workloads must print the same bytes under every
@@ -100,7 +101,7 @@ def workloads(bindir, data, quick):
             "git log -p on a %s-commit repo (s)" % format(commits, ","),
             ["git", "-C", git_repo(data, commits), "--no-pager", "log", "-p"],
             "s",
-            env={"GIT_CONFIG_NOSYSTEM": "1", "HOME": data},
+            env={"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "HOME": data},
         ),
         Workload(
             "loop malloc(4)/free, %s (s)" % millions(small_n),
@@ -234,7 +235,7 @@ def use_cpu_time(rows, results):
                     run.figure = run.figure * run.wall / run.cpu
 
 
-def cell(runs, base_runs, rate):
+def cell(runs, base_runs):
     figure = statistics.median(x.figure for x in runs)
     rss = statistics.median(x.rss_mb for x in runs)
     base = statistics.median(x.figure for x in base_runs)
@@ -254,7 +255,7 @@ def table(allocators, rows, results):
         base = results[w.label][names[0]]
         cells = []
         for name in names:
-            figure, rss, ratio, rss_ratio = cell(results[w.label][name], base, w.rate)
+            figure, rss, ratio, rss_ratio = cell(results[w.label][name], base)
             digits = "%.1f" if w.rate else "%.2f"
             rss_digits = "%.1f" if rss < 100 else "%.0f"
             cells.append(
@@ -273,10 +274,10 @@ def targets(rows, results, subject="region-heap"):
         if subject not in results[w.label] or "glibc" not in results[w.label]:
             return []
         mine = results[w.label][subject]
-        figure, rss, ratio, rss_ratio = cell(mine, results[w.label]["glibc"], w.rate)
+        figure, rss, ratio, rss_ratio = cell(mine, results[w.label]["glibc"])
         checks = [("vs glibc", ratio >= 1.0 if w.rate else ratio <= 1.0, ratio)]
         if w.label.startswith("python3") and "tcmalloc" in results[w.label]:
-            _, _, tc_ratio, _ = cell(mine, results[w.label]["tcmalloc"], w.rate)
+            _, _, tc_ratio, _ = cell(mine, results[w.label]["tcmalloc"])
             checks.append(("vs tcmalloc", tc_ratio <= 1.0, tc_ratio))
         checks.append(("RSS vs glibc", rss_ratio <= 1.2, rss_ratio))
         verdict = ", ".join(

@@ -33,7 +33,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::setup::{apt_install, run};
+use crate::setup::{apt_install, repo_root, run, target_dir};
 
 /// The sizes of the generated inputs.
 struct Sizes {
@@ -45,6 +45,27 @@ struct Sizes {
     dict_entries: u32,
     /// Dicts built and dropped one after the other.
     dict_rounds: u32,
+}
+
+impl Sizes {
+    /// The full sizes (50 MB to sort, as the issue asks), or small ones.
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                sort_mb: 5,
+                commits: 100,
+                dict_entries: 100_000,
+                dict_rounds: 2,
+            }
+        } else {
+            Sizes {
+                sort_mb: 50,
+                commits: 400,
+                dict_entries: 600_000,
+                dict_rounds: 2,
+            }
+        }
+    }
 }
 
 /// Checks a reference output's shape, saying what is wrong.
@@ -73,23 +94,8 @@ pub fn test(quick: bool) -> Result<(), String> {
         fs::remove_dir_all(&work).map_err(|e| format!("clearing {}: {e}", work.display()))?;
     }
     fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
-    let sizes = if quick {
-        Sizes {
-            sort_mb: 5,
-            commits: 100,
-            dict_entries: 100_000,
-            dict_rounds: 2,
-        }
-    } else {
-        Sizes {
-            sort_mb: 50,
-            commits: 400,
-            dict_entries: 600_000,
-            dict_rounds: 2,
-        }
-    };
     let mut failures = Vec::new();
-    for program in programs(&work, &sizes)? {
+    for program in programs(&work, &Sizes::new(quick))? {
         match compare(&program, &lib, &work) {
             Ok(bytes) => println!("    {}: identical output ({bytes} bytes)", program.name),
             Err(e) => {
@@ -120,21 +126,6 @@ fn shim_library() -> Result<PathBuf, String> {
     } else {
         Err(format!("the shim build produced no {}", lib.display()))
     }
-}
-
-/// Cargo's target directory for the shim build, which runs in the
-/// repository root: `CARGO_TARGET_DIR` (relative to the root), else
-/// `target/` there.
-fn target_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
-    repo_root().join(dir)
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the repository")
-        .to_path_buf()
 }
 
 fn bench_script(name: &str) -> String {
@@ -202,6 +193,7 @@ fn programs(work: &Path, sizes: &Sizes) -> Result<Vec<Program>, String> {
                 .collect(),
             env: vec![
                 ("GIT_CONFIG_NOSYSTEM", "1".into()),
+                ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
                 ("HOME", work.display().to_string()),
             ],
             expect: Box::new(move |out| expect_log(out, commits)),
