@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Arena;
+use common::{free_witnesses, witnessed_heap, Arena};
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
@@ -15,35 +15,11 @@ fn l(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
 }
 
-/// A heap over `arena` with three live, patterned witness blocks.
-fn setup(arena: &Arena) -> (Heap, Vec<(NonNull<u8>, u8)>) {
-    let mut heap = Heap::new();
-    // SAFETY: the arena outlives the heap.
-    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
-    let witnesses = (1..=3u8)
-        .map(|fill| {
-            let p = heap.allocate(l(200)).unwrap();
-            // SAFETY: 200 writable bytes.
-            unsafe { p.as_ptr().write_bytes(fill, 200) };
-            (p, fill)
-        })
-        .collect();
-    (heap, witnesses)
-}
-
 /// The witnesses still hold their data, the heap is consistent, and every
 /// witness can be freed.
 fn intact(mut heap: Heap, witnesses: Vec<(NonNull<u8>, u8)>) {
     heap.check().unwrap();
-    for (p, fill) in witnesses {
-        // SAFETY: live witness blocks of 200 bytes.
-        unsafe {
-            assert!(std::slice::from_raw_parts(p.as_ptr(), 200)
-                .iter()
-                .all(|&b| b == fill));
-            heap.free(p).unwrap();
-        }
-    }
+    free_witnesses(&mut heap, witnesses);
     heap.check().unwrap();
     assert_eq!(heap.stats().used_blocks, 0);
 }
@@ -51,7 +27,7 @@ fn intact(mut heap: Heap, witnesses: Vec<(NonNull<u8>, u8)>) {
 #[test]
 fn out_of_memory() {
     let arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     assert_eq!(
         heap.allocate(l(1 << 20)),
         Err(HeapError::OutOfMemory {
@@ -66,7 +42,7 @@ fn out_of_memory() {
 #[test]
 fn size_overflow_never_wraps() {
     let arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     let huge = Layout::from_size_align(isize::MAX as usize - 7, 8).unwrap();
     assert_eq!(
         heap.allocate(huge),
@@ -86,7 +62,7 @@ fn size_overflow_never_wraps() {
 #[test]
 fn bad_alignment() {
     let arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     let layout = Layout::from_size_align(8, 1 << 40).unwrap();
     let failures = heap.stats().failures;
     assert_eq!(
@@ -101,8 +77,8 @@ fn bad_alignment() {
 fn pointer_from_another_heap() {
     let arena = Arena::new(64 << 10);
     let other_arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
-    let (mut other, ow) = setup(&other_arena);
+    let (mut heap, w) = witnessed_heap(&arena);
+    let (mut other, ow) = witnessed_heap(&other_arena);
     let foreign = other.allocate(l(64)).unwrap();
     let addr = foreign.as_ptr().addr();
     // SAFETY: the pointer is refused before anything is touched.
@@ -128,7 +104,7 @@ fn pointer_from_another_heap() {
 #[test]
 fn interior_pointer() {
     let arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     // SAFETY: inside a witness; refused without change.
     let inner = unsafe { w[1].0.add(64) };
     let addr = inner.as_ptr().addr();
@@ -148,7 +124,7 @@ fn interior_pointer() {
 #[test]
 fn double_free_plain_and_after_merge() {
     let arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     let a = heap.allocate(l(100)).unwrap();
     let b = heap.allocate(l(100)).unwrap();
     let _keep = heap.allocate(l(100)).unwrap();
@@ -169,7 +145,7 @@ fn double_free_plain_and_after_merge() {
 #[test]
 fn layout_mismatch() {
     let arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     let p = heap.allocate(l(100)).unwrap();
     let addr = p.as_ptr().addr();
     // SAFETY: the claimed layout is refused before anything changes.
@@ -198,7 +174,7 @@ fn layout_mismatch() {
 #[test]
 fn corrupted_header_is_reported_with_its_address() {
     let arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     let victim = heap.allocate(l(64)).unwrap();
     let header = victim.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE);
     // SAFETY: a header inside the arena; restored before the end.
@@ -224,7 +200,7 @@ fn corrupted_header_is_reported_with_its_address() {
 #[test]
 fn region_too_small_overlapping_or_too_many() {
     let arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     let small = Arena::new(4096);
     let r = unsafe { heap.add_region(small.ptr, 1024) };
     assert_eq!(
@@ -263,7 +239,7 @@ fn region_too_small_overlapping_or_too_many() {
 fn unknown_region() {
     let arena = Arena::new(64 << 10);
     let other_arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     let mut other = Heap::new();
     let id =
         unsafe { other.add_region_with_priority(other_arena.ptr, other_arena.len(), 0) }.unwrap();
@@ -279,7 +255,7 @@ fn unknown_region() {
 #[test]
 fn range_unavailable() {
     let arena = Arena::new(64 << 10);
-    let (mut heap, w) = setup(&arena);
+    let (mut heap, w) = witnessed_heap(&arena);
     let start = w[0].0.as_ptr();
     assert_eq!(
         heap.reserve(start, 64),

@@ -11,7 +11,8 @@
 
 mod common;
 
-use common::Arena;
+#[allow(unused_imports)] // each feature uses a part
+use common::{free_witnesses, witnessed_heap, Arena};
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
@@ -20,37 +21,6 @@ use region_heap::{integrity, Corruption, Heap, HeapError, GRANULE, GUARD_SIZE, H
 
 fn l(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
-}
-
-/// A heap over `arena` with three live, patterned witness blocks.
-#[allow(dead_code)] // used by the tests of the features
-fn setup(arena: &Arena) -> (Heap, Vec<(NonNull<u8>, u8)>) {
-    let mut heap = Heap::new();
-    // SAFETY: the arena outlives the heap.
-    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
-    let witnesses = (1..=3u8)
-        .map(|fill| {
-            let p = heap.allocate(l(200)).unwrap();
-            // SAFETY: 200 writable bytes.
-            unsafe { p.as_ptr().write_bytes(fill, 200) };
-            (p, fill)
-        })
-        .collect();
-    (heap, witnesses)
-}
-
-/// The witnesses still hold their data and can be freed.
-#[allow(dead_code)] // used by the tests of the features
-fn survivors(heap: &mut Heap, witnesses: Vec<(NonNull<u8>, u8)>) {
-    for (p, fill) in witnesses {
-        // SAFETY: live witness blocks of 200 bytes.
-        unsafe {
-            assert!(std::slice::from_raw_parts(p.as_ptr(), 200)
-                .iter()
-                .all(|&b| b == fill));
-            heap.free(p).unwrap();
-        }
-    }
 }
 
 /// The header of the block whose data starts at `p`.
@@ -66,7 +36,7 @@ mod crc {
     #[test]
     fn an_overwritten_header_byte_is_caught_everywhere() {
         let arena = Arena::new(64 << 10);
-        let (mut heap, w) = setup(&arena);
+        let (mut heap, w) = witnessed_heap(&arena);
         let victim = heap.allocate(l(64)).unwrap();
         let _after = heap.allocate(l(64)).unwrap();
         let header = header_of(victim);
@@ -93,7 +63,7 @@ mod crc {
         );
         assert_eq!(heap.check(), expected);
         assert_eq!(heap.stats().misuses, misuses + 3, "free, realloc, resize");
-        survivors(&mut heap, w);
+        free_witnesses(&mut heap, w);
         unsafe { byte.write(saved) };
         heap.check().unwrap();
         unsafe { heap.free(victim) }.unwrap();
@@ -103,7 +73,7 @@ mod crc {
     #[test]
     fn a_damaged_free_header_is_caught_before_reuse_or_merge() {
         let arena = Arena::new(64 << 10);
-        let (mut heap, w) = setup(&arena);
+        let (mut heap, w) = witnessed_heap(&arena);
         let a = heap.allocate(l(96)).unwrap();
         let b = heap.allocate(l(96)).unwrap();
         let _c = heap.allocate(l(96)).unwrap();
@@ -121,7 +91,7 @@ mod crc {
         assert_eq!(unsafe { heap.free(a) }, Err(expected));
         // Reserving inside it (a reuse) is refused too.
         assert_eq!(heap.reserve(b.as_ptr(), 16), Err(expected));
-        survivors(&mut heap, w);
+        free_witnesses(&mut heap, w);
         unsafe { header.write(saved) };
         heap.check().unwrap();
         unsafe { heap.free(a) }.unwrap();
@@ -137,7 +107,7 @@ mod guard {
     #[test]
     fn one_byte_past_the_end_is_caught_in_the_rounding_slack() {
         let arena = Arena::new(64 << 10);
-        let (mut heap, w) = setup(&arena);
+        let (mut heap, w) = witnessed_heap(&arena);
         // 100 bytes: the block rounds up, the slack after byte 100 is guarded.
         let p = heap.allocate(l(100)).unwrap();
         assert_eq!(unsafe { heap.usable_size(p) }, Ok(100));
@@ -153,7 +123,7 @@ mod guard {
         assert_eq!(unsafe { heap.free(p) }, expected);
         assert_eq!(unsafe { heap.realloc(p, l(100), 50) }, expected.map(|_| p));
         assert_eq!(unsafe { heap.usable_size(p) }, expected.map(|_| 0));
-        survivors(&mut heap, w);
+        free_witnesses(&mut heap, w);
         unsafe { at.write(GUARD_TAIL) };
         unsafe { heap.free(p) }.unwrap();
         heap.check().unwrap();
@@ -162,7 +132,7 @@ mod guard {
     #[test]
     fn one_byte_before_the_start_is_caught() {
         let arena = Arena::new(64 << 10);
-        let (mut heap, w) = setup(&arena);
+        let (mut heap, w) = witnessed_heap(&arena);
         let p = heap.allocate(l(32)).unwrap();
         let at = p.as_ptr().wrapping_sub(1);
         unsafe { at.write(0x42) };
@@ -172,7 +142,7 @@ mod guard {
         });
         assert_eq!(unsafe { heap.free(p) }, expected);
         assert_eq!(heap.check(), expected);
-        survivors(&mut heap, w);
+        free_witnesses(&mut heap, w);
         unsafe { at.write(GUARD_FRONT) };
         unsafe { heap.free(p) }.unwrap();
         heap.check().unwrap();
@@ -181,7 +151,7 @@ mod guard {
     #[test]
     fn resizing_moves_the_tail_guard() {
         let arena = Arena::new(64 << 10);
-        let (mut heap, w) = setup(&arena);
+        let (mut heap, w) = witnessed_heap(&arena);
         let p = heap.allocate(l(100)).unwrap();
         unsafe {
             p.as_ptr().write_bytes(7, 100);
@@ -202,7 +172,7 @@ mod guard {
             assert!((0..100).all(|i| *q.as_ptr().add(i) == 7));
             heap.free(q).unwrap();
         }
-        survivors(&mut heap, w);
+        free_witnesses(&mut heap, w);
         heap.check().unwrap();
     }
 }
@@ -227,7 +197,7 @@ mod scramble {
     #[test]
     fn a_write_after_free_is_caught_on_reuse_and_by_check() {
         let arena = Arena::new(64 << 10);
-        let (mut heap, w) = setup(&arena);
+        let (mut heap, w) = witnessed_heap(&arena);
         let victim = heap.allocate(l(200)).unwrap();
         let fillers = fill_up(&mut heap);
         unsafe { heap.free(victim) }.unwrap();
@@ -240,7 +210,7 @@ mod scramble {
         });
         assert_eq!(heap.check(), expected);
         assert_eq!(heap.allocate(l(200)), expected.map(|_| victim));
-        survivors(&mut heap, w);
+        free_witnesses(&mut heap, w);
         for p in fillers {
             unsafe { heap.free(p) }.unwrap();
         }
@@ -251,7 +221,7 @@ mod scramble {
     #[test]
     fn the_check_depth_is_a_setting() {
         let arena = Arena::new(64 << 10);
-        let (mut heap, w) = setup(&arena);
+        let (mut heap, w) = witnessed_heap(&arena);
         let big = heap.allocate(l(4000)).unwrap();
         let _blocker = heap.allocate(l(16)).unwrap();
         unsafe { heap.free(big) }.unwrap();
@@ -269,13 +239,13 @@ mod scramble {
         );
         unsafe { at.write(FREE_PATTERN) };
         heap.check().unwrap();
-        survivors(&mut heap, w);
+        free_witnesses(&mut heap, w);
     }
 
     #[test]
     fn realloc_in_place_keeps_the_data() {
         let arena = Arena::new(64 << 10);
-        let (mut heap, w) = setup(&arena);
+        let (mut heap, w) = witnessed_heap(&arena);
         heap.set_scramble_check_depth(usize::MAX);
         let p = heap.allocate(l(100)).unwrap();
         unsafe {
@@ -297,7 +267,7 @@ mod scramble {
             heap.check().unwrap();
             heap.free(r).unwrap();
         }
-        survivors(&mut heap, w);
+        free_witnesses(&mut heap, w);
         heap.check().unwrap();
     }
 }

@@ -1,6 +1,9 @@
-//! Test memory shared by the integration tests.
+//! Test memory and witness blocks shared by the integration tests.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr::NonNull;
+
+use region_heap::Heap;
 
 /// A zeroed, 4 KiB-aligned arena owned by a test, freed on drop.
 ///
@@ -30,5 +33,41 @@ impl Drop for Arena {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout.
         unsafe { dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// Bytes of each witness block.
+const WITNESS_SIZE: usize = 200;
+
+/// A heap over `arena` with three live witness blocks, each filled with
+/// its own byte: the blocks a misuse or a corruption must leave intact.
+#[allow(dead_code)] // not every test file uses it
+pub fn witnessed_heap(arena: &Arena) -> (Heap, Vec<(NonNull<u8>, u8)>) {
+    let mut heap = Heap::new();
+    // SAFETY: the arena outlives the heap.
+    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    let layout = Layout::from_size_align(WITNESS_SIZE, 8).unwrap();
+    let witnesses = (1..=3u8)
+        .map(|fill| {
+            let p = heap.allocate(layout).unwrap();
+            // SAFETY: a fresh block of `WITNESS_SIZE` writable bytes.
+            unsafe { p.as_ptr().write_bytes(fill, WITNESS_SIZE) };
+            (p, fill)
+        })
+        .collect();
+    (heap, witnesses)
+}
+
+/// Asserts that every witness still holds its fill byte, then frees it.
+#[allow(dead_code)] // not every test file uses it
+pub fn free_witnesses(heap: &mut Heap, witnesses: Vec<(NonNull<u8>, u8)>) {
+    for (p, fill) in witnesses {
+        // SAFETY: live witness blocks of `WITNESS_SIZE` bytes.
+        unsafe {
+            assert!(std::slice::from_raw_parts(p.as_ptr(), WITNESS_SIZE)
+                .iter()
+                .all(|&b| b == fill));
+            heap.free(p).unwrap();
+        }
     }
 }
