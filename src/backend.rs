@@ -146,6 +146,13 @@ pub unsafe trait Backend: Send + Sized {
         Ok(())
     }
 
+    /// Gives the blocks a backend keeps cached after a free back to its
+    /// free memory (region-heap's quick lists), so that statistics show the
+    /// heap fully merged; backends without caches do nothing.
+    fn flush(&mut self) -> Result<(), HeapError> {
+        Ok(())
+    }
+
     /// Bytes a growth hook should supply, as one range, so that a failed
     /// `layout` request can succeed once the range is given to `add_memory`.
     fn growth_hint(&self, layout: Layout) -> usize {
@@ -175,6 +182,10 @@ unsafe impl<P: FitPolicy> Backend for Heap<P> {
     #[inline]
     fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
         Heap::allocate(self, layout)
+    }
+
+    fn flush(&mut self) -> Result<(), HeapError> {
+        self.flush_quick_lists()
     }
 
     fn allocate_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {

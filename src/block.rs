@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! offset 0  RelLink { next: i32, prev: i32 }   block list (CLIST), in granules
-//! offset 8  owner: usize                       region address | state (2 bits)
+//! offset 8  owner: usize                       region address | state (3 bits)
 //!           requested: usize                   feature `guard`: the caller's size
 //!           crc: u32                           feature `crc`: CRC-32C of the rest
 //! then      front guard (feature `guard`)      GUARD_SIZE bytes of 0x55
@@ -25,8 +25,8 @@
 //!   distance to the next header (MutekH stores no size either);
 //! - every block is at least [`MIN_BLOCK`] bytes, so a free block can hold
 //!   its free-list link in its data area and a used one its guards;
-//! - `owner` holds the address of the owning region with the state in its two
-//!   low bits: an allocated block leads back to its region, so freeing needs
+//! - `owner` holds the address of the owning region (16-aligned) with the
+//!   state in its three low bits: an allocated block leads back to its region, so freeing needs
 //!   no region argument; a header absorbed by a merge is marked
 //!   [`State::Absorbed`], which is how a late double free is recognised;
 //! - with `crc`, every header (absorbed ones included) carries the CRC-32C of
@@ -85,7 +85,7 @@ pub const MAX_CHUNK_SIZE: usize = if usize::BITS > 32 {
     (isize::MAX as usize) & !(GRANULE - 1)
 };
 
-const STATE_MASK: usize = 0b11;
+const STATE_MASK: usize = 0b111;
 
 /// What a header currently describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,14 +99,29 @@ pub(crate) enum State {
     Free = 2,
     /// The end marker of a chunk; never merged.
     Sentinel = 3,
+    /// Freed and kept whole on a quick list (see `quick`): neither used
+    /// nor on the free index, and never merged until flushed.
+    Cached = 4,
+    /// State bits no header is written with (5 to 7): damage.
+    Damaged = 7,
 }
+
+/// The state of each value of the three state bits.
+const STATES: [State; 8] = [
+    State::Absorbed,
+    State::Used,
+    State::Free,
+    State::Sentinel,
+    State::Cached,
+    State::Damaged,
+    State::Damaged,
+    State::Damaged,
+];
 
 impl State {
     #[inline]
     fn from_bits(bits: usize) -> State {
-        // SAFETY: `State` is `repr(usize)` with a variant for each of the
-        // four values two bits can hold.
-        unsafe { core::mem::transmute::<usize, State>(bits & STATE_MASK) }
+        STATES[bits & STATE_MASK]
     }
 }
 
@@ -240,12 +255,15 @@ const CRC_WORDS: usize = if cfg!(feature = "guard") { 3 } else { 2 };
 
 /// Checksum change for each XOR of old and new state bits.
 #[cfg(feature = "crc")]
-const STATE_DELTA: [u32; 4] = [
-    0,
-    crc::const_word_delta(1, CRC_WORDS - 1),
-    crc::const_word_delta(2, CRC_WORDS - 1),
-    crc::const_word_delta(3, CRC_WORDS - 1),
-];
+const STATE_DELTA: [u32; 8] = {
+    let mut table = [0; 8];
+    let mut bits = 1;
+    while bits < 8 {
+        table[bits] = crc::const_word_delta(bits as u64, CRC_WORDS - 1);
+        bits += 1;
+    }
+    table
+};
 
 #[cfg(feature = "crc")]
 impl BlockHeader {

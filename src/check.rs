@@ -22,6 +22,7 @@ use crate::clist::{Link, PtrLink};
 use crate::error::{Corruption, HeapError};
 use crate::index::class_of;
 use crate::integrity;
+use crate::quick::{self, QUICK_CLASSES};
 use crate::region::{sentinel_of, Counters, Region, SENTINEL_SIZE};
 
 /// What the walk counted in one region.
@@ -31,6 +32,8 @@ struct Tally {
     used_blocks: usize,
     free_bytes: usize,
     free_blocks: usize,
+    cached_bytes: usize,
+    cached_blocks: usize,
 }
 
 fn corrupted(addr: usize, what: Corruption) -> HeapError {
@@ -96,6 +99,7 @@ impl Region {
             return Err(corrupted(self.addr(), Corruption::ChunkList));
         }
         self.check_free_lists(tally.free_blocks)?;
+        self.check_quick_lists(tally.cached_blocks)?;
         self.check_counters(&tally)
     }
 
@@ -167,7 +171,13 @@ impl Region {
                     tally.free_blocks += 1;
                     true
                 }
-                State::Absorbed | State::Sentinel => {
+                State::Cached => {
+                    integrity::check_free(block, self.scramble_depth())?;
+                    tally.cached_bytes += size;
+                    tally.cached_blocks += 1;
+                    false
+                }
+                State::Absorbed | State::Sentinel | State::Damaged => {
                     return Err(corrupted(addr, Corruption::State));
                 }
             };
@@ -211,12 +221,55 @@ impl Region {
         Ok(())
     }
 
+    /// Walks every quick list: each entry is a cached block of this
+    /// region of its list's size, links stay in the region, lengths agree
+    /// with the lists and are within the depth, and all `expected` cached
+    /// blocks are listed.
+    fn check_quick_lists(&self, expected: usize) -> Result<(), HeapError> {
+        let lists = &self.quick;
+        let mut listed = 0;
+        for q in 0..QUICK_CLASSES {
+            let mut len = 0;
+            let mut entry = lists.head(q);
+            // The holder of the link being followed: the region, then the
+            // previous entry; a link that leaves the region is its damage.
+            let mut holder = self.addr();
+            while let Some(block) = entry {
+                let addr = block.addr();
+                if !self.holds(addr) {
+                    return Err(corrupted(holder, Corruption::QuickList));
+                }
+                len += 1;
+                listed += 1;
+                let ok = listed <= expected
+                    && len <= lists.len(q)
+                    && block.owner() == self.addr()
+                    && block.state() == State::Cached
+                    && block.size() == quick::class_size(q);
+                if !ok {
+                    return Err(corrupted(addr, Corruption::QuickList));
+                }
+                holder = addr;
+                // SAFETY: a cached block of this region, checked above.
+                entry = unsafe { quick::link_of(block) };
+            }
+            if len != lists.len(q) || len > usize::from(lists.depth()) {
+                return Err(corrupted(self.addr(), Corruption::QuickList));
+            }
+        }
+        if listed != expected || lists.blocks != expected {
+            return Err(corrupted(self.addr(), Corruption::QuickList));
+        }
+        Ok(())
+    }
+
     fn check_counters(&self, tally: &Tally) -> Result<(), HeapError> {
         let c: &Counters = &self.c;
         let agree = c.used_bytes == tally.used_bytes
             && c.used_blocks == tally.used_blocks
             && c.free_blocks == tally.free_blocks
-            && c.free_bytes() == tally.free_bytes;
+            && self.quick.bytes == tally.cached_bytes
+            && c.free_bytes() == tally.free_bytes + tally.cached_bytes;
         if agree {
             Ok(())
         } else {
@@ -251,6 +304,7 @@ impl Region {
                 let state = match block.state() {
                     State::Used => "used",
                     State::Free => "free",
+                    State::Cached => "cached",
                     _ => "bad",
                 };
                 writeln!(

@@ -24,6 +24,10 @@ pub enum Corruption {
     FreeList,
     /// A bitmap bit disagrees with its free list.
     Bitmap,
+    /// A quick list is broken: an entry that is not a cached block of its
+    /// list's size, a link that leaves the region's chunks, or a length
+    /// that disagrees with the list.
+    QuickList,
     /// The chunk list of a region is broken or out of order.
     ChunkList,
     /// A counter disagrees with what the walk found.
@@ -55,6 +59,7 @@ impl fmt::Display for Corruption {
             Corruption::AdjacentFree => "two adjacent free blocks",
             Corruption::FreeList => "free list broken",
             Corruption::Bitmap => "free-list bitmap disagrees with its list",
+            Corruption::QuickList => "quick list broken",
             Corruption::ChunkList => "chunk list broken",
             Corruption::Stats => "statistics disagree with the heap",
             Corruption::Checksum => "header checksum mismatch",

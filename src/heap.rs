@@ -20,6 +20,7 @@ use crate::block::{block_size_for, Block, BLOCK_OVERHEAD, DATA_OFFSET, GRANULE, 
 use crate::error::{Corruption, HeapError};
 use crate::integrity;
 use crate::policy::{FirstFit, FitPolicy};
+use crate::quick::DEFAULT_QUICK_DEPTH;
 use crate::region::{Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
 use crate::stats::Stats;
 #[cfg(feature = "trace")]
@@ -59,6 +60,8 @@ pub struct Heap<P: FitPolicy = FirstFit> {
     in_use: usize,
     peak: usize,
     ops: Ops,
+    /// Most blocks per quick list, given to every region.
+    quick_depth: u8,
     /// Bytes of free pattern verified at each end of a free block.
     #[cfg(feature = "scramble")]
     scramble_depth: usize,
@@ -113,6 +116,7 @@ impl<P: FitPolicy> Heap<P> {
                 failures: 0,
                 misuses: 0,
             },
+            quick_depth: DEFAULT_QUICK_DEPTH,
             #[cfg(feature = "scramble")]
             scramble_depth: integrity::DEFAULT_SCRAMBLE_CHECK_DEPTH,
             #[cfg(feature = "trace")]
@@ -143,10 +147,42 @@ impl<P: FitPolicy> Heap<P> {
         }
     }
 
-    /// Gives a new region the heap's integrity settings.
+    /// Sets how many small blocks each quick list of each region keeps
+    /// after they are freed, for reuse at the same size without merging
+    /// (default [`DEFAULT_QUICK_DEPTH`]; 0 turns quick lists off, so that
+    /// every free merges at once). The lists are flushed first.
+    ///
+    /// Fails, leaving the depth unchanged in the regions not yet flushed,
+    /// if a flush finds a damaged block.
+    pub fn set_quick_depth(&mut self, depth: u8) -> Result<(), HeapError> {
+        self.quick_depth = depth;
+        for i in 0..self.count {
+            if let Err(error) = self.region_mut(i).set_quick_depth(depth) {
+                return Err(self.misuse(error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every block on a quick list back to the free lists, merged
+    /// with its free neighbours, so that [`Heap::stats`] and [`Heap::dump`]
+    /// show the heap as fully merged. Allocation does this by itself
+    /// before it reports out of memory.
+    pub fn flush_quick_lists(&mut self) -> Result<(), HeapError> {
+        for i in 0..self.count {
+            let region = self.region_mut(i);
+            if let Err(error) = region.flush_quick() {
+                return Err(self.misuse(error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a new region the heap's settings.
     fn configure(&self, region: NonNull<Region>) {
         // SAFETY: a region just created in memory given to this heap.
         let region = unsafe { &mut *region.as_ptr() };
+        region.quick.set_depth(self.quick_depth);
         #[cfg(feature = "scramble")]
         {
             region.scramble_depth = self.scramble_depth;
@@ -155,7 +191,6 @@ impl<P: FitPolicy> Heap<P> {
         {
             region.sink = self.sink;
         }
-        let _ = region;
     }
 
     fn region_ptrs(&self) -> &[NonNull<Region>] {
@@ -735,7 +770,9 @@ fn add_region_stats(stats: &mut Stats, region: &Region) {
     stats.free_bytes += c.free_bytes();
     stats.metadata_bytes += c.metadata_bytes;
     stats.used_blocks += c.used_blocks;
-    stats.free_blocks += c.free_blocks;
+    stats.free_blocks += c.free_blocks + region.quick.blocks;
+    stats.cached_blocks += region.quick.blocks;
+    stats.cached_bytes += region.quick.bytes;
     let largest = region.largest_free().saturating_sub(BLOCK_OVERHEAD);
     stats.largest_free = stats.largest_free.max(largest);
     stats.peak_in_use_bytes = stats.peak_in_use_bytes.max(c.used_bytes);
@@ -772,6 +809,7 @@ mod tests {
     fn split_then_coalesce_both_ways() {
         let arena = Arena::new(64 << 10);
         let mut heap = heap_over(&arena);
+        heap.set_quick_depth(0).unwrap();
         let p: [_; 3] = core::array::from_fn(|_| heap.allocate(layout(100, 8)).unwrap());
         assert_eq!(heap.stats().used_blocks, 3);
         assert_eq!(heap.stats().free_blocks, 1, "the tail was split off");
@@ -785,6 +823,80 @@ mod tests {
         }
         let s = heap.stats();
         assert_eq!((s.used_blocks, s.free_blocks, s.in_use_bytes), (0, 1, 0));
+        balanced(&heap);
+    }
+
+    #[test]
+    fn quick_lists_reuse_small_blocks_whole() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        let p: [_; 3] = core::array::from_fn(|_| heap.allocate(layout(100, 8)).unwrap());
+        // SAFETY: live blocks of this heap.
+        unsafe { heap.free(p[1]).unwrap() };
+        let s = heap.stats();
+        assert_eq!((s.cached_blocks, s.free_blocks, s.used_blocks), (1, 2, 2));
+        balanced(&heap);
+        // SAFETY: `p[1]` is cached, not live: the second free is refused.
+        let again = unsafe { heap.free(p[1]) };
+        assert_eq!(
+            again,
+            Err(HeapError::DoubleFree {
+                addr: p[1].as_ptr().addr()
+            })
+        );
+        // The same size comes back from the quick list, in the same place.
+        assert_eq!(heap.allocate(layout(100, 8)).unwrap(), p[1]);
+        assert_eq!(heap.stats().cached_blocks, 0);
+        // SAFETY: live blocks of this heap.
+        unsafe { p.iter().for_each(|&b| heap.free(b).unwrap()) };
+        assert_eq!(heap.stats().cached_blocks, 3);
+        balanced(&heap);
+        heap.flush_quick_lists().unwrap();
+        let s = heap.stats();
+        assert_eq!((s.cached_blocks, s.free_blocks, s.used_blocks), (0, 1, 0));
+        balanced(&heap);
+    }
+
+    #[test]
+    fn cached_blocks_are_flushed_before_out_of_memory() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        let mut small = std::vec::Vec::new();
+        while let Ok(p) = heap.allocate(layout(64, 8)) {
+            small.push(p);
+        }
+        // SAFETY: live blocks of this heap.
+        unsafe { small.iter().for_each(|&p| heap.free(p).unwrap()) };
+        let s = heap.stats();
+        assert!(
+            s.cached_blocks > usize::from(DEFAULT_QUICK_DEPTH) / 2,
+            "{s:?}"
+        );
+        // Only the merged cached blocks can hold this.
+        let big = layout(s.free_bytes - s.cached_bytes + 1024, 8);
+        let p = heap.allocate(big).unwrap();
+        assert_eq!(heap.stats().cached_blocks, 0);
+        balanced(&heap);
+        // SAFETY: a live block.
+        unsafe { heap.free(p).unwrap() };
+        assert_eq!(heap.stats().free_blocks, 1);
+    }
+
+    #[test]
+    fn quick_depth_zero_merges_every_free() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        let p = heap.allocate(layout(100, 8)).unwrap();
+        // SAFETY: a live block.
+        unsafe { heap.free(p).unwrap() };
+        assert_eq!(heap.stats().cached_blocks, 1);
+        heap.set_quick_depth(0).unwrap();
+        assert_eq!(heap.stats().cached_blocks, 0, "lowering the depth flushes");
+        let p = heap.allocate(layout(100, 8)).unwrap();
+        // SAFETY: a live block.
+        unsafe { heap.free(p).unwrap() };
+        let s = heap.stats();
+        assert_eq!((s.cached_blocks, s.free_blocks), (0, 1));
         balanced(&heap);
     }
 
@@ -824,6 +936,7 @@ mod tests {
                 heap.free(p).unwrap();
             }
         }
+        heap.flush_quick_lists().unwrap();
         let s = heap.stats();
         assert_eq!((s.used_blocks, s.free_blocks), (0, 1), "gaps merged back");
         balanced(&heap);

@@ -76,6 +76,7 @@ mod index;
 pub mod integrity;
 mod locked;
 mod policy;
+mod quick;
 mod region;
 mod stats;
 #[cfg(feature = "trace")]
@@ -91,6 +92,7 @@ pub use error::{Corruption, HeapError};
 pub use heap::{Heap, RegionId, MAX_REGIONS};
 pub use locked::{ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler};
 pub use policy::{BestFit, FirstFit, FitPolicy};
+pub use quick::{DEFAULT_QUICK_DEPTH, QUICK_MAX};
 pub use region::{REGION_SIZE, SENTINEL_SIZE};
 pub use spin;
 pub use stats::Stats;

@@ -37,6 +37,7 @@ use crate::clist::{insert_after, is_consistent, make_ring, unlink, Clist, Link, 
 use crate::error::{Corruption, HeapError};
 use crate::index::{class_of, Class, FreeIndex, FL_COUNT, SL_COUNT};
 use crate::integrity;
+use crate::quick::{self, quick_class, QuickLists, DEFAULT_QUICK_DEPTH};
 #[cfg(feature = "trace")]
 use crate::trace::{TraceEvent, TraceSink};
 
@@ -96,6 +97,8 @@ pub(crate) struct Region {
     pub(crate) priority: u8,
     /// Running counters.
     pub(crate) c: Counters,
+    /// Small blocks freed whole, kept for reuse (see `quick`).
+    pub(crate) quick: QuickLists,
     /// Bytes of free pattern verified at each end of a reused free block.
     #[cfg(feature = "scramble")]
     pub(crate) scramble_depth: usize,
@@ -108,12 +111,13 @@ pub(crate) struct Region {
 /// block's data is aligned to `align` and `size` bytes fit; `None` if not.
 ///
 /// A leading gap becomes a free block when it can hold one; a smaller gap is
-/// given to the previous block, which is possible unless that is the sentinel.
+/// given to the previous block, which is possible when that block is used
+/// (not the sentinel, nor a cached block, whose size its list fixes).
 fn placement(free: Block, align: usize, size: usize) -> Option<usize> {
     let data = free.addr() + DATA_OFFSET;
     let mut header = data.next_multiple_of(align) - DATA_OFFSET;
     let gap = header - free.addr();
-    if gap != 0 && gap < MIN_BLOCK && free.prev().state() == State::Sentinel {
+    if gap != 0 && gap < MIN_BLOCK && free.prev().state() != State::Used {
         // The gap must hold a free block: move up by whole alignments.
         header += (MIN_BLOCK - gap).next_multiple_of(align);
     }
@@ -126,7 +130,7 @@ fn fits_at(free: Block, header: usize, size: usize) -> bool {
     let Some(gap) = header.checked_sub(free.addr()) else {
         return false;
     };
-    let gap_ok = gap == 0 || gap >= MIN_BLOCK || free.prev().state() != State::Sentinel;
+    let gap_ok = gap == 0 || gap >= MIN_BLOCK || free.prev().state() == State::Used;
     gap_ok && gap.checked_add(size).is_some_and(|end| end <= free.size())
 }
 
@@ -166,6 +170,7 @@ impl Region {
                     metadata_bytes: REGION_SIZE,
                     ..Counters::default()
                 },
+                quick: QuickLists::new(DEFAULT_QUICK_DEPTH),
                 #[cfg(feature = "scramble")]
                 scramble_depth: integrity::DEFAULT_SCRAMBLE_CHECK_DEPTH,
                 #[cfg(feature = "trace")]
@@ -370,6 +375,112 @@ impl Region {
         best_fit: bool,
     ) -> Result<Option<Block>, HeapError> {
         if align <= GRANULE {
+            if let Some(q) = quick_class(size) {
+                if let Some(block) = self.pop_quick(q)? {
+                    return Ok(Some(block));
+                }
+            }
+        }
+        // SAFETY: forwarded.
+        if let Some(block) = unsafe { self.allocate_from_index(size, align, best_fit)? } {
+            return Ok(Some(block));
+        }
+        // Before reporting no room, give the cached blocks back: merged
+        // with their neighbours they may hold the request.
+        if !self.flush_quick()? {
+            return Ok(None);
+        }
+        // SAFETY: forwarded.
+        unsafe { self.allocate_from_index(size, align, best_fit) }
+    }
+
+    /// Pops the head of quick list `q`, vetted like a free block before
+    /// reuse; `Ok(None)` when the list is empty, an error (nothing changed)
+    /// when the head or its link is damaged.
+    #[inline]
+    fn pop_quick(&mut self, q: usize) -> Result<Option<Block>, HeapError> {
+        let Some(block) = self.quick.head(q) else {
+            return Ok(None);
+        };
+        let size = quick::class_size(q);
+        let damaged = |what| HeapError::Corrupted {
+            addr: block.addr(),
+            what,
+        };
+        if !block.checksum_ok() {
+            return Err(damaged(Corruption::Checksum));
+        }
+        if block.owner_word() != self.addr() | State::Cached as usize
+            || block.raw_links().0 as usize != size / GRANULE
+        {
+            return Err(damaged(Corruption::QuickList));
+        }
+        // SAFETY: the head was pushed by this region: a cached block, whose
+        // header was just checked.
+        let next = unsafe { quick::link_of(block) };
+        if let Some(next) = next {
+            let at = next.addr();
+            if !at.is_multiple_of(GRANULE) || self.chunk_bounds(at).is_none() {
+                return Err(damaged(Corruption::QuickList));
+            }
+        }
+        integrity::check_free(block, self.scramble_depth())?;
+        // SAFETY: the list is not empty and `next` is its head's link.
+        let block = unsafe { self.quick.pop(q, next) };
+        self.c.used_bytes += size;
+        self.c.used_blocks += 1;
+        Ok(Some(block))
+    }
+
+    /// Gives every cached block back to the index, merged with its free
+    /// neighbours; returns whether there was any. Stops at the first
+    /// damaged block or merge partner, which stays cached.
+    pub(crate) fn flush_quick(&mut self) -> Result<bool, HeapError> {
+        let mut flushed = false;
+        while let Some(q) = self.quick.any_nonempty() {
+            let Some(block) = self.pop_quick(q)? else {
+                break;
+            };
+            // SAFETY: `block` was just popped and marked used: a used block
+            // of this region.
+            if let Err(error) = unsafe { self.vet_merge(block) } {
+                // SAFETY: as above; it goes back where it was.
+                unsafe { self.push_back_quick(block) };
+                return Err(error);
+            }
+            // SAFETY: as above; its merge partners are intact.
+            unsafe { self.coalesce_used(block) };
+            flushed = true;
+        }
+        Ok(flushed)
+    }
+
+    /// Puts a just-popped block back on its quick list (a flush that found
+    /// damage next to it).
+    ///
+    /// # Safety
+    /// `block` is a used block of this region just popped from its list.
+    unsafe fn push_back_quick(&mut self, block: Block) {
+        let size = block.size();
+        self.c.used_bytes -= size;
+        self.c.used_blocks -= 1;
+        // SAFETY: the list it came from has room for it again.
+        let pushed = unsafe { self.quick.push(block, size) };
+        debug_assert!(pushed);
+    }
+
+    /// Allocates from the free index alone (see [`Region::allocate`]).
+    ///
+    /// # Safety
+    /// As for [`Region::allocate`].
+    #[inline]
+    unsafe fn allocate_from_index(
+        &mut self,
+        size: usize,
+        align: usize,
+        best_fit: bool,
+    ) -> Result<Option<Block>, HeapError> {
+        if align <= GRANULE {
             let found = if best_fit {
                 self.best_in_class(size)
             } else {
@@ -510,8 +621,7 @@ impl Region {
                 block
             }
         } else {
-            // The previous block is used (never free next to a free block,
-            // never the sentinel: `fits_at`), and grows by `gap`. `free` is
+            // The previous block is used (`fits_at`), and grows by `gap`. `free` is
             // unlinked before the new header, which may overlap it, exists.
             let prev = free.prev();
             // SAFETY: `free` is linked; `prev` is a live used block; the new
@@ -605,8 +715,11 @@ impl Region {
         }
         match block.state() {
             State::Used => {}
-            State::Free | State::Absorbed => return Err(HeapError::DoubleFree { addr }),
+            State::Free | State::Absorbed | State::Cached => {
+                return Err(HeapError::DoubleFree { addr })
+            }
             State::Sentinel => return Err(not_block),
+            State::Damaged => return Err(corrupted(Corruption::State)),
         }
         if !linked {
             return Err(corrupted(Corruption::BlockLinks));
@@ -639,8 +752,33 @@ impl Region {
         // SAFETY: a used block is on no free list; its data is dead.
         unsafe {
             integrity::on_free(block);
+            if !self.quick.push(block, size) {
+                self.coalesce_insert(block, size);
+            }
+        }
+    }
+
+    /// Frees a used block through the index, merging it with its free
+    /// neighbours (never onto a quick list).
+    ///
+    /// # Safety
+    /// As for [`Region::release`], and its merge partners passed `vet_merge`.
+    unsafe fn coalesce_used(&mut self, block: Block) {
+        let size = block.size();
+        self.c.used_bytes -= size;
+        self.c.used_blocks -= 1;
+        // SAFETY: as in `release`.
+        unsafe {
+            integrity::on_free(block);
             self.coalesce_insert(block, size);
         }
+    }
+
+    /// Sets the most blocks per quick list, flushing the lists first.
+    pub(crate) fn set_quick_depth(&mut self, depth: u8) -> Result<(), HeapError> {
+        self.flush_quick()?;
+        self.quick.set_depth(depth);
+        Ok(())
     }
 
     /// Merges `block` (`size` bytes, off the index) with its free
@@ -783,6 +921,8 @@ impl Region {
         header: usize,
         size: usize,
     ) -> Result<Option<Block>, HeapError> {
+        // The range may hold cached blocks: only the index can carve it.
+        self.flush_quick()?;
         let mut class = Some(class_of(size));
         let mut found = None;
         while let Some(next) = class.and_then(|c| self.index.next_nonempty(c)) {

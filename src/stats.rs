@@ -22,16 +22,20 @@ pub struct Stats {
     pub allocated_bytes: usize,
     /// Highest `in_use_bytes` seen.
     pub peak_in_use_bytes: usize,
-    /// Bytes of free blocks, headers included.
+    /// Bytes of free blocks, headers included (cached blocks included).
     pub free_bytes: usize,
+    /// Bytes of the blocks on quick lists (part of `free_bytes`).
+    pub cached_bytes: usize,
     /// Usable bytes of the largest free block.
     pub largest_free: usize,
     /// Region control structures and chunk sentinels.
     pub metadata_bytes: usize,
     /// Allocated blocks.
     pub used_blocks: usize,
-    /// Free blocks.
+    /// Free blocks (cached blocks included).
     pub free_blocks: usize,
+    /// Blocks on quick lists (part of `free_blocks`).
+    pub cached_blocks: usize,
     /// Successful allocations (including reserves and moving reallocations).
     pub allocations: u64,
     /// Successful frees.
@@ -49,7 +53,7 @@ pub struct Stats {
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, u64); 17] = [
+        let rows: [(&str, u64); 19] = [
             ("regions", self.regions as u64),
             ("chunks", self.chunks as u64),
             ("total bytes", self.total_bytes as u64),
@@ -57,10 +61,12 @@ impl fmt::Display for Stats {
             ("allocated bytes", self.allocated_bytes as u64),
             ("peak in use bytes", self.peak_in_use_bytes as u64),
             ("free bytes", self.free_bytes as u64),
+            ("cached bytes", self.cached_bytes as u64),
             ("largest free block", self.largest_free as u64),
             ("metadata bytes", self.metadata_bytes as u64),
             ("used blocks", self.used_blocks as u64),
             ("free blocks", self.free_blocks as u64),
+            ("cached blocks", self.cached_blocks as u64),
             ("allocations", self.allocations),
             ("frees", self.frees),
             ("reallocations", self.reallocations),

@@ -128,6 +128,7 @@ trait Lane {
     unsafe fn usable(&self, ptr: NonNull<u8>, layout: Layout) -> usize;
     fn stats(&self) -> Stats;
     fn check(&self) -> Result<(), HeapError>;
+    fn flush(&mut self) -> Result<(), HeapError>;
 }
 
 /// Field order matters: the heap is dropped before its arena.
@@ -223,6 +224,9 @@ impl<B: Backend> Lane for Backed<B> {
     }
     fn check(&self) -> Result<(), HeapError> {
         self.heap.check()
+    }
+    fn flush(&mut self) -> Result<(), HeapError> {
+        self.heap.flush()
     }
 }
 
@@ -650,7 +654,8 @@ impl Lockstep {
         while !self.slots.is_empty() {
             self.free(0);
         }
-        for state in &self.lanes {
+        for state in &mut self.lanes {
+            state.lane.flush().unwrap();
             let s = state.lane.stats();
             assert_eq!(s.used_blocks, 0, "{}", state.lane.name());
             assert_eq!(s.in_use_bytes, 0, "{}", state.lane.name());

@@ -74,6 +74,7 @@ mod crc {
     fn a_damaged_free_header_is_caught_before_reuse_or_merge() {
         let arena = Arena::new(64 << 10);
         let (mut heap, w) = witnessed_heap(&arena);
+        heap.set_quick_depth(0).unwrap(); // frees go to the free lists
         let a = heap.allocate(l(96)).unwrap();
         let b = heap.allocate(l(96)).unwrap();
         let _c = heap.allocate(l(96)).unwrap();
@@ -295,6 +296,7 @@ mod trace {
         let arena = Arena::new(128 << 10);
         let mut heap = Heap::new();
         heap.set_trace_sink(Some(record));
+        heap.set_quick_depth(0).unwrap(); // every free merges, and says so
         let id = unsafe { heap.add_region_with_priority(arena.ptr, 64 << 10, 0) }.unwrap();
         let events = take();
         assert!(matches!(
@@ -346,6 +348,105 @@ mod trace {
 /// Misuse detection needs no feature: on the `GlobalAlloc` path it reaches
 /// the report handler with the exact error and address, and the heap keeps
 /// every other block.
+/// Quick lists (no feature needed): a cached block is vetted before reuse.
+mod quick {
+    use super::*;
+
+    /// Two cached blocks of one size, `b` under `a` on their quick list.
+    fn two_cached(heap: &mut Heap) -> (NonNull<u8>, NonNull<u8>) {
+        let a = heap.allocate(l(96)).unwrap();
+        let b = heap.allocate(l(96)).unwrap();
+        let _fence = heap.allocate(l(96)).unwrap();
+        unsafe { heap.free(b) }.unwrap();
+        unsafe { heap.free(a) }.unwrap();
+        assert_eq!(heap.stats().cached_blocks, 2);
+        (a, b)
+    }
+
+    /// Where a cached block keeps its quick-list link: right after its
+    /// header, where a free block keeps its free-list link.
+    fn link_of(p: NonNull<u8>) -> *mut usize {
+        header_of(p).wrapping_add(HEADER_SIZE).cast()
+    }
+
+    #[test]
+    fn a_broken_quick_link_is_caught_before_reuse() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = witnessed_heap(&arena);
+        let (a, b) = two_cached(&mut heap);
+        let link = link_of(a);
+        // SAFETY: the link of a cached block; restored below.
+        let saved = unsafe { link.read() };
+        assert_eq!(saved, header_of(b).addr(), "a's link names b");
+        unsafe { link.write(0x1000) }; // a write after free, outside the heap
+        let expected = HeapError::Corrupted {
+            addr: header_of(a).addr(),
+            what: Corruption::QuickList,
+        };
+        assert_eq!(heap.check(), Err(expected));
+        assert_eq!(heap.allocate(l(96)), Err(expected));
+        assert_eq!(heap.stats().misuses, 1);
+        free_witnesses(&mut heap, w);
+        unsafe { link.write(saved) };
+        heap.check().unwrap();
+        assert_eq!(heap.allocate(l(96)), Ok(a));
+        assert_eq!(heap.allocate(l(96)), Ok(b));
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn a_cached_header_that_lies_about_its_state_is_caught() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = witnessed_heap(&arena);
+        let (a, _) = two_cached(&mut heap);
+        let owner = header_of(a).wrapping_add(8).cast::<usize>();
+        let saved = unsafe { owner.read() };
+        unsafe { owner.write(saved ^ 0b101) }; // cached -> used
+        let what = if cfg!(feature = "crc") {
+            Corruption::Checksum
+        } else {
+            Corruption::QuickList
+        };
+        let expected = HeapError::Corrupted {
+            addr: header_of(a).addr(),
+            what,
+        };
+        assert_eq!(heap.allocate(l(96)), Err(expected));
+        assert!(matches!(heap.check(), Err(HeapError::Corrupted { .. })));
+        free_witnesses(&mut heap, w);
+        unsafe { owner.write(saved) };
+        heap.check().unwrap();
+        // A double free of a cached block is refused as such.
+        assert_eq!(
+            unsafe { heap.free(a) },
+            Err(HeapError::DoubleFree {
+                addr: a.as_ptr().addr()
+            })
+        );
+        heap.check().unwrap();
+    }
+
+    #[cfg(feature = "scramble")]
+    #[test]
+    fn a_write_after_free_into_a_cached_block_is_caught_on_reuse() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = witnessed_heap(&arena);
+        let (a, _) = two_cached(&mut heap);
+        let at = a.as_ptr().wrapping_add(40);
+        unsafe { at.write(0) };
+        let expected = HeapError::Corrupted {
+            addr: header_of(a).addr(),
+            what: Corruption::Poison { at: at.addr() },
+        };
+        assert_eq!(heap.check(), Err(expected));
+        assert_eq!(heap.allocate(l(96)), Err(expected));
+        free_witnesses(&mut heap, w);
+        unsafe { at.write(integrity::FREE_PATTERN) };
+        heap.check().unwrap();
+        assert_eq!(heap.allocate(l(96)), Ok(a));
+    }
+}
+
 mod misuse {
     use super::*;
     use region_heap::LockedHeap;

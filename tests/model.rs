@@ -25,6 +25,7 @@ enum Op {
     Realloc { pick: usize, size: usize },
     AddPiece { as_region: bool, priority: u8 },
     Reserve { offset: usize, size: usize },
+    QuickDepth { depth: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -35,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), 0usize..3000).prop_map(|(pick, size)| Op::Realloc { pick, size }),
         1 => (any::<bool>(), 0u8..3).prop_map(|(as_region, priority)| Op::AddPiece { as_region, priority }),
         1 => (0usize..PIECE * PIECES, 1usize..512).prop_map(|(offset, size)| Op::Reserve { offset, size }),
+        1 => (0u8..=40).prop_map(|depth| Op::QuickDepth { depth }),
     ]
 }
 
@@ -197,6 +199,10 @@ impl<P: FitPolicy> Model<P> {
                     Err(e) => panic!("unexpected {e}"),
                 }
             }
+            Op::QuickDepth { depth } => {
+                self.heap.set_quick_depth(depth).unwrap();
+                assert_eq!(self.heap.stats().cached_blocks, 0, "flushed");
+            }
             _ => {}
         }
         self.heap.check().unwrap();
@@ -215,6 +221,8 @@ impl<P: FitPolicy> Model<P> {
             // SAFETY: a live block of this heap.
             unsafe { self.heap.free(live.ptr) }.unwrap();
         }
+        self.heap.check().unwrap();
+        self.heap.flush_quick_lists().unwrap();
         self.heap.check().unwrap();
         let stats = self.heap.stats();
         assert_eq!((stats.used_blocks, stats.in_use_bytes), (0, 0));

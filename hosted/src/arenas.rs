@@ -138,6 +138,9 @@ impl Arenas {
         for i in 0..n {
             let start = (base + i * SLICE) as *mut u8;
             let mut heap = acquire(&self.heaps[i].0);
+            // The per-thread caches keep freed small blocks already; the
+            // core's quick lists would hold a second, unshared copy.
+            heap.set_quick_depth(0).ok()?;
             // SAFETY: the slice is fresh memory nobody else was given, and
             // it is never given back.
             unsafe { heap.add_region(start, SLICE) }.ok()?;

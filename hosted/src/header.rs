@@ -6,7 +6,7 @@
 //! ```text
 //! data - 16  next: i32   distance to the next header, in 16-byte granules
 //! data - 12  prev: i32   distance to the previous header
-//! data -  8  owner: usize  region address | state (2 low bits)
+//! data -  8  owner: usize  region address | state (3 low bits)
 //! ```
 //!
 //! The core's integrity features move the data further away (32-byte
@@ -46,7 +46,7 @@ pub const EXACT_USABLE: bool = GUARD_SIZE == 0;
 /// State bits of a used block in the owner word (the core's `State::Used`).
 pub const STATE_USED: usize = 1;
 /// Mask of the state bits in the owner word.
-pub const STATE_MASK: usize = 0b11;
+pub const STATE_MASK: usize = 0b111;
 
 /// The owner word of the block whose data starts at `data`.
 ///
