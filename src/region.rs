@@ -367,7 +367,7 @@ impl Region {
     /// # Safety
     /// The region is live and exclusively borrowed (the type invariant of
     /// every block it holds); `align` is a power of two.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn allocate(
         &mut self,
         size: usize,
@@ -381,6 +381,22 @@ impl Region {
                 }
             }
         }
+        // SAFETY: forwarded.
+        unsafe { self.allocate_uncached(size, align, best_fit) }
+    }
+
+    /// The index and flush part of [`Region::allocate`], kept out of line
+    /// so that a quick-list hit runs a short function.
+    ///
+    /// # Safety
+    /// As for [`Region::allocate`].
+    #[inline(never)]
+    unsafe fn allocate_uncached(
+        &mut self,
+        size: usize,
+        align: usize,
+        best_fit: bool,
+    ) -> Result<Option<Block>, HeapError> {
         // SAFETY: forwarded.
         if let Some(block) = unsafe { self.allocate_from_index(size, align, best_fit)? } {
             return Ok(Some(block));
