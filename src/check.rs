@@ -236,7 +236,9 @@ impl Region {
             let mut holder = self.addr();
             while let Some(block) = entry {
                 let addr = block.addr();
-                if !self.holds(addr) {
+                // Inside a chunk, not merely between the region's bounds:
+                // chunks need not be contiguous.
+                if !addr.is_multiple_of(GRANULE) || self.chunk_bounds(addr).is_none() {
                     return Err(corrupted(holder, Corruption::QuickList));
                 }
                 len += 1;
@@ -250,7 +252,8 @@ impl Region {
                     return Err(corrupted(addr, Corruption::QuickList));
                 }
                 holder = addr;
-                // SAFETY: a cached block of this region, checked above.
+                // SAFETY: a granule inside one of the region's chunks,
+                // checked above (readable; the link is vetted in turn).
                 entry = unsafe { quick::link_of(block) };
             }
             if len != lists.len(q) || len > usize::from(lists.depth()) {

@@ -155,12 +155,12 @@ impl<P: FitPolicy> Heap<P> {
     /// Fails, leaving the depth unchanged in the regions not yet flushed,
     /// if a flush finds a damaged block.
     pub fn set_quick_depth(&mut self, depth: u8) -> Result<(), HeapError> {
-        self.quick_depth = depth;
         for i in 0..self.count {
             if let Err(error) = self.region_mut(i).set_quick_depth(depth) {
                 return Err(self.misuse(error));
             }
         }
+        self.quick_depth = depth;
         Ok(())
     }
 

@@ -27,6 +27,12 @@
 //!   fail that the index alone would serve. A flush costs at most
 //!   `QUICK_CLASSES × depth` merges, a bound fixed at build time.
 //!
+//! A damaged cached block stops a flush: it stays on its list and the
+//! damage is returned (`Corrupted`). Until it is repaired, every request
+//! that the region's index cannot serve reports that damage instead of
+//! `OutOfMemory`, and the heap does not go on to lower-priority regions:
+//! damage is reported, never silently worked around.
+//!
 //! The depth is a run-time setting of the heap (`Heap::set_quick_depth`,
 //! default [`DEFAULT_QUICK_DEPTH`]; 0 turns the lists off).
 
@@ -42,7 +48,9 @@ pub const DEFAULT_QUICK_DEPTH: u8 = 32;
 /// The quick list of blocks of `size` bytes, if they have one.
 #[inline]
 pub(crate) fn quick_class(size: usize) -> Option<usize> {
-    (size <= QUICK_MAX).then(|| (size - MIN_BLOCK) / GRANULE)
+    // `checked_sub`: a damaged header may claim less than a minimal block.
+    let above = size.checked_sub(MIN_BLOCK)?;
+    (size <= QUICK_MAX).then_some(above / GRANULE)
 }
 
 /// The block size of quick list `q`.

@@ -348,7 +348,7 @@ impl Region {
     /// `(first block, sentinel)` addresses of the chunk whose blocks include
     /// address `header`, if any.
     #[inline]
-    fn chunk_bounds(&self, header: usize) -> Option<(usize, usize)> {
+    pub(crate) fn chunk_bounds(&self, header: usize) -> Option<(usize, usize)> {
         if self.chunk_count == 1 {
             let (first, sentinel) = (self.addr() + REGION_SIZE, self.hi - SENTINEL_SIZE);
             return (first <= header && header < sentinel).then_some((first, sentinel));
@@ -428,6 +428,7 @@ impl Region {
         }
         if block.owner_word() != self.addr() | State::Cached as usize
             || block.raw_links().0 as usize != size / GRANULE
+            || self.quick.len(q) == 0
         {
             return Err(damaged(Corruption::QuickList));
         }
@@ -756,7 +757,8 @@ impl Region {
         vet_if_free(block.prev())
     }
 
-    /// Frees a used block, merging it with free neighbours.
+    /// Frees a used block: onto its quick list if it has one with room,
+    /// else merged with its free neighbours into the index.
     ///
     /// # Safety
     /// `block` is a used block of this region (`validate`).
@@ -928,7 +930,8 @@ impl Region {
 
     /// Carves the block whose header is at `header` and spans `size` bytes
     /// out of the free block that contains it; O(free blocks large enough).
-    /// Fails, changing nothing, if that free block is damaged.
+    /// Flushes the quick lists first (the range may hold cached blocks).
+    /// Fails, carving nothing, if that free block or a cached one is damaged.
     ///
     /// # Safety
     /// The region is live and exclusively borrowed.

@@ -365,7 +365,9 @@ mod quick {
 
     /// Where a cached block keeps its quick-list link: right after its
     /// header, where a free block keeps its free-list link.
-    fn link_of(p: NonNull<u8>) -> *mut usize {
+    /// Read and written as a pointer, so that a restored link keeps its
+    /// provenance (Miri checks it).
+    fn link_of(p: NonNull<u8>) -> *mut *mut u8 {
         header_of(p).wrapping_add(HEADER_SIZE).cast()
     }
 
@@ -377,8 +379,9 @@ mod quick {
         let link = link_of(a);
         // SAFETY: the link of a cached block; restored below.
         let saved = unsafe { link.read() };
-        assert_eq!(saved, header_of(b).addr(), "a's link names b");
-        unsafe { link.write(0x1000) }; // a write after free, outside the heap
+        assert_eq!(saved.addr(), header_of(b).addr(), "a's link names b");
+        // A write after free: an address outside the heap.
+        unsafe { link.write(std::ptr::without_provenance_mut(0x1000)) };
         let expected = HeapError::Corrupted {
             addr: header_of(a).addr(),
             what: Corruption::QuickList,
