@@ -332,6 +332,10 @@ fn test_realloc_in_place() -> Outcome {
     // Find three blocks carved one after the other: `a`, then `b` right after
     // it (so that freeing `b` leaves free space right after `a`), then `c`.
     // Blocks from earlier attempts fill holes and are freed at the end.
+    // Cached 256-byte blocks (quick lists) sit wherever earlier tests freed
+    // them: give them back first, so that `a` is carved from the free lists.
+    let flushed = HEAP.lock().flush_quick_lists();
+    ensure!(flushed.is_ok(), "flush_quick_lists: {:?}", flushed);
     let mut held: Vec<(*mut u8, Layout)> = Vec::with_capacity(3 * 64);
     let mut found = None;
     for _ in 0..64 {
