@@ -411,14 +411,29 @@ impl Region {
     }
 
     /// Pops the head of quick list `q`, vetted like a free block before
-    /// reuse; `Ok(None)` when the list is empty, an error (nothing changed)
-    /// when the head or its link is damaged.
+    /// reuse, as a used block; `Ok(None)` when the list is empty, an error
+    /// (nothing changed) when the head or its link is damaged.
     #[inline]
     fn pop_quick(&mut self, q: usize) -> Result<Option<Block>, HeapError> {
+        let Some((_, next)) = self.vet_quick_head(q)? else {
+            return Ok(None);
+        };
+        // SAFETY: the list is not empty and `next` is its head's link.
+        let block = unsafe { self.quick.pop(q, next) };
+        self.c.used_bytes += quick::class_size(q);
+        self.c.used_blocks += 1;
+        Ok(Some(block))
+    }
+
+    /// The head of quick list `q` and its link, once both are vetted: the
+    /// header is a cached block of this region of the list's size, the link
+    /// leads into a chunk, and the `crc`/`scramble` checks of a free block
+    /// pass. Changes nothing.
+    #[inline]
+    fn vet_quick_head(&self, q: usize) -> Result<Option<(Block, Option<Block>)>, HeapError> {
         let Some(block) = self.quick.head(q) else {
             return Ok(None);
         };
-        let size = quick::class_size(q);
         let damaged = |what| HeapError::Corrupted {
             addr: block.addr(),
             what,
@@ -427,7 +442,7 @@ impl Region {
             return Err(damaged(Corruption::Checksum));
         }
         if block.owner_word() != self.addr() | State::Cached as usize
-            || block.raw_links().0 as usize != size / GRANULE
+            || block.raw_links().0 as usize != quick::class_size(q) / GRANULE
             || self.quick.len(q) == 0
         {
             return Err(damaged(Corruption::QuickList));
@@ -442,11 +457,7 @@ impl Region {
             }
         }
         integrity::check_free(block, self.scramble_depth())?;
-        // SAFETY: the list is not empty and `next` is its head's link.
-        let block = unsafe { self.quick.pop(q, next) };
-        self.c.used_bytes += size;
-        self.c.used_blocks += 1;
-        Ok(Some(block))
+        Ok(Some((block, next)))
     }
 
     /// Gives every cached block back to the index, merged with its free
@@ -455,35 +466,22 @@ impl Region {
     pub(crate) fn flush_quick(&mut self) -> Result<bool, HeapError> {
         let mut flushed = false;
         while let Some(q) = self.quick.any_nonempty() {
-            let Some(block) = self.pop_quick(q)? else {
+            let Some((block, next)) = self.vet_quick_head(q)? else {
                 break;
             };
-            // SAFETY: `block` was just popped and marked used: a used block
-            // of this region.
-            if let Err(error) = unsafe { self.vet_merge(block) } {
-                // SAFETY: as above; it goes back where it was.
-                unsafe { self.push_back_quick(block) };
-                return Err(error);
+            // SAFETY: a vetted cached block of this region: linked, its
+            // neighbours readable headers.
+            unsafe { self.vet_merge(block)? };
+            // SAFETY: the list is not empty and `next` is its head's link.
+            // The popped block is off every list; its data already holds
+            // the free pattern (`scramble`), and its partners were vetted.
+            unsafe {
+                let block = self.quick.pop(q, next);
+                self.coalesce_insert(block, block.size());
             }
-            // SAFETY: as above; its merge partners are intact.
-            unsafe { self.coalesce_used(block) };
             flushed = true;
         }
         Ok(flushed)
-    }
-
-    /// Puts a just-popped block back on its quick list (a flush that found
-    /// damage next to it).
-    ///
-    /// # Safety
-    /// `block` is a used block of this region just popped from its list.
-    unsafe fn push_back_quick(&mut self, block: Block) {
-        let size = block.size();
-        self.c.used_bytes -= size;
-        self.c.used_blocks -= 1;
-        // SAFETY: the list it came from has room for it again.
-        let pushed = unsafe { self.quick.push(block, size) };
-        debug_assert!(pushed);
     }
 
     /// Allocates from the free index alone (see [`Region::allocate`]).
@@ -750,7 +748,8 @@ impl Region {
     /// without it).
     ///
     /// # Safety
-    /// `block` is a used block of this region (`validate`).
+    /// `block` is a used block of this region (`validate`) or a vetted
+    /// cached one.
     #[inline]
     pub(crate) unsafe fn vet_merge(&self, block: Block) -> Result<(), HeapError> {
         vet_if_free(block.next())?;
@@ -773,22 +772,6 @@ impl Region {
             if !self.quick.push(block, size) {
                 self.coalesce_insert(block, size);
             }
-        }
-    }
-
-    /// Frees a used block through the index, merging it with its free
-    /// neighbours (never onto a quick list).
-    ///
-    /// # Safety
-    /// As for [`Region::release`], and its merge partners passed `vet_merge`.
-    unsafe fn coalesce_used(&mut self, block: Block) {
-        let size = block.size();
-        self.c.used_bytes -= size;
-        self.c.used_blocks -= 1;
-        // SAFETY: as in `release`.
-        unsafe {
-            integrity::on_free(block);
-            self.coalesce_insert(block, size);
         }
     }
 
