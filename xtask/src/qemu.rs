@@ -74,6 +74,40 @@ pub fn demo() -> Result<(), String> {
     verdict(&run, SUCCESS)
 }
 
+/// Runs `cargo xtask demo` as a user would, on the pinned toolchain with the
+/// kernel target removed (the state of a fresh machine where the toolchain
+/// came without it), and checks that the demo installs the target and boots.
+/// The target is installed again whatever happens.
+pub fn demo_without_target() -> Result<(), String> {
+    println!(
+        "==> demo on a toolchain without {TARGET}: rustup target remove {TARGET}; cargo xtask demo"
+    );
+    let root = setup::repo_root();
+    setup::run(
+        Command::new("rustup")
+            .args(["target", "remove", TARGET])
+            .current_dir(&root)
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )?;
+    if setup::installed_targets()?.iter().any(|t| t == TARGET) {
+        return Err(format!(
+            "{TARGET} is still installed after rustup target remove"
+        ));
+    }
+    let demo = setup::run(
+        Command::new("cargo")
+            .args(["xtask", "demo"])
+            .current_dir(&root)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .stdout(Stdio::null()),
+    );
+    let restored = setup::toolchain();
+    demo.map_err(|e| format!("cargo xtask demo without {TARGET} installed: {e}"))?;
+    restored?;
+    println!("    the demo installed {TARGET} itself and booted");
+    Ok(())
+}
+
 /// The boot test: boots the kernel headless with a timeout, asserts the
 /// success status and the expected serial output, then checks that a
 /// deliberate panic, CPU exception and test failure give their own statuses.

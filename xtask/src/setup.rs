@@ -26,9 +26,68 @@ pub fn have(program: &str) -> bool {
 }
 
 /// Installs the pinned toolchain with the targets and components that
-/// `rust-toolchain.toml` lists (needed where rustup's auto-install is off).
+/// `rust-toolchain.toml` lists (needed where rustup's auto-install is off, and
+/// where the toolchain exists without the kernel target), then checks that
+/// every listed target is really there. Every xtask command runs this first.
 pub fn toolchain() -> Result<(), String> {
-    run(Command::new("rustup").args(["toolchain", "install"]))
+    // rustup's cargo proxy sets RUSTUP_TOOLCHAIN for xtask; with it set,
+    // `rustup toolchain install` installs that name alone and ignores the
+    // targets and components of rust-toolchain.toml.
+    run(Command::new("rustup")
+        .args(["toolchain", "install"])
+        .current_dir(repo_root())
+        .env_remove("RUSTUP_TOOLCHAIN"))?;
+    let installed = installed_targets()?;
+    let missing: Vec<&str> = pinned_targets()
+        .into_iter()
+        .filter(|t| !installed.iter().any(|i| i == t))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`rustup toolchain install` left the pinned toolchain without {missing:?}"
+        ))
+    }
+}
+
+/// The targets that `rust-toolchain.toml` lists.
+pub fn pinned_targets() -> Vec<&'static str> {
+    const TOOLCHAIN_FILE: &str = include_str!("../../rust-toolchain.toml");
+    TOOLCHAIN_FILE
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("targets"))
+        .and_then(|rest| rest.split_once('['))
+        .and_then(|(_, list)| list.split_once(']'))
+        .map(|(list, _)| {
+            list.split(',')
+                .map(|t| t.trim().trim_matches('"'))
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The targets installed for the pinned toolchain (the one that
+/// `rust-toolchain.toml` selects in the repository).
+pub fn installed_targets() -> Result<Vec<String>, String> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(repo_root())
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "rustup target list --installed failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
 /// Runs one `cargo` step with a banner.
@@ -145,4 +204,14 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the repository")
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_target_is_pinned() {
+        assert_eq!(pinned_targets(), ["x86_64-unknown-none"]);
+    }
 }
