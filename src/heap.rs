@@ -462,6 +462,9 @@ impl<P: FitPolicy> Heap<P> {
     }
 
     /// Frees the block that starts at `ptr`; no region or layout needed.
+    /// Returns the bytes the block occupied, header included (what
+    /// `stats().in_use_bytes` dropped by), so that no caller needs to read
+    /// the header of a block it no longer owns.
     ///
     /// Fails, changing nothing, with `NotFromHeap`, `NotBlockStart`,
     /// `DoubleFree` or `Corrupted`.
@@ -469,13 +472,12 @@ impl<P: FitPolicy> Heap<P> {
     /// # Safety
     /// If `ptr` is a live block of this heap, nothing uses it any more.
     #[inline]
-    pub unsafe fn free(&mut self, ptr: NonNull<u8>) -> Result<(), HeapError> {
+    pub unsafe fn free(&mut self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
         let (i, block) = self.locate_mut(ptr)?;
         // SAFETY: `block` was validated as a used block of region `i`.
         unsafe { self.vet_merge(i, block)? };
         // SAFETY: as above, and its merge partners are intact.
-        unsafe { self.release(i, block) };
-        Ok(())
+        Ok(unsafe { self.release(i, block) })
     }
 
     /// Checks what a free of `block` would merge with (see
@@ -489,11 +491,13 @@ impl<P: FitPolicy> Heap<P> {
         unsafe { self.region(i).vet_merge(block) }.map_err(|error| self.misuse(error))
     }
 
+    /// Frees `block`; returns its size in bytes.
+    ///
     /// # Safety
     /// `block` is a validated used block of region `i` whose merge partners
     /// passed `vet_merge`.
     #[inline]
-    unsafe fn release(&mut self, i: usize, block: Block) {
+    unsafe fn release(&mut self, i: usize, block: Block) -> usize {
         let size = block.size();
         #[cfg(feature = "trace")]
         let addr = block.data().as_ptr().addr();
@@ -502,6 +506,7 @@ impl<P: FitPolicy> Heap<P> {
         self.in_use -= size;
         self.ops.frees += 1;
         trace!(self.sink, TraceEvent::Freed { addr, block: size });
+        size
     }
 
     /// Frees a block allocated with `layout`, also checking that the layout
@@ -848,7 +853,11 @@ mod tests {
         assert_eq!(heap.allocate(layout(100, 8)).unwrap(), p[1]);
         assert_eq!(heap.stats().cached_blocks, 0);
         // SAFETY: live blocks of this heap.
-        unsafe { p.iter().for_each(|&b| heap.free(b).unwrap()) };
+        unsafe {
+            p.iter().for_each(|&b| {
+                heap.free(b).unwrap();
+            })
+        };
         assert_eq!(heap.stats().cached_blocks, 3);
         balanced(&heap);
         heap.flush_quick_lists().unwrap();
@@ -866,7 +875,11 @@ mod tests {
             small.push(p);
         }
         // SAFETY: live blocks of this heap.
-        unsafe { small.iter().for_each(|&p| heap.free(p).unwrap()) };
+        unsafe {
+            small.iter().for_each(|&p| {
+                heap.free(p).unwrap();
+            })
+        };
         let s = heap.stats();
         assert!(
             s.cached_blocks > usize::from(DEFAULT_QUICK_DEPTH) / 2,
@@ -1104,7 +1117,7 @@ mod tests {
         });
         assert_eq!(heap.check(), broken);
         // SAFETY: the block is live; the damaged header makes free refuse it.
-        assert_eq!(unsafe { heap.free(b) }, broken);
+        assert_eq!(unsafe { heap.free(b) }.map(|_| ()), broken);
         unsafe { header.cast::<[u8; 16]>().write(saved) };
         heap.check().unwrap();
         // SAFETY: live blocks, intact again.

@@ -51,7 +51,7 @@ mod crc {
         let saved = unsafe { byte.read() };
         unsafe { byte.write(saved ^ 0x10) };
         let misuses = heap.stats().misuses;
-        assert_eq!(unsafe { heap.free(victim) }, expected);
+        assert_eq!(unsafe { heap.free(victim) }.map(|_| ()), expected);
         assert_eq!(
             unsafe { heap.realloc(victim, l(64), 128) },
             expected.map(|_| victim)
@@ -121,7 +121,7 @@ mod guard {
         heap.check().unwrap();
         unsafe { at.write(0) }; // one byte too many
         assert_eq!(heap.check(), expected);
-        assert_eq!(unsafe { heap.free(p) }, expected);
+        assert_eq!(unsafe { heap.free(p) }.map(|_| ()), expected);
         assert_eq!(unsafe { heap.realloc(p, l(100), 50) }, expected.map(|_| p));
         assert_eq!(unsafe { heap.usable_size(p) }, expected.map(|_| 0));
         free_witnesses(&mut heap, w);
@@ -141,7 +141,7 @@ mod guard {
             addr: header_of(p).addr(),
             what: Corruption::Guard { at: at.addr() },
         });
-        assert_eq!(unsafe { heap.free(p) }, expected);
+        assert_eq!(unsafe { heap.free(p) }.map(|_| ()), expected);
         assert_eq!(heap.check(), expected);
         free_witnesses(&mut heap, w);
         unsafe { at.write(GUARD_FRONT) };
