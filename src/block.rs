@@ -57,6 +57,10 @@ pub const GUARD_SIZE: usize = if cfg!(feature = "guard") { GRANULE } else { 0 };
 /// Offset of a block's data from its header.
 pub(crate) const DATA_OFFSET: usize = HEADER_SIZE + GUARD_SIZE;
 
+/// Offset of the owner word inside a header (see `raw`, which exports
+/// where it lies relative to the data).
+pub(crate) const OWNER_FIELD: usize = core::mem::offset_of!(BlockHeader, owner);
+
 /// Bytes a block adds to the request at least: its header and guards
 /// (the request is then rounded up to granules).
 pub const BLOCK_OVERHEAD: usize = HEADER_SIZE + 2 * GUARD_SIZE;
@@ -85,7 +89,8 @@ pub const MAX_CHUNK_SIZE: usize = if usize::BITS > 32 {
     (isize::MAX as usize) & !(GRANULE - 1)
 };
 
-const STATE_MASK: usize = 0b111;
+/// The state bits of an owner word (the region address is 16-aligned).
+pub(crate) const STATE_MASK: usize = 0b111;
 
 /// What a header currently describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,8 +124,9 @@ const STATES: [State; 8] = [
 ];
 
 impl State {
+    /// The state the low bits of an owner word stand for.
     #[inline]
-    fn from_bits(bits: usize) -> State {
+    pub(crate) fn from_bits(bits: usize) -> State {
         STATES[bits & STATE_MASK]
     }
 }
@@ -288,6 +294,13 @@ const _: () = assert!(DATA_OFFSET.is_multiple_of(GRANULE));
 /// and owner written) inside a chunk of a live region, and the holder has
 /// exclusive access to that region (the heap is borrowed mutably, or shared
 /// for read-only walks). Every constructor that can break it is `unsafe`.
+///
+/// One exception to exclusive access: the `raw` module builds handles on
+/// used blocks its callers own, without the heap's lock, and reads them
+/// only through [`Block::owner_word`] and [`Block::raw_next`]. Each of
+/// those reads one field through the raw pointer and never forms a
+/// reference to the header, whose other fields (`prev`, the checksum) a
+/// neighbour's free may be rewriting meanwhile.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Block(NonNull<BlockHeader>);
 
@@ -425,10 +438,12 @@ impl Block {
         self.at_offset(HEADER_SIZE).cast()
     }
 
-    /// The raw owner word: region address and state bits.
+    /// The raw owner word: region address and state bits. Reads the
+    /// `owner` field alone (see the type doc).
     #[inline]
     pub(crate) fn owner_word(self) -> usize {
-        // SAFETY: initialised header (type invariant).
+        // SAFETY: initialised header (type invariant); the place expression
+        // loads `owner` only.
         unsafe { (*self.0.as_ptr()).owner }
     }
 
@@ -496,6 +511,17 @@ impl Block {
             }
             header.requested = requested;
         }
+    }
+
+    /// Raw signed offset to the next header in granules, unchecked; reads
+    /// the `next` field alone (see the type doc: `raw` calls this without
+    /// exclusive access).
+    #[inline]
+    pub(crate) fn raw_next(self) -> i32 {
+        // SAFETY: initialised header (type invariant); a place expression
+        // through the raw pointer loads `next` only, with no reference to
+        // the header.
+        unsafe { (*self.link().as_ptr()).next }
     }
 
     /// Raw signed offsets (next, prev) in granules, unchecked.

@@ -29,6 +29,11 @@
 //! heap.check().unwrap();
 //! ```
 //!
+//! An allocator built on the heap that must find a block's owner or size
+//! without taking a lock (a malloc's `free` fast path) reads the header
+//! through [`raw`], which derives every offset from the core's own layout
+//! and states when such a read is sound.
+//!
 //! As a global allocator:
 //!
 //! ```no_run
@@ -77,6 +82,7 @@ pub mod integrity;
 mod locked;
 mod policy;
 mod quick;
+pub mod raw;
 mod region;
 mod stats;
 #[cfg(feature = "trace")]
