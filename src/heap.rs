@@ -714,6 +714,18 @@ impl<P: FitPolicy> Heap<P> {
             .map(|r| RegionId(r.as_ptr().addr()))
     }
 
+    /// Bytes of used blocks, headers included: `stats().in_use_bytes` in
+    /// O(1), without the walk [`Heap::stats`] makes. A free lowers it by
+    /// what [`Heap::free`] returns; an allocation or an in-place resize
+    /// changes it by every byte it gives or takes back, including the small
+    /// gap an over-aligned allocation may give the used block before it
+    /// (see [`raw`](crate::raw)). A caller that adds up its changes across
+    /// calls therefore accounts for every byte its callers hold.
+    #[inline]
+    pub fn in_use_bytes(&self) -> usize {
+        self.in_use
+    }
+
     /// Statistics of the whole heap.
     pub fn stats(&self) -> Stats {
         let mut stats = self.regions().fold(Stats::default(), |mut s, r| {

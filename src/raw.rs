@@ -172,6 +172,7 @@ mod tests {
                 .allocate(Layout::from_size_align(size, 16).unwrap())
                 .unwrap();
             let grown = heap.stats().in_use_bytes - before;
+            assert_eq!(heap.in_use_bytes(), heap.stats().in_use_bytes);
             // SAFETY: a live block of this heap, which this test owns.
             unsafe {
                 assert_eq!(used_owner(owner_word(p.as_ptr())), Some(region));
@@ -256,6 +257,7 @@ mod tests {
                 "a took the gap"
             );
             assert_eq!(heap.stats().in_use_bytes - before, b_size + 16);
+            assert_eq!(heap.in_use_bytes(), heap.stats().in_use_bytes);
             // `free` returns the grown size, as the unlocked read says.
             assert_eq!(heap.free(a), Ok(size + 16));
             assert_eq!(heap.free(b), Ok(b_size));
