@@ -37,19 +37,28 @@
 //! (and its resident pages) over all of them. A free always goes to the
 //! owning heap, whichever thread calls it.
 //!
+//! Accounting: `handed_out` is the bytes of used blocks in all heaps,
+//! headers included (blocks in the thread caches count: the heaps handed
+//! them out). Each operation adds, while it holds its heap's lock, what
+//! that heap's `in_use_bytes` changed by; a free subtracts what
+//! [`Heap::free`] returns (the same change, read from the call, never
+//! from the freed header, which the merge rewrote).
+//!
 //! Invariants: `count` heaps are live once `count` is non-zero, and `base`
 //! was stored before `count` (release/acquire); heap `i`'s only region
 //! has the address `base + i * SLICE`; memory given to a heap is never
-//! given back.
+//! given back; with no operation under way, `handed_out` equals the sum
+//! of the heaps' `in_use_bytes`, and it never drops below zero (a block's
+//! bytes are added before its owner can free it).
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
+use region_heap::raw::{owner_region, owner_word};
 use region_heap::{BestFit, Heap, HeapError, RegionId};
 use spin::{Mutex, MutexGuard};
 
-use crate::header::{block_size, owner_word, DATA_OFFSET, STATE_MASK};
 use crate::lock::{acquire, Padded};
 use crate::source::{map, page_size, round_up, SharedBreak};
 
@@ -89,8 +98,9 @@ pub struct Arenas {
     brk: SharedBreak,
     /// Whether growth may use the break (as the preallocation was allowed to).
     use_brk: AtomicBool,
-    /// Bytes of blocks handed out by all heaps, approximately (requests
-    /// plus headers counted out, block sizes counted back in).
+    /// Bytes of used blocks in all heaps, headers included (see the module
+    /// docs); signed so that a fault in the accounting shows as a negative
+    /// value in tests instead of wrapping.
     handed_out: AtomicIsize,
 }
 
@@ -107,23 +117,32 @@ impl Arenas {
         }
     }
 
-    /// Bytes of blocks the heaps have handed out, approximately: what the
-    /// thread caches size their budgets by.
+    /// Bytes of used blocks the heaps have handed out, headers included:
+    /// what the thread caches size their budgets by.
     pub fn handed_out(&self) -> usize {
         self.handed_out.load(Ordering::Relaxed).max(0) as usize
     }
 
-    fn note_handed(&self, blocks: usize, size: usize) {
-        let bytes = blocks * (size + DATA_OFFSET);
-        self.handed_out.fetch_add(bytes as isize, Ordering::Relaxed);
+    /// Runs `op` on `heap` (whose lock the caller holds) and adds what it
+    /// changed the heap's used bytes by to `handed_out`, before the lock is
+    /// released: a block's bytes are counted before anyone can free it.
+    #[inline]
+    fn counted<R>(&self, heap: &mut HostHeap, op: impl FnOnce(&mut HostHeap) -> R) -> R {
+        let before = heap.in_use_bytes();
+        let r = op(heap);
+        let change = heap.in_use_bytes().wrapping_sub(before) as isize;
+        if change != 0 {
+            self.handed_out.fetch_add(change, Ordering::Relaxed);
+        }
+        r
     }
 
-    /// # Safety
-    /// `ptr` is a used region block.
-    unsafe fn note_returned(&self, ptr: NonNull<u8>) {
-        // SAFETY: forwarded.
-        let size = unsafe { block_size(ptr.as_ptr()) }.unwrap_or(0);
-        self.handed_out.fetch_sub(size as isize, Ordering::Relaxed);
+    /// Subtracts the sizes [`Heap::free`] returned from `handed_out`.
+    #[inline]
+    fn note_returned(&self, bytes: usize) {
+        if bytes != 0 {
+            self.handed_out.fetch_sub(bytes as isize, Ordering::Relaxed);
+        }
     }
 
     /// Creates `heaps` heaps (at most [`MAX_HEAPS`]) over one preallocation
@@ -176,14 +195,18 @@ impl Arenas {
         (offset & (SLICE - 1) == 0 && i < count).then_some(i)
     }
 
-    /// The heap owning the region block at `data`, judged by its header.
+    /// The heap owning the region block at `data`, judged by its header's
+    /// owner word (whatever the block's state: the heap validates it).
     ///
     /// # Safety
-    /// The eight bytes before `data` are readable.
+    /// As for [`owner_word`]: the word [`OWNER_OFFSET`] bytes before `data`
+    /// is readable and not written meanwhile.
+    ///
+    /// [`OWNER_OFFSET`]: region_heap::raw::OWNER_OFFSET
     #[inline]
     pub unsafe fn owner_of(&self, data: *const u8) -> Option<usize> {
         // SAFETY: forwarded.
-        self.heap_of(unsafe { owner_word(data) } & !STATE_MASK)
+        self.heap_of(owner_region(unsafe { owner_word(data) }))
     }
 
     /// Runs `attempt` on a heap chosen from `hint` (see the module docs);
@@ -250,11 +273,9 @@ impl Arenas {
     /// [`Arenas::with_heap`]).
     pub fn allocate(&self, hint: &mut usize, layout: Layout) -> Option<NonNull<u8>> {
         let need = growth_need(layout);
-        let block = self.with_heap(hint, need, |heap| heap.allocate(layout).ok());
-        if block.is_some() {
-            self.note_handed(1, layout.size());
-        }
-        block
+        self.with_heap(hint, need, |heap| {
+            self.counted(heap, |heap| heap.allocate(layout).ok())
+        })
     }
 
     /// Allocates up to `out.len()` blocks of `layout` from one heap under
@@ -262,17 +283,18 @@ impl Arenas {
     pub fn allocate_batch(&self, hint: &mut usize, layout: Layout, out: &mut [*mut u8]) -> usize {
         let need = growth_need(layout);
         self.with_heap(hint, need, |heap| {
-            let mut n = 0;
-            while n < out.len() {
-                match heap.allocate(layout) {
-                    Ok(p) => out[n] = p.as_ptr(),
-                    Err(_) => break,
+            self.counted(heap, |heap| {
+                let mut n = 0;
+                while n < out.len() {
+                    match heap.allocate(layout) {
+                        Ok(p) => out[n] = p.as_ptr(),
+                        Err(_) => break,
+                    }
+                    n += 1;
                 }
-                n += 1;
-            }
-            (n > 0).then_some(n)
+                (n > 0).then_some(n)
+            })
         })
-        .inspect(|&n| self.note_handed(n, layout.size()))
         .unwrap_or(0)
     }
 
@@ -300,7 +322,7 @@ impl Arenas {
     /// Frees a region block to the heap that owns it.
     ///
     /// # Safety
-    /// As for [`Heap::free`]; the eight bytes before `ptr` are readable.
+    /// As for [`Heap::free`] and [`Arenas::owner_of`].
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), HeapError> {
         let addr = ptr.as_ptr() as usize;
         // SAFETY: readable (caller).
@@ -308,9 +330,8 @@ impl Arenas {
             unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
         let mut heap = acquire(&self.heaps[owner].0);
         // SAFETY: forwarded.
-        unsafe { heap.free(ptr) }?;
-        // SAFETY: the heap validated the block; its header is still there.
-        unsafe { self.note_returned(ptr) };
+        let size = unsafe { heap.free(ptr) }?;
+        self.note_returned(size);
         Ok(())
     }
 
@@ -329,13 +350,12 @@ impl Arenas {
         let result = unsafe { self.free_each(&mut held, &mut returned, &mut next) };
         drop(held);
         // One update of the shared counter for the whole list.
-        self.handed_out
-            .fetch_sub(returned as isize, Ordering::Relaxed);
+        self.note_returned(returned);
         result
     }
 
-    /// The loop of [`Arenas::free_all`], adding the freed block sizes to
-    /// `returned`.
+    /// The loop of [`Arenas::free_all`], adding the sizes the heaps report
+    /// for the freed blocks to `returned`.
     ///
     /// # Safety
     /// As for [`Arenas::free_all`].
@@ -356,9 +376,7 @@ impl Arenas {
             }
             let (_, heap) = held.as_mut().expect("a heap is held");
             // SAFETY: forwarded.
-            unsafe { heap.free(ptr) }?;
-            // SAFETY: the heap validated the block; its header is there.
-            *returned += unsafe { block_size(ptr.as_ptr()) }.unwrap_or(0);
+            *returned += unsafe { heap.free(ptr) }?;
         }
         Ok(())
     }
@@ -367,22 +385,23 @@ impl Arenas {
     /// `resize_in_place`), under its owner's lock.
     ///
     /// # Safety
-    /// As for [`Heap::resize_in_place`]; the eight bytes before `ptr` are
-    /// readable.
+    /// As for [`Heap::resize_in_place`] and [`Arenas::owner_of`].
     pub unsafe fn resize_in_place(&self, ptr: NonNull<u8>, size: usize) -> Result<bool, HeapError> {
         let addr = ptr.as_ptr() as usize;
         // SAFETY: readable (caller).
         let owner =
             unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
         let mut heap = acquire(&self.heaps[owner].0);
-        // SAFETY: forwarded.
-        unsafe { heap.resize_in_place(ptr, size) }
+        self.counted(&mut heap, |heap| {
+            // SAFETY: forwarded.
+            unsafe { heap.resize_in_place(ptr, size) }
+        })
     }
 
     /// Usable bytes of a region block, as its owner heap reports them.
     ///
     /// # Safety
-    /// The eight bytes before `ptr` are readable.
+    /// As for [`Arenas::owner_of`].
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
         let addr = ptr.as_ptr() as usize;
         // SAFETY: readable (caller).
@@ -517,7 +536,7 @@ mod tests {
         // SAFETY: the last block of the batch has the free tail after it.
         unsafe {
             assert_eq!(arenas.resize_in_place(last, 4000), Ok(true));
-            assert!(crate::header::usable_size(last.as_ptr()) >= 4000);
+            assert!(region_heap::raw::usable_size_unlocked(last.as_ptr()) >= 4000);
         }
         let mut i = 0;
         // SAFETY: live blocks.
@@ -529,5 +548,114 @@ mod tests {
                 })
                 .unwrap();
         }
+    }
+
+    /// The signed counter itself: `handed_out()` clamps a drift below zero.
+    fn handed_raw(arenas: &Arenas) -> isize {
+        arenas.handed_out.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of used blocks in all heaps, as the core counts them.
+    fn in_use(arenas: &Arenas) -> usize {
+        let mut sum = 0;
+        arenas.for_each(|_, heap| sum += heap.stats().in_use_bytes);
+        sum
+    }
+
+    /// Bytes (header included) of a live block.
+    ///
+    /// # Safety
+    /// `p` is a live region block.
+    unsafe fn block_bytes(p: NonNull<u8>) -> usize {
+        // SAFETY: forwarded.
+        unsafe { region_heap::raw::used_block_size(p.as_ptr()) }.unwrap()
+    }
+
+    /// A small xorshift generator: the workload is the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// `handed_out` is exactly the heaps' used bytes: each block counts
+    /// for what its heap's used bytes grew by (a gap given to the block
+    /// before an over-aligned one, an in-place resize included), and a
+    /// free takes back what `Heap::free` returns, never a size read from a
+    /// header the free has rewritten. Single and batch frees both balance.
+    #[test]
+    fn handed_out_balances_exactly() {
+        let arenas = Box::leak(Box::new(Arenas::new()));
+        arenas.init(2, false).unwrap();
+        let start = handed_raw(arenas);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut live: Vec<NonNull<u8>> = Vec::new();
+        let note = |arenas: &Arenas, live: &[NonNull<u8>]| {
+            let now = handed_raw(arenas);
+            assert!(now >= start, "handed_out fell to {now} (start {start})");
+            // SAFETY: live blocks.
+            let sum: usize = live.iter().map(|&p| unsafe { block_bytes(p) }).sum();
+            assert!(
+                now - start >= sum as isize,
+                "handed_out {now} below the {sum} bytes of live blocks"
+            );
+            assert_eq!(
+                (now - start) as usize,
+                in_use(arenas),
+                "handed_out matches the heaps' used bytes"
+            );
+        };
+        for round in 0..40 {
+            let mut hint = round % 2;
+            // Singles of mixed sizes, some over-aligned (a small leading gap
+            // may then grow the used block before them).
+            for _ in 0..60 {
+                let size = match rng.below(4) {
+                    0 => rng.below(64),
+                    1 => rng.below(2048),
+                    _ => rng.below(20_000),
+                };
+                let align = [16, 16, 16, 64, 256][rng.below(5)];
+                let layout = Layout::from_size_align(size, align).unwrap();
+                live.push(arenas.allocate(&mut hint, layout).unwrap());
+            }
+            note(arenas, &live);
+            // A batch, as the thread caches refill.
+            let mut out = [core::ptr::null_mut(); 32];
+            let n = arenas.allocate_batch(&mut hint, layout(16 * (1 + rng.below(128))), &mut out);
+            live.extend(out[..n].iter().map(|&p| NonNull::new(p).unwrap()));
+            note(arenas, &live);
+            // In-place resizes, up and down.
+            for _ in 0..10 {
+                let p = live[rng.below(live.len())];
+                // SAFETY: a live block.
+                let _ = unsafe { arenas.resize_in_place(p, rng.below(30_000)) }.unwrap();
+            }
+            note(arenas, &live);
+            // Single frees of a random third, then a batch free of another third.
+            for _ in 0..live.len() / 3 {
+                let p = live.swap_remove(rng.below(live.len()));
+                // SAFETY: a live block, freed once.
+                unsafe { arenas.free(p) }.unwrap();
+                note(arenas, &live);
+            }
+            let keep = live.len() - live.len() / 3;
+            let batch: Vec<_> = live.drain(keep..).collect();
+            let mut it = batch.iter().copied();
+            // SAFETY: live blocks, freed once.
+            unsafe { arenas.free_all(|| it.next()) }.unwrap();
+            note(arenas, &live);
+        }
+        let mut it = live.into_iter();
+        // SAFETY: the remaining live blocks, freed once.
+        unsafe { arenas.free_all(|| it.next()) }.unwrap();
+        assert_eq!(handed_raw(arenas), start, "every byte handed out came back");
+        assert_eq!(in_use(arenas), 0);
+        arenas.for_each(|_, heap| heap.check().unwrap());
     }
 }

@@ -12,14 +12,18 @@
 //! - `size <= tcache::MAX_SIZE`: the thread cache, refilled in batches;
 //! - otherwise: a per-CPU heap, under its lock.
 //!
-//! `free` reads the word before the data: a used region block's owner
-//! word names a region, whose heap `Arenas::heap_of` finds by arithmetic;
-//! a large block has a tag there instead. Anything else is a misuse,
-//! reported with its address before the process aborts.
+//! `free` reads the owner word before the data (where the core's
+//! `region_heap::raw` says it lies, without the heap's lock): a used
+//! region block's owner word names a region, whose heap `Arenas::heap_of`
+//! finds by arithmetic; a large block has a tag there instead. Anything
+//! else is a misuse, reported with its address before the process aborts.
+//! The fast paths also read a used block's size there (to pick a thread
+//! cache bin); `raw` states why that is sound for a block the caller owns.
 //!
 //! When the core is built with its `guard` feature (guard zones around
-//! the data), usable sizes come from the heap and the thread cache is off:
-//! see `header`.
+//! the data), usable sizes come from the heap and the thread cache is off
+//! (a cached block's links could land on guard bytes): see
+//! `raw::EXACT_USABLE`.
 //!
 //! Invariants: nothing on these paths allocates through the allocator;
 //! every pointer handed out is 16-aligned and is either a used region
@@ -29,11 +33,11 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use region_heap::HeapError;
+use region_heap::raw::{owner_region, owner_word, usable_size_unlocked, used_owner, EXACT_USABLE};
+use region_heap::{HeapError, MIN_BLOCK};
 
 use crate::arenas::Arenas;
 use crate::cpu::online_cpus;
-use crate::header::{owner_word, DATA_OFFSET, EXACT_USABLE, STATE_MASK, STATE_USED};
 use crate::large::{self, tag_freed, tag_used, LargeBlocks};
 use crate::misuse::{report, Misuse};
 use crate::source;
@@ -143,7 +147,7 @@ const CACHE_ENABLED: bool = EXACT_USABLE;
 unsafe fn region_usable(ptr: NonNull<u8>) -> usize {
     if EXACT_USABLE {
         // SAFETY: forwarded.
-        unsafe { crate::header::usable_size(ptr.as_ptr()) }
+        unsafe { usable_size_unlocked(ptr.as_ptr()) }
     } else {
         // SAFETY: forwarded.
         unsafe { ARENAS.usable_size(ptr) }.unwrap_or(0)
@@ -269,8 +273,8 @@ unsafe fn classify(ptr: NonNull<u8>, call: &'static str) -> Kind {
     }
     // SAFETY: readable (caller).
     let owner = unsafe { owner_word(ptr.as_ptr()) };
-    let region = ARENAS.heap_of(owner & !STATE_MASK).is_some();
-    if region && owner & STATE_MASK == STATE_USED {
+    let region = ARENAS.heap_of(owner_region(owner)).is_some();
+    if region && used_owner(owner).is_some() {
         return Kind::Region;
     }
     if owner == tag_used() {
@@ -299,8 +303,9 @@ unsafe fn misuse_of(ptr: NonNull<u8>, owner: usize, region: bool, call: &'static
 /// Frees the block at `ptr` (any non-null pointer: misuses abort).
 ///
 /// The fast path (a used region block of a cached size, on a thread whose
-/// cache is active) reads two header words and touches only the thread's
-/// bin; everything else goes through [`release_slow`].
+/// cache is active) reads two header words (owner and size, through
+/// `region_heap::raw`) and touches only the thread's bin; everything else
+/// goes through [`release_slow`].
 ///
 /// # Safety
 /// If `ptr` is a live block of this allocator, nothing uses it any more.
@@ -311,14 +316,15 @@ pub unsafe fn release(ptr: NonNull<u8>, call: &'static str, counted: bool) {
         // SAFETY: a 16-aligned pointer the caller says is ours: its owner
         // word is readable (as glibc reads its chunk header).
         let owner = unsafe { owner_word(ptr.as_ptr()) };
-        if owner & STATE_MASK == STATE_USED && ARENAS.heap_of(owner & !STATE_MASK).is_some() {
-            // SAFETY: a used region block the caller gives up.
-            let granules = unsafe { ptr.as_ptr().sub(DATA_OFFSET).cast::<i32>().read() };
-            let bin = (granules as usize).wrapping_sub(DATA_OFFSET / 16 + 1);
-            // SAFETY: a used region block of usable size `(bin + 1) * 16`.
-            if bin < tcache::BINS && thread::with(|t| unsafe { cache(t, bin, ptr, call, counted) })
-            {
-                return;
+        if used_owner(owner).is_some_and(|region| ARENAS.heap_of(region).is_some()) {
+            // SAFETY: a used region block the caller gives up (so owns).
+            let usable = unsafe { usable_size_unlocked(ptr.as_ptr()) };
+            if let Some(bin) = bin_of_usable(usable) {
+                // SAFETY: a used region block of usable size `(bin + 1) * 16`
+                // (exact: the cache is on only when `EXACT_USABLE`).
+                if thread::with(|t| unsafe { cache(t, bin, ptr, call, counted) }) {
+                    return;
+                }
             }
         }
     }
@@ -500,8 +506,9 @@ unsafe fn resize_region(ptr: NonNull<u8>, size: usize, call: &'static str) -> Op
         // A shrink gives the tail back as glibc does (programs such as
         // CPython over-allocate, then shrink to the final size): a block
         // of a cached size moves to the right bin without a lock, a
-        // bigger one is split under its heap's lock.
-        if usable - size < SHRINK_MIN {
+        // bigger one is split under its heap's lock. A tail of less than
+        // the core's smallest block would not make a block of its own.
+        if usable - size < MIN_BLOCK {
             return Some(ptr);
         }
         usable > tcache::MAX_SIZE
@@ -526,10 +533,6 @@ unsafe fn resize_region(ptr: NonNull<u8>, size: usize, call: &'static str) -> Op
     }
     Some(moved)
 }
-
-/// Bytes a `realloc` shrink must free for the block to get smaller (a
-/// minimal block: less would not make a block of its own).
-const SHRINK_MIN: usize = 32;
 
 /// # Safety
 /// `ptr` is a live large block the caller owns.
@@ -565,7 +568,7 @@ pub unsafe fn usable(ptr: NonNull<u8>) -> usize {
     }
     // SAFETY: readable (caller).
     let owner = unsafe { owner_word(ptr.as_ptr()) };
-    if owner & STATE_MASK == STATE_USED && ARENAS.heap_of(owner & !STATE_MASK).is_some() {
+    if used_owner(owner).is_some_and(|region| ARENAS.heap_of(region).is_some()) {
         // SAFETY: a used region block.
         unsafe { region_usable(ptr) }
     } else if owner == tag_used() {

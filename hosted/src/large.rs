@@ -37,9 +37,9 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use region_heap::raw::OWNER_OFFSET;
 use spin::Mutex;
 
-use crate::header::OWNER_OFFSET;
 use crate::lock::acquire;
 use crate::source::{map, page_size, remap, round_up, unmap};
 

@@ -16,9 +16,13 @@
 //!   exports;
 //! - [`stats`]: the `get_stat` counters; [`misuse`]: the report of an
 //!   invalid or double free before `abort`;
-//! - [`header`], [`lock`], [`cpu`], [`text`]: reading the core's block
-//!   header, userspace spin locks, CPU numbers, messages without
-//!   allocating.
+//! - [`lock`], [`cpu`], [`text`]: userspace spin locks, CPU numbers,
+//!   messages without allocating.
+//!
+//! Block headers are the core's: the fast paths read a block's owner and
+//! size through `region_heap::raw`, which derives every offset from the
+//! core's layout (whatever its features) and states when a read without
+//! the heap's lock is sound.
 //!
 //! Nothing in this crate exports a C symbol: only the shim does.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -27,7 +31,6 @@
 pub mod arenas;
 pub mod cpu;
 pub mod global;
-pub mod header;
 pub mod large;
 pub mod lock;
 pub mod malloc;

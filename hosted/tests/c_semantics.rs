@@ -359,7 +359,7 @@ fn counters_count_every_call() {
     assert!(after.realloc >= before.realloc + 100);
     assert!(after.calloc > before.calloc);
     assert!(after.free >= before.free + 101);
-    if region_heap_hosted::header::EXACT_USABLE {
+    if region_heap::raw::EXACT_USABLE {
         // The thread cache is on (it is off with the core's guard zones).
         assert!(after.recycled > before.recycled, "freed blocks came back");
     }

@@ -25,7 +25,7 @@ fn an_exiting_thread_flushes_its_cache() {
             // SAFETY: live blocks, freed once.
             unsafe { free(p) };
         }
-        if region_heap_hosted::header::EXACT_USABLE {
+        if region_heap::raw::EXACT_USABLE {
             // The cache is on (it is off with the core's guard zones).
             assert!(
                 used_blocks() > before,
