@@ -107,7 +107,10 @@ pub(crate) enum State {
     /// Freed and kept whole on a quick list (see `quick`): neither used
     /// nor on the free index, and never merged until flushed.
     Cached = 4,
-    /// State bits no header is written with (5 to 7): damage.
+    /// Found damaged and taken out of use (see `region::repair`): on no
+    /// list, never merged, never handed out.
+    Quarantined = 5,
+    /// State bits no header is written with (6 and 7): damage.
     Damaged = 7,
 }
 
@@ -118,7 +121,7 @@ const STATES: [State; 8] = [
     State::Free,
     State::Sentinel,
     State::Cached,
-    State::Damaged,
+    State::Quarantined,
     State::Damaged,
     State::Damaged,
 ];
@@ -349,7 +352,8 @@ impl Block {
         state: State,
     ) -> Block {
         let header = at.cast::<BlockHeader>();
-        let next = prev.next();
+        // SAFETY: `prev` is a linked block of the chunk (caller).
+        let next = unsafe { prev.next() };
         let link = header.cast::<RelLink>();
         // SAFETY: writable, aligned header memory between two linked
         // headers of one chunk (caller).
@@ -533,20 +537,15 @@ impl Block {
     }
 
     /// The next block in address order (the sentinel's next is the chunk's
-    /// first block).
+    /// first block), following the link unchecked.
+    ///
+    /// # Safety
+    /// The link was proven (`region::nav`): it leads to a header of the
+    /// same chunk.
     #[inline]
-    pub(crate) fn next(self) -> Block {
-        // SAFETY: on an intact ring a header's neighbour is a header of the
-        // same chunk (type invariant).
+    pub(crate) unsafe fn next(self) -> Block {
+        // SAFETY: a proven link leads inside the chunk (caller).
         Block(unsafe { RelLink::next(self.link()) }.cast())
-    }
-
-    /// The previous block in address order (the first block's previous is
-    /// the chunk's sentinel).
-    #[inline]
-    pub(crate) fn prev(self) -> Block {
-        // SAFETY: as in `next`.
-        Block(unsafe { RelLink::prev(self.link()) }.cast())
     }
 
     /// Bytes from this header to the next one (meaningless for a sentinel).
@@ -643,7 +642,7 @@ mod tests {
             assert_eq!(a.next(), b);
             assert_eq!(b.next(), c);
             assert_eq!(c.next(), a);
-            assert_eq!(a.prev(), c);
+            assert_eq!(Block(RelLink::prev(a.link()).cast()), c);
             assert_eq!(a.size(), 64);
             assert_eq!(b.size(), 160);
             #[cfg(not(feature = "guard"))]

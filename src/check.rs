@@ -1,12 +1,13 @@
 //! The consistency walk (`check`) and the block dump (`dump`).
 //!
-//! The walk trusts nothing it has not verified: before it follows a link it
-//! checks that the target lies inside the region and on a granule, so a
-//! corrupted heap yields [`HeapError::Corrupted`] naming the first damaged
-//! header instead of a crash. It verifies, per region: the chunk list (links
-//! both ways, address order, count); every block of every chunk (owner,
-//! state, links both ways, size, address order, no two adjacent free
-//! blocks); every free list (links both ways, only free blocks, each under
+//! The walk trusts nothing it has not verified: it reads only addresses the
+//! region's chunk table places inside a chunk, on a granule (through
+//! `region::nav`), never an address merely between the region's bounds, so
+//! a corrupted heap yields [`HeapError::Corrupted`] naming the first damaged
+//! header instead of a crash. It verifies, per region: the chunk table
+//! (address order, bounds) and each chunk's sentinel; every block of every
+//! chunk (owner, state, links both ways, size, address order, no two
+//! adjacent free blocks; quarantined blocks are counted, not reported); every free list (links both ways, only free blocks, each under
 //! its own class, bitmaps agree, every free block listed once); and that the
 //! counters agree with what was found. With the integrity features it also
 //! verifies every header's checksum (`crc`, sentinels included), the guards
@@ -15,17 +16,15 @@
 //! reported: [`Corruption`] says what is wrong, the address where.
 
 use core::fmt;
-use core::ptr::NonNull;
 
 use crate::block::{Block, State, GRANULE, MIN_BLOCK};
-use crate::clist::{Link, PtrLink};
 use crate::error::{Corruption, HeapError};
 use crate::index::class_of;
 use crate::integrity;
 use crate::quick::{self, QUICK_CLASSES};
-use crate::region::{sentinel_of, Counters, Region, SENTINEL_SIZE};
+use crate::region::{Chunk, Counters, Region};
 
-/// What the walk counted in one region.
+/// What the walk counted, to compare with the region's counters.
 #[derive(Default)]
 struct Tally {
     used_bytes: usize,
@@ -34,77 +33,45 @@ struct Tally {
     free_blocks: usize,
     cached_bytes: usize,
     cached_blocks: usize,
+    quarantined_bytes: usize,
+    quarantined_blocks: usize,
 }
 
 fn corrupted(addr: usize, what: Corruption) -> HeapError {
     HeapError::Corrupted { addr, what }
 }
 
+/// The address `granules` granules from `addr`, if it exists.
+fn target(addr: usize, granules: i32) -> Option<usize> {
+    addr.checked_add_signed(granules as isize * GRANULE as isize)
+}
+
 impl Region {
-    /// Whether `addr` is a granule-aligned address inside the region.
-    fn holds(&self, addr: usize) -> bool {
-        let (lo, hi) = self.bounds();
-        lo <= addr && addr < hi && addr.is_multiple_of(GRANULE)
-    }
-
-    /// Follows a pointer link after checking that both ends stay inside the
-    /// region; `None` when a link leaves it.
-    fn follow_ptr(&self, node: NonNull<PtrLink>, forward: bool) -> Option<NonNull<PtrLink>> {
-        if !self.holds(node.as_ptr().addr()) {
-            return None;
-        }
-        // SAFETY: `node` lies inside the region's memory, which is readable
-        // for as long as the region is live.
-        let target = unsafe {
-            if forward {
-                PtrLink::next(node)
-            } else {
-                PtrLink::prev(node)
-            }
-        };
-        self.holds(target.as_ptr().addr()).then_some(target)
-    }
-
-    /// Whether a pointer link's neighbours both link back to it.
-    fn ptr_link_ok(&self, node: NonNull<PtrLink>) -> bool {
-        let back = |forward| {
-            self.follow_ptr(node, forward)
-                .and_then(|n| self.follow_ptr(n, !forward))
-                == Some(node)
-        };
-        back(true) && back(false)
-    }
-
     /// Verifies the whole region and returns nothing or the first damage.
     pub(crate) fn check(&self) -> Result<(), HeapError> {
         let mut tally = Tally::default();
-        let mut chunks = 0;
-        let mut last_end = 0;
-        let head = self.first_chunk_link();
-        let mut link = head;
-        while let Some(node) = link {
-            if chunks == self.chunk_count() || !self.ptr_link_ok(node) {
-                return Err(corrupted(node.as_ptr().addr(), Corruption::ChunkList));
+        let mut last_end = self.addr() + crate::REGION_SIZE;
+        let (lo, hi) = self.bounds();
+        for chunk in self.chunks() {
+            let ordered = chunk.first() >= last_end.min(chunk.first().max(lo))
+                && chunk.end() <= hi
+                && chunk.first() < chunk.sentinel();
+            if !ordered || chunk.first() < lo {
+                return Err(corrupted(chunk.first(), Corruption::ChunkList));
             }
-            // SAFETY: the chunk link lies inside the region on a consistent
-            // ring, so it is the link of a sentinel header.
-            let sentinel = unsafe { sentinel_of(node) };
-            let first = self.check_sentinel(sentinel, last_end)?;
-            self.check_blocks(first, sentinel, &mut tally)?;
-            last_end = sentinel.addr() + SENTINEL_SIZE;
-            chunks += 1;
-            link = self.follow_ptr(node, true).filter(|&n| Some(n) != head);
-        }
-        if chunks != self.chunk_count() {
-            return Err(corrupted(self.addr(), Corruption::ChunkList));
+            let sentinel = Self::block_in_or_sentinel(chunk, chunk.sentinel());
+            self.check_sentinel(chunk, sentinel)?;
+            self.check_blocks(chunk, sentinel, &mut tally)?;
+            last_end = chunk.end();
         }
         self.check_free_lists(tally.free_blocks)?;
         self.check_quick_lists(tally.cached_blocks)?;
         self.check_counters(&tally)
     }
 
-    /// Checks a sentinel and returns its chunk's first block.
-    fn check_sentinel(&self, sentinel: Block, last_end: usize) -> Result<Block, HeapError> {
+    /// The sentinel: an own sentinel header whose next link is the chunk's
+    /// first block.
+    fn check_sentinel(&self, chunk: &Chunk, sentinel: Block) -> Result<(), HeapError> {
         let addr = sentinel.addr();
         if !sentinel.checksum_ok() {
             return Err(corrupted(addr, Corruption::Checksum));
@@ -112,23 +79,21 @@ impl Region {
         if sentinel.owner() != self.addr() || sentinel.state() != State::Sentinel {
             return Err(corrupted(addr, Corruption::ChunkList));
         }
-        let (next, _) = sentinel.raw_links();
-        let first = addr as i64 + next as i64 * GRANULE as i64;
-        if next >= 0 || first < last_end as i64 || !self.holds(first as usize) {
-            return Err(corrupted(addr, Corruption::AddressOrder));
+        if target(addr, sentinel.raw_links().0) != Some(chunk.first()) {
+            return Err(corrupted(addr, Corruption::BlockLinks));
         }
-        // The link stays inside the region: the walk checks what it finds.
-        Ok(sentinel.next())
+        Ok(())
     }
 
-    /// Walks the blocks of one chunk, from `first` to `sentinel`.
+    /// Every block of one chunk, in ring order, each link proven before it
+    /// is followed.
     fn check_blocks(
         &self,
-        first: Block,
+        chunk: &Chunk,
         sentinel: Block,
         tally: &mut Tally,
     ) -> Result<(), HeapError> {
-        let mut block = first;
+        let mut block = Self::block_in(chunk, chunk.first());
         let mut prev = sentinel;
         let mut prev_free = false;
         while block != sentinel {
@@ -139,17 +104,16 @@ impl Region {
             if block.owner() != self.addr() {
                 return Err(corrupted(addr, Corruption::Owner));
             }
-            let (next, back) = block.raw_links();
-            let next_addr = addr as i64 + next as i64 * GRANULE as i64;
-            let back_addr = addr as i64 + back as i64 * GRANULE as i64;
-            if back_addr != prev.addr() as i64 {
+            let (_, back) = block.raw_links();
+            if target(addr, back) != Some(prev.addr()) {
                 return Err(corrupted(addr, Corruption::BlockLinks));
             }
-            if next <= 0 || next_addr > sentinel.addr() as i64 {
+            let Some(next) = Self::next_in(chunk, block) else {
                 return Err(corrupted(addr, Corruption::AddressOrder));
-            }
-            let size = block.size();
-            if size < MIN_BLOCK {
+            };
+            let size = next.addr() - addr;
+            let quarantined = block.state() == State::Quarantined;
+            if size < MIN_BLOCK && !quarantined {
                 return Err(corrupted(addr, Corruption::Size));
             }
             let free = match block.state() {
@@ -163,7 +127,7 @@ impl Region {
                     if prev_free {
                         return Err(corrupted(addr, Corruption::AdjacentFree));
                     }
-                    if !self.ptr_link_ok(block.free_link()) {
+                    if !self.free_links_ok(block) {
                         return Err(corrupted(addr, Corruption::FreeList));
                     }
                     integrity::check_free(block, self.scramble_depth())?;
@@ -177,24 +141,29 @@ impl Region {
                     tally.cached_blocks += 1;
                     false
                 }
+                State::Quarantined => {
+                    tally.quarantined_bytes += size;
+                    tally.quarantined_blocks += 1;
+                    false
+                }
                 State::Absorbed | State::Sentinel | State::Damaged => {
                     return Err(corrupted(addr, Corruption::State));
                 }
             };
             prev = block;
             prev_free = free;
-            block = block.next();
+            block = next;
         }
         let (_, back) = sentinel.raw_links();
-        if sentinel.addr() as i64 + back as i64 * GRANULE as i64 != prev.addr() as i64 {
+        if target(sentinel.addr(), back) != Some(prev.addr()) {
             return Err(corrupted(sentinel.addr(), Corruption::BlockLinks));
         }
         Ok(())
     }
 
-    /// Walks every free list: bitmaps agree, entries are free blocks of
-    /// this region filed under their own class, and all `expected` free
-    /// blocks are listed.
+    /// Every free list: bitmaps agree, every entry (reached through proven
+    /// links only) a free block of this region under its own class, every
+    /// free block listed once.
     fn check_free_lists(&self, expected: usize) -> Result<(), HeapError> {
         let index = self.index();
         let mut listed = 0;
@@ -202,16 +171,18 @@ impl Region {
             if bit == index.list_is_empty(class) {
                 return Err(corrupted(self.addr(), Corruption::Bitmap));
             }
-            for block in index.class_blocks(class) {
-                let addr = block.addr();
+            if index.list_is_empty(class) {
+                continue;
+            }
+            for entry in self.free_list(class) {
+                let (block, size) = entry?;
                 listed += 1;
-                let ok = self.holds(addr)
-                    && listed <= expected
+                let ok = listed <= expected
                     && block.owner() == self.addr()
                     && block.state() == State::Free
-                    && class_of(block.size()) == class;
+                    && class_of(size) == class;
                 if !ok {
-                    return Err(corrupted(addr, Corruption::FreeList));
+                    return Err(corrupted(block.addr(), Corruption::FreeList));
                 }
             }
         }
@@ -221,26 +192,22 @@ impl Region {
         Ok(())
     }
 
-    /// Walks every quick list: each entry is a cached block of this
-    /// region of its list's size, links stay in the region, lengths agree
-    /// with the lists and are within the depth, and all `expected` cached
-    /// blocks are listed.
+    /// Every quick list: entries reached through links proven to lie in a
+    /// chunk, each a cached block of its list's size; lengths and totals.
     fn check_quick_lists(&self, expected: usize) -> Result<(), HeapError> {
         let lists = &self.quick;
         let mut listed = 0;
         for q in 0..QUICK_CLASSES {
             let mut len = 0;
-            let mut entry = lists.head(q);
+            let mut entry = lists.head(q).map(|b| b.addr());
             // The holder of the link being followed: the region, then the
-            // previous entry; a link that leaves the region is its damage.
+            // previous entry; a link that leaves the chunks is its damage.
             let mut holder = self.addr();
-            while let Some(block) = entry {
-                let addr = block.addr();
-                // Inside a chunk, not merely between the region's bounds:
-                // chunks need not be contiguous.
-                if !addr.is_multiple_of(GRANULE) || self.chunk_bounds(addr).is_none() {
+            while let Some(addr) = entry {
+                let Some(chunk) = self.chunk_of(addr) else {
                     return Err(corrupted(holder, Corruption::QuickList));
-                }
+                };
+                let block = Self::block_in(chunk, addr);
                 len += 1;
                 listed += 1;
                 let ok = listed <= expected
@@ -252,9 +219,7 @@ impl Region {
                     return Err(corrupted(addr, Corruption::QuickList));
                 }
                 holder = addr;
-                // SAFETY: a granule inside one of the region's chunks,
-                // checked above (readable; the link is vetted in turn).
-                entry = unsafe { quick::link_of(block) };
+                entry = Some(quick::link_addr(block)).filter(|&a| a != 0);
             }
             if len != lists.len(q) || len > usize::from(lists.depth()) {
                 return Err(corrupted(self.addr(), Corruption::QuickList));
@@ -272,6 +237,8 @@ impl Region {
             && c.used_blocks == tally.used_blocks
             && c.free_blocks == tally.free_blocks
             && self.quick.bytes == tally.cached_bytes
+            && c.quarantined_bytes == tally.quarantined_bytes
+            && c.quarantined_blocks == tally.quarantined_blocks
             && c.free_bytes() == tally.free_bytes + tally.cached_bytes;
         if agree {
             Ok(())
@@ -295,28 +262,31 @@ impl Region {
             c.free_bytes(),
             c.free_blocks
         )?;
-        for sentinel in self.sentinels() {
-            let mut block = sentinel.next();
-            writeln!(
-                out,
-                "  chunk {:#x}..{:#x}",
-                block.addr(),
-                sentinel.addr() + SENTINEL_SIZE
-            )?;
+        for chunk in self.chunks() {
+            writeln!(out, "  chunk {:#x}..{:#x}", chunk.first(), chunk.end())?;
+            let sentinel = Self::block_in_or_sentinel(chunk, chunk.sentinel());
+            let mut block = Self::block_in(chunk, chunk.first());
             while block != sentinel {
                 let state = match block.state() {
                     State::Used => "used",
                     State::Free => "free",
                     State::Cached => "cached",
+                    State::Quarantined => "quarantined",
                     _ => "bad",
+                };
+                // Only proven links are followed: a damaged ring ends the
+                // chunk's listing with the damage.
+                let Some(next) = Self::next_in(chunk, block) else {
+                    writeln!(out, "    {:#014x} damaged links", block.addr())?;
+                    break;
                 };
                 writeln!(
                     out,
                     "    {:#014x} {:>10} {state}",
                     block.addr(),
-                    block.size()
+                    next.addr() - block.addr()
                 )?;
-                block = block.next();
+                block = next;
             }
         }
         Ok(())

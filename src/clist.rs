@@ -182,37 +182,6 @@ impl Clist {
         self.first = Some(node);
     }
 
-    /// Inserts `node` right before `at`, a node of this list; `node`
-    /// becomes first when `at` was first.
-    ///
-    /// # Safety
-    /// `at` is a node of this list; `node` is writable link memory not
-    /// linked anywhere.
-    pub(crate) unsafe fn insert_before(&mut self, at: NonNull<PtrLink>, node: NonNull<PtrLink>) {
-        // SAFETY: `at` is on this consistent ring, so its `prev` is too.
-        unsafe { insert_after(PtrLink::prev(at), node) };
-        if self.first == Some(at) {
-            self.first = Some(node);
-        }
-    }
-
-    /// Appends `node` last.
-    ///
-    /// # Safety
-    /// As for [`Clist::push_front`].
-    pub(crate) unsafe fn push_back(&mut self, node: NonNull<PtrLink>) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match self.first {
-                None => {
-                    make_ring(node);
-                    self.first = Some(node);
-                }
-                Some(first) => insert_after(PtrLink::prev(first), node),
-            }
-        }
-    }
-
     /// Removes `node`, a node of this list.
     ///
     /// # Safety
@@ -230,40 +199,6 @@ impl Clist {
             PtrLink::set_next(prev, next);
             PtrLink::set_prev(next, prev);
         }
-    }
-
-    /// Iterates over the nodes, first to last.
-    ///
-    /// # Safety
-    /// The list must stay unchanged and its nodes readable while the
-    /// iterator is used.
-    pub(crate) unsafe fn iter(&self) -> Iter {
-        Iter {
-            first: self.first,
-            next: self.first,
-        }
-    }
-}
-
-/// Iterator over the nodes of a [`Clist`].
-pub(crate) struct Iter {
-    first: Option<NonNull<PtrLink>>,
-    next: Option<NonNull<PtrLink>>,
-}
-
-impl Iterator for Iter {
-    type Item = NonNull<PtrLink>;
-
-    fn next(&mut self) -> Option<NonNull<PtrLink>> {
-        let node = self.next?;
-        // SAFETY: `Clist::iter`'s caller keeps the nodes valid and unchanged.
-        let after = unsafe { PtrLink::next(node) };
-        self.next = if Some(after) == self.first {
-            None
-        } else {
-            Some(after)
-        };
-        Some(node)
     }
 }
 
@@ -286,8 +221,15 @@ mod tests {
     }
 
     fn collect(list: &Clist) -> Vec<NonNull<PtrLink>> {
-        // SAFETY: the test's nodes are leaked and the list is not changed.
-        unsafe { list.iter() }.collect()
+        let mut nodes = Vec::new();
+        let mut at = list.first();
+        while let Some(node) = at {
+            nodes.push(node);
+            // SAFETY: the test's nodes live in `_store` and are linked.
+            let next = unsafe { PtrLink::next(node) };
+            at = (Some(next) != list.first()).then_some(next);
+        }
+        nodes
     }
 
     #[test]
@@ -297,10 +239,10 @@ mod tests {
         assert!(list.is_empty());
         // SAFETY: fresh nodes, linked once each.
         unsafe {
+            list.push_front(n[2]);
             list.push_front(n[0]);
             list.push_front(n[1]);
-            list.push_back(n[2]);
-            list.insert_before(n[1], n[3]);
+            list.push_front(n[3]);
         }
         assert_eq!(collect(&list), [n[3], n[1], n[0], n[2]]);
         for &node in &n {

@@ -28,7 +28,11 @@ pub enum Corruption {
     /// list's size, a link that leaves the region's chunks, or a length
     /// that disagrees with the list.
     QuickList,
-    /// The chunk list of a region is broken or out of order.
+    /// The block was found damaged earlier and taken out of use
+    /// (quarantined): it is never handed out, merged or freed again.
+    Quarantined,
+    /// The chunk table of a region is out of order, or a chunk's sentinel
+    /// is not where the table says.
     ChunkList,
     /// A counter disagrees with what the walk found.
     Stats,
@@ -60,6 +64,7 @@ impl fmt::Display for Corruption {
             Corruption::FreeList => "free list broken",
             Corruption::Bitmap => "free-list bitmap disagrees with its list",
             Corruption::QuickList => "quick list broken",
+            Corruption::Quarantined => "block quarantined after earlier damage",
             Corruption::ChunkList => "chunk list broken",
             Corruption::Stats => "statistics disagree with the heap",
             Corruption::Checksum => "header checksum mismatch",
@@ -145,6 +150,8 @@ pub enum HeapError {
     },
     /// The heap already holds [`crate::MAX_REGIONS`] regions.
     TooManyRegions,
+    /// The region already has `MAX_CHUNKS` chunks that do not touch.
+    TooManyChunks,
     /// The region handle does not name a region of this heap.
     UnknownRegion,
     /// `reserve` found no free block that contains the whole range.
@@ -157,6 +164,14 @@ pub enum HeapError {
 }
 
 impl HeapError {
+    /// The address of the damage a `Corrupted` error names.
+    pub(crate) fn damaged_addr(&self) -> Option<usize> {
+        match *self {
+            HeapError::Corrupted { addr, .. } => Some(addr),
+            _ => None,
+        }
+    }
+
     /// Whether the error is the caller's misuse of a pointer (bad pointer,
     /// double free, wrong layout) or damage found in the heap, as opposed
     /// to a request the heap cannot serve.
@@ -201,6 +216,7 @@ impl fmt::Display for HeapError {
                 write!(f, "range {start:#x}+{size:#x} overlaps the heap")
             }
             HeapError::TooManyRegions => write!(f, "too many regions"),
+            HeapError::TooManyChunks => write!(f, "too many chunks in one region"),
             HeapError::UnknownRegion => write!(f, "unknown region"),
             HeapError::RangeUnavailable { start, size } => {
                 write!(f, "range {start:#x}+{size:#x} is not free")

@@ -311,13 +311,18 @@ impl<P: FitPolicy> Heap<P> {
         let i = self.position(region)?;
         let (ptr, len) = self.vet_range(start, size, MIN_CHUNK)?;
         // SAFETY: a vetted range the caller gives to the heap.
-        unsafe { self.add_range(i, ptr, len) };
-        Ok(())
+        unsafe { self.add_range(i, ptr, len) }
     }
 
+    /// Adds a vetted range to region `i` as chunks; `TooManyChunks` when
+    /// its chunk table has no room for them.
+    ///
     /// # Safety
     /// `ptr, len` is a vetted range the caller gives to the heap.
-    unsafe fn add_range(&mut self, i: usize, ptr: NonNull<u8>, len: usize) {
+    unsafe fn add_range(&mut self, i: usize, ptr: NonNull<u8>, len: usize) -> Result<(), HeapError> {
+        if !self.region(i).has_room_for(len.div_ceil(MAX_CHUNK_SIZE)) {
+            return Err(HeapError::TooManyChunks);
+        }
         // SAFETY: forwarded.
         unsafe { self.region_mut(i).add_range(ptr, len) };
         trace!(
@@ -328,6 +333,7 @@ impl<P: FitPolicy> Heap<P> {
                 size: len,
             }
         );
+        Ok(())
     }
 
     /// Adds memory wherever it fits best: joined to the region that has a
@@ -344,11 +350,10 @@ impl<P: FitPolicy> Heap<P> {
         let (ptr, len) = self.vet_range(start, size, MIN_CHUNK)?;
         let begin = ptr.as_ptr().addr();
         let i = (0..self.count)
-            .find(|&i| self.region(i).touching_chunk(begin, begin + len).is_some())
+            .find(|&i| self.region(i).touches_chunk(begin, begin + len))
             .unwrap_or(0);
         // SAFETY: a vetted range the caller gives to the heap.
-        unsafe { self.add_range(i, ptr, len) };
-        Ok(())
+        unsafe { self.add_range(i, ptr, len) }
     }
 
     /// Bytes a growth hook should supply so that a failed `layout` request
@@ -457,8 +462,27 @@ impl<P: FitPolicy> Heap<P> {
     #[cold]
     fn misuse(&mut self, error: HeapError) -> HeapError {
         self.ops.misuses += 1;
+        self.quarantine(error);
         trace!(self.sink, TraceEvent::Misuse { error });
         error
+    }
+
+    /// Takes the damage an error names out of use (see `region::repair`):
+    /// the region that holds it quarantines it and rebuilds its lists, so
+    /// later calls do not meet it again. Only the error names it.
+    #[cold]
+    fn quarantine(&mut self, error: HeapError) {
+        let HeapError::Corrupted { addr, what } = error else {
+            return;
+        };
+        if matches!(what, Corruption::Quarantined | Corruption::Guard { .. }) {
+            return;
+        }
+        let Some(i) = (0..self.count).find(|&i| self.region(i).spans(addr)) else {
+            return;
+        };
+        self.region_mut(i).repair(addr);
+        self.in_use = self.regions().map(|r| r.c.used_bytes).sum();
     }
 
     /// Frees the block that starts at `ptr`; no region or layout needed.
@@ -475,38 +499,27 @@ impl<P: FitPolicy> Heap<P> {
     pub unsafe fn free(&mut self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
         let (i, block) = self.locate_mut(ptr)?;
         // SAFETY: `block` was validated as a used block of region `i`.
-        unsafe { self.vet_merge(i, block)? };
-        // SAFETY: as above, and its merge partners are intact.
-        Ok(unsafe { self.release(i, block) })
+        unsafe { self.release(i, block) }
     }
 
-    /// Checks what a free of `block` would merge with (see
-    /// `Region::vet_merge`), counting damage as a misuse.
+    /// Frees `block`; returns its size in bytes. Fails, changing nothing,
+    /// when a neighbour or list the free would touch is damaged.
     ///
     /// # Safety
     /// `block` is a validated used block of region `i`.
     #[inline]
-    unsafe fn vet_merge(&mut self, i: usize, block: Block) -> Result<(), HeapError> {
-        // SAFETY: forwarded.
-        unsafe { self.region(i).vet_merge(block) }.map_err(|error| self.misuse(error))
-    }
-
-    /// Frees `block`; returns its size in bytes.
-    ///
-    /// # Safety
-    /// `block` is a validated used block of region `i` whose merge partners
-    /// passed `vet_merge`.
-    #[inline]
-    unsafe fn release(&mut self, i: usize, block: Block) -> usize {
+    unsafe fn release(&mut self, i: usize, block: Block) -> Result<usize, HeapError> {
         let size = block.size();
         #[cfg(feature = "trace")]
         let addr = block.data().as_ptr().addr();
         // SAFETY: forwarded.
-        unsafe { self.region_mut(i).release(block) };
+        if let Err(error) = unsafe { self.region_mut(i).release(block) } {
+            return Err(self.misuse(error));
+        }
         self.in_use -= size;
         self.ops.frees += 1;
         trace!(self.sink, TraceEvent::Freed { addr, block: size });
-        size
+        Ok(size)
     }
 
     /// Frees a block allocated with `layout`, also checking that the layout
@@ -518,10 +531,7 @@ impl<P: FitPolicy> Heap<P> {
         let (i, block) = self.locate_mut(ptr)?;
         self.check_layout(ptr, block, layout)?;
         // SAFETY: validated above.
-        unsafe { self.vet_merge(i, block)? };
-        // SAFETY: validated above, merge partners intact.
-        unsafe { self.release(i, block) };
-        Ok(())
+        unsafe { self.release(i, block) }.map(|_| ())
     }
 
     fn check_layout(
@@ -573,17 +583,25 @@ impl<P: FitPolicy> Heap<P> {
         }
         let new_layout = Layout::from_size_align(new_size, layout.align())
             .map_err(|_| HeapError::SizeOverflow { size: new_size })?;
-        // SAFETY: validated above; checked before anything changes.
-        unsafe { self.vet_merge(i, block)? };
+        // Checked before anything changes: the old block's free must not
+        // fail once the new one exists.
+        if let Err(error) = self.region(i).plan_merge(block, block.size()) {
+            return Err(self.misuse(error));
+        }
         let new = self.allocate(new_layout)?;
         self.ops.allocations -= 1;
         // SAFETY: both blocks are live and distinct; the old one holds at
         // least `layout.size()` bytes and the new one `new_size`.
         unsafe { new.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
         // SAFETY: still the validated block (allocation does not touch used
-        // blocks), and its merge partners were vetted: allocation only
-        // changes free blocks it vetted itself.
-        unsafe { self.release(i, block) };
+        // blocks); its merge partners were proven, and allocation only
+        // changes free blocks it proved itself.
+        if let Err(error) = unsafe { self.release(i, block) } {
+            // SAFETY: `new` was just allocated and holds nothing yet that
+            // the caller knows of.
+            let _ = unsafe { self.free(new) };
+            return Err(error);
+        }
         self.ops.frees -= 1;
         self.ops.reallocations += 1;
         trace!(
@@ -790,6 +808,8 @@ fn add_region_stats(stats: &mut Stats, region: &Region) {
     stats.free_blocks += c.free_blocks + region.quick.blocks;
     stats.cached_blocks += region.quick.blocks;
     stats.cached_bytes += region.quick.bytes;
+    stats.quarantined_blocks += region.c.quarantined_blocks;
+    stats.quarantined_bytes += region.c.quarantined_bytes;
     let largest = region.largest_free().saturating_sub(BLOCK_OVERHEAD);
     stats.largest_free = stats.largest_free.max(largest);
     stats.peak_in_use_bytes = stats.peak_in_use_bytes.max(c.used_bytes);
@@ -1116,7 +1136,6 @@ mod tests {
         let b = heap.allocate(layout(64, 8)).unwrap();
         let header = b.as_ptr().wrapping_sub(DATA_OFFSET);
         // SAFETY: the header bytes lie in the arena; restored below.
-        let saved = unsafe { header.cast::<[u8; 16]>().read() };
         unsafe { header.write_bytes(0x41, 8) };
         let what = if cfg!(feature = "crc") {
             Corruption::Checksum
@@ -1130,13 +1149,22 @@ mod tests {
         assert_eq!(heap.check(), broken);
         // SAFETY: the block is live; the damaged header makes free refuse it.
         assert_eq!(unsafe { heap.free(b) }.map(|_| ()), broken);
-        unsafe { header.cast::<[u8; 16]>().write(saved) };
+        // The damage was named once and quarantined: the heap is whole
+        // again, the block is out of use, its neighbour frees as usual.
         heap.check().unwrap();
-        // SAFETY: live blocks, intact again.
-        unsafe {
-            heap.free(a).unwrap();
-            heap.free(b).unwrap();
-        }
-        balanced(&heap);
+        let s = heap.stats();
+        assert_eq!((s.quarantined_blocks, s.used_blocks), (1, 1));
+        assert_eq!(
+            unsafe { heap.free(b) },
+            Err(HeapError::Corrupted {
+                addr: header.addr(),
+                what: Corruption::Quarantined
+            })
+        );
+        // SAFETY: a live block with an intact header.
+        unsafe { heap.free(a).unwrap() };
+        heap.check().unwrap();
+        assert_eq!(heap.stats().used_blocks, 0);
+
     }
 }

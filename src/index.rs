@@ -150,16 +150,6 @@ impl FreeIndex {
         self.first_of(class)
     }
 
-    /// The blocks of one class's list, first to last.
-    pub(crate) fn class_blocks(&self, (fl, sl): Class) -> impl Iterator<Item = Block> + '_ {
-        // SAFETY: `&self` keeps the lists unchanged; their nodes are the free
-        // links of free blocks (index invariant).
-        unsafe { self.lists[fl][sl].iter() }.map(|link| {
-            // SAFETY: as above.
-            unsafe { Block::from_free_link(link) }
-        })
-    }
-
     /// Every class, with its bitmap bit.
     pub(crate) fn classes(&self) -> impl Iterator<Item = (Class, bool)> + '_ {
         (0..FL_COUNT).flat_map(move |fl| {

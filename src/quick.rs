@@ -113,19 +113,22 @@ impl QuickLists {
         self.heads.iter().position(Option::is_some)
     }
 
-    /// Caches the block `block` of `size` bytes if its list has room.
+    /// Whether a block of `size` bytes has a quick list with room.
+    #[inline]
+    pub(crate) fn has_room(&self, size: usize) -> bool {
+        quick_class(size).is_some_and(|q| self.lens[q] < self.depth)
+    }
+
+    /// Caches the block `block` of `size` bytes.
     ///
     /// # Safety
     /// `block` is a used block of the region owning these lists, of `size`
-    /// bytes, whose data nobody uses any more.
+    /// bytes, whose data nobody uses any more, and `has_room(size)`.
     #[inline]
-    pub(crate) unsafe fn push(&mut self, block: Block, size: usize) -> bool {
+    pub(crate) unsafe fn push(&mut self, block: Block, size: usize) {
         let Some(q) = quick_class(size) else {
-            return false;
+            return;
         };
-        if self.lens[q] >= self.depth {
-            return false;
-        }
         block.set_state(State::Cached);
         // SAFETY: the block's free link area is dead data (caller), large
         // enough for a pointer (MIN_BLOCK) and aligned (granules).
@@ -134,7 +137,6 @@ impl QuickLists {
         self.lens[q] += 1;
         self.blocks += 1;
         self.bytes += size;
-        true
     }
 
     /// Takes the head of list `q`, whose link was read as `next` (and
@@ -160,15 +162,13 @@ fn link_slot(block: Block) -> *mut Option<Block> {
     block.free_link().cast::<Option<Block>>().as_ptr()
 }
 
-/// The link of a cached block: the next block on its list.
-///
-/// # Safety
-/// `block` lies in a chunk of a live region, on a readable granule (the
-/// link is not trusted until the caller vets it).
+/// The link of a cached block as an address (0 for the end of the list):
+/// never followed as read, the region proves it first.
 #[inline]
-pub(crate) unsafe fn link_of(block: Block) -> Option<Block> {
-    // SAFETY: readable, aligned chunk memory (caller).
-    unsafe { link_slot(block).read() }
+pub(crate) fn link_addr(block: Block) -> usize {
+    // SAFETY: a cached block's link lies right after its header inside its
+    // chunk (Block's invariant, MIN_BLOCK), on a granule: readable, aligned.
+    unsafe { link_slot(block).cast::<usize>().read() }
 }
 
 #[cfg(test)]

@@ -36,6 +36,11 @@ pub struct Stats {
     pub free_blocks: usize,
     /// Blocks on quick lists (part of `free_blocks`).
     pub cached_blocks: usize,
+    /// Bytes of blocks quarantined after damage: never handed out again
+    /// (neither free nor in use).
+    pub quarantined_bytes: usize,
+    /// Blocks quarantined after damage.
+    pub quarantined_blocks: usize,
     /// Successful allocations (including reserves and moving reallocations).
     pub allocations: u64,
     /// Successful frees.
@@ -53,7 +58,7 @@ pub struct Stats {
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, u64); 19] = [
+        let rows: [(&str, u64); 21] = [
             ("regions", self.regions as u64),
             ("chunks", self.chunks as u64),
             ("total bytes", self.total_bytes as u64),
@@ -67,6 +72,8 @@ impl fmt::Display for Stats {
             ("used blocks", self.used_blocks as u64),
             ("free blocks", self.free_blocks as u64),
             ("cached blocks", self.cached_blocks as u64),
+            ("quarantined bytes", self.quarantined_bytes as u64),
+            ("quarantined blocks", self.quarantined_blocks as u64),
             ("allocations", self.allocations),
             ("frees", self.frees),
             ("reallocations", self.reallocations),

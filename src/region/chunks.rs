@@ -1,0 +1,203 @@
+//! The chunk table: where a region's chunks lie, sorted by address.
+//!
+//! A region's memory comes in chunks (the first one after its control
+//! structure, more from `extend` and growth). Every address the heap reads
+//! from memory a program can write is proven to lie inside one of them
+//! before it is followed, so finding the chunk of an address is on every
+//! free and every quick-list hit. The table sits in the region's control
+//! structure (which no block overlaps) and answers with one comparison when
+//! the region has one chunk, and a binary search otherwise: the cost does
+//! not grow with a walk over the chunks.
+//!
+//! Invariants: `chunks[..len]` are sorted by address and disjoint; each
+//! entry is a chunk of this region, `[first, sentinel + SENTINEL_SIZE)`,
+//! tiled by blocks from `first` to the sentinel header at `sentinel`;
+//! `start` carries the provenance of the memory the chunk was made from, so
+//! a pointer re-derived from an address that was checked against the entry
+//! ([`Chunk::at`]) may be dereferenced.
+
+use core::ptr::NonNull;
+
+use super::SENTINEL_SIZE;
+
+/// Most chunks a region holds. Touching chunks join into one, so only
+/// growth in scattered pieces comes near it.
+pub const MAX_CHUNKS: usize = 64;
+
+/// One chunk of a region.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chunk {
+    /// The first block's header, with the provenance of the chunk's memory.
+    start: NonNull<u8>,
+    /// The sentinel header that closes the chunk's block ring.
+    sentinel: usize,
+}
+
+impl Chunk {
+    /// A chunk whose blocks run from `start` to the sentinel at `sentinel`.
+    pub(crate) fn new(start: NonNull<u8>, sentinel: usize) -> Chunk {
+        debug_assert!(start.as_ptr().addr() < sentinel);
+        Chunk { start, sentinel }
+    }
+
+    /// Address of the first block's header.
+    #[inline]
+    pub(crate) fn first(&self) -> usize {
+        self.start.as_ptr().addr()
+    }
+
+    /// Address of the sentinel header.
+    #[inline]
+    pub(crate) fn sentinel(&self) -> usize {
+        self.sentinel
+    }
+
+    /// One past the chunk's last byte.
+    #[inline]
+    pub(crate) fn end(&self) -> usize {
+        self.sentinel + SENTINEL_SIZE
+    }
+
+    /// Whether a block header may start at `addr`: inside the blocks (the
+    /// sentinel excluded) and on a granule.
+    #[inline]
+    pub(crate) fn holds_block(&self, addr: usize) -> bool {
+        self.first() <= addr && addr < self.sentinel
+    }
+
+    /// A pointer to `addr`, which lies inside this chunk, with the chunk's
+    /// provenance.
+    #[inline]
+    pub(crate) fn at(&self, addr: usize) -> NonNull<u8> {
+        debug_assert!(self.first() <= addr && addr < self.end());
+        let ptr = self.start.as_ptr().with_addr(addr);
+        // SAFETY: `addr` lies inside the chunk, above its non-null start.
+        unsafe { NonNull::new_unchecked(ptr) }
+    }
+}
+
+/// The sorted chunk table of a region.
+pub(crate) struct ChunkTable {
+    len: usize,
+    chunks: [Chunk; MAX_CHUNKS],
+}
+
+impl ChunkTable {
+    /// An empty table.
+    pub(crate) const fn new() -> ChunkTable {
+        ChunkTable {
+            len: 0,
+            chunks: [Chunk {
+                start: NonNull::dangling(),
+                sentinel: 0,
+            }; MAX_CHUNKS],
+        }
+    }
+
+    /// Chunks in the table.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table is full.
+    pub(crate) fn is_full(&self) -> bool {
+        self.len == MAX_CHUNKS
+    }
+
+    /// The chunks in address order.
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[Chunk] {
+        &self.chunks[..self.len]
+    }
+
+    /// The chunk whose blocks include a header at `addr` (the sentinel
+    /// excluded): one comparison with one chunk, a binary search otherwise.
+    #[inline]
+    pub(crate) fn of_block(&self, addr: usize) -> Option<&Chunk> {
+        let chunk = if self.len == 1 {
+            &self.chunks[0]
+        } else {
+            let above = self.as_slice().partition_point(|c| c.first() <= addr);
+            self.as_slice().get(above.checked_sub(1)?)?
+        };
+        chunk.holds_block(addr).then_some(chunk)
+    }
+
+    /// Inserts `chunk` in address order; `false` when the table is full.
+    /// The caller keeps chunks disjoint.
+    pub(crate) fn insert(&mut self, chunk: Chunk) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        let at = self
+            .as_slice()
+            .partition_point(|c| c.first() < chunk.first());
+        self.chunks.copy_within(at..self.len, at + 1);
+        self.chunks[at] = chunk;
+        self.len += 1;
+        true
+    }
+
+    /// Position of the chunk that starts at `first`.
+    pub(crate) fn position(&self, first: usize) -> Option<usize> {
+        self.as_slice().iter().position(|c| c.first() == first)
+    }
+
+    /// Replaces the chunks at `lower` and `lower + 1` by one that runs from
+    /// the lower one's start to the upper one's sentinel (the caller joined
+    /// their block rings).
+    pub(crate) fn join(&mut self, lower: usize) {
+        let upper = self.chunks[lower + 1];
+        self.chunks[lower].sentinel = upper.sentinel;
+        self.chunks.copy_within(lower + 2..self.len, lower + 1);
+        self.len -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(first: usize, sentinel: usize) -> Chunk {
+        Chunk::new(NonNull::new(first as *mut u8).unwrap(), sentinel)
+    }
+
+    #[test]
+    fn lookups_find_the_chunk_or_nothing() {
+        let mut table = ChunkTable::new();
+        assert!(table.of_block(0x1000).is_none());
+        assert!(table.insert(chunk(0x5000, 0x5800)));
+        assert!(table.insert(chunk(0x1000, 0x1800)));
+        assert!(table.insert(chunk(0x3000, 0x3800)));
+        let firsts: std::vec::Vec<usize> = table.as_slice().iter().map(Chunk::first).collect();
+        assert_eq!(firsts, [0x1000, 0x3000, 0x5000]);
+        for (addr, want) in [
+            (0x0ff0, None),
+            (0x1000, Some(0x1000)),
+            (0x17f0, Some(0x1000)),
+            (0x1800, None), // the sentinel is no block
+            (0x2000, None), // the gap between two chunks
+            (0x3010, Some(0x3000)),
+            (0x57f0, Some(0x5000)),
+            (0x6000, None),
+        ] {
+            assert_eq!(table.of_block(addr).map(Chunk::first), want, "{addr:#x}");
+        }
+        table.join(0);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.of_block(0x2000).map(Chunk::first), Some(0x1000));
+        assert_eq!(table.of_block(0x3800).map(Chunk::first), None);
+    }
+
+    #[test]
+    fn a_full_table_refuses_more() {
+        let mut table = ChunkTable::new();
+        for i in 0..MAX_CHUNKS {
+            assert!(table.insert(chunk(0x1000 * (i + 1), 0x1000 * (i + 1) + 0x800)));
+        }
+        assert!(table.is_full());
+        assert!(!table.insert(chunk(0x100_0000, 0x100_0800)));
+        assert_eq!(table.position(0x3000), Some(2));
+    }
+}

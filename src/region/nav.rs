@@ -1,0 +1,306 @@
+//! Checked navigation: every address read from memory a program can write
+//! is proven before it is followed.
+//!
+//! A program with a bug can write over a block header (an overrun from the
+//! block before it, an underrun of its own) or over a free block's list
+//! link (a write after free). The heap reads such words on every free and
+//! allocation: block-ring links, owner words, free-list links, quick-list
+//! links, and sizes derived from them. This module is the one place that
+//! turns those words into addresses, and it proves each one first:
+//!
+//! - **inside a chunk**: a header address lies on a granule inside one of
+//!   the region's chunks (the chunk table, [`super::chunks`]); a pointer
+//!   to it is re-derived from the chunk's own pointer ([`Chunk::at`]), so a
+//!   forged word is never dereferenced as it was read;
+//! - **consistent with its partner**: a ring neighbour links back
+//!   (`next.prev == block`, `prev.next == block`), and a free-list node's
+//!   neighbours link back to it before it is unlinked (glibc's "corrupted
+//!   double-linked list" check);
+//! - **owned**: a neighbour that is about to merge says, in its owner word,
+//!   this region and the state `Free`.
+//!
+//! A proof that fails is damage: the caller gets `Corrupted { addr, what }`
+//! naming the header or link at fault, and hands the region to
+//! [`Region::repair`](super::Region::repair), which quarantines it.
+//!
+//! The proofs read only lines the operation touches anyway (a neighbour's
+//! header, the nodes an unlink writes), so their cost is a few compares.
+
+use crate::block::{Block, State, GRANULE, HEADER_SIZE, MIN_BLOCK};
+use crate::error::{Corruption, HeapError};
+
+use super::chunks::Chunk;
+use super::Region;
+
+/// `Corrupted` at `addr`.
+#[cold]
+pub(crate) fn damage(addr: usize, what: Corruption) -> HeapError {
+    HeapError::Corrupted { addr, what }
+}
+
+/// The address `granules` granules away from `addr` (no wrap-around:
+/// `None` when it would leave the address space).
+#[inline]
+fn offset(addr: usize, granules: i32) -> Option<usize> {
+    addr.checked_add_signed(granules as isize * GRANULE as isize)
+}
+
+impl Region {
+    /// The chunk whose blocks hold a header at `addr`: on a granule, inside
+    /// a chunk, before its sentinel.
+    #[inline]
+    pub(crate) fn chunk_of(&self, addr: usize) -> Option<&Chunk> {
+        if !addr.is_multiple_of(GRANULE) {
+            return None;
+        }
+        self.chunks.of_block(addr)
+    }
+
+    /// The readable memory at `addr`, which [`Region::chunk_of`] placed in
+    /// `chunk`, as a block handle (not yet proven to be a header).
+    #[inline]
+    pub(crate) fn block_in(chunk: &Chunk, addr: usize) -> Block {
+        // SAFETY: `addr` is a granule inside `chunk`'s blocks, so a header's
+        // worth of bytes there is readable chunk memory (Block's invariant).
+        unsafe { Block::from_header(chunk.at(addr).cast()) }
+    }
+
+    /// The block after `block` in `chunk`, proven to lie after it and at
+    /// most at the sentinel (not proven to link back).
+    #[inline]
+    pub(crate) fn next_in(chunk: &Chunk, block: Block) -> Option<Block> {
+        let (next, _) = block.raw_links();
+        let at = offset(block.addr(), next).filter(|_| next > 0)?;
+        (at <= chunk.sentinel()).then(|| Self::block_in_or_sentinel(chunk, at))
+    }
+
+    /// The block before `block` in `chunk` (the sentinel for the first
+    /// block), proven to lie before it inside the chunk (not proven to link
+    /// back).
+    #[inline]
+    pub(crate) fn prev_in(chunk: &Chunk, block: Block) -> Option<Block> {
+        let (_, prev) = block.raw_links();
+        let at = offset(block.addr(), prev)?;
+        let ok = if block.addr() == chunk.first() {
+            at == chunk.sentinel()
+        } else {
+            prev < 0 && at >= chunk.first()
+        };
+        ok.then(|| Self::block_in_or_sentinel(chunk, at))
+    }
+
+    /// A block handle for a header of `chunk`, its sentinel included.
+    #[inline]
+    pub(crate) fn block_in_or_sentinel(chunk: &Chunk, addr: usize) -> Block {
+        // SAFETY: `addr` is a granule from the chunk's first block to its
+        // sentinel, all readable header memory of the chunk.
+        unsafe { Block::from_header(chunk.at(addr).cast()) }
+    }
+
+    /// `block`'s ring neighbours `(prev, next)`, once both are proven to
+    /// lie in `chunk` and to link back to `block`.
+    #[inline]
+    pub(crate) fn ring_of(chunk: &Chunk, block: Block) -> Option<(Block, Block)> {
+        let next = Self::next_in(chunk, block)?;
+        let prev = Self::prev_in(chunk, block)?;
+        let back = offset(next.addr(), next.raw_links().1) == Some(block.addr())
+            && offset(prev.addr(), prev.raw_links().0) == Some(block.addr());
+        back.then_some((prev, next))
+    }
+
+    /// Whether `block`'s header is one this region wrote: its owner word
+    /// names this region with a state a block in a ring may have, and its
+    /// checksum holds (`crc`).
+    #[inline]
+    pub(crate) fn is_own_header(&self, block: Block) -> bool {
+        block.owner() == self.addr()
+            && matches!(
+                block.state(),
+                State::Used | State::Free | State::Cached | State::Quarantined
+            )
+            && block.checksum_ok()
+    }
+
+    /// Whether the free block `block`'s free-list node can be unlinked or
+    /// inserted after: both of its list neighbours are free-list nodes of
+    /// headers inside the region's chunks, and they link back to it.
+    #[inline]
+    pub(crate) fn free_links_ok(&self, block: Block) -> bool {
+        let node = block.free_link().as_ptr().addr();
+        let [next, prev] = words(block.free_link().cast());
+        self.link_word(next, 1) == Some(node) && self.link_word(prev, 0) == Some(node)
+    }
+
+    /// Word `i` (0 = next, 1 = prev) of the free-list node at `node`, once
+    /// `node` is proven to be the free-list node of a header in a chunk.
+    #[inline]
+    fn link_word(&self, node: usize, i: usize) -> Option<usize> {
+        let header = node.checked_sub(HEADER_SIZE)?;
+        let chunk = self.chunk_of(header)?;
+        let link = Self::block_in(chunk, header).free_link();
+        Some(words(link.cast())[i])
+    }
+}
+
+/// The two words of a free-list node, as addresses.
+#[inline]
+fn words(link: core::ptr::NonNull<[usize; 2]>) -> [usize; 2] {
+    // SAFETY: a free-list node lies right after a header inside a chunk
+    // (MIN_BLOCK leaves room for it), granule-aligned: readable, aligned
+    // memory. Its bytes are read as addresses, never as pointers.
+    unsafe { link.as_ptr().read() }
+}
+
+impl Region {
+    /// Proves the free block `block` before it is reused or merged: inside
+    /// a chunk, an own header in state `Free` with an intact checksum, its
+    /// successor linking back (so its size is real, at least a minimal
+    /// block), its free-list neighbours linking back, and its free pattern
+    /// (`scramble`). Returns the chunk and the size.
+    #[inline]
+    pub(crate) fn vet_free(&self, block: Block) -> Result<(Chunk, usize), HeapError> {
+        let Some(chunk) = self.chunk_of(block.addr()).copied() else {
+            return Err(damage(block.addr(), Corruption::FreeList));
+        };
+        if block.owner_word() != self.addr() | State::Free as usize {
+            let what = if block.owner() == self.addr() {
+                Corruption::State
+            } else {
+                Corruption::Owner
+            };
+            return Err(damage(block.addr(), what));
+        }
+        let size = self.vet_free_extent(&chunk, block)?;
+        crate::integrity::check_free(block, self.scramble_depth())?;
+        Ok((chunk, size))
+    }
+
+    /// Whether the block before `block` (whose ring is proven) is used, so
+    /// that it may take a gap too small for a free block.
+    #[inline]
+    pub(crate) fn prev_is_used(chunk: &Chunk, block: Block) -> Result<bool, HeapError> {
+        let (prev, _) = Self::ring_of(chunk, block)
+            .ok_or_else(|| damage(block.addr(), Corruption::BlockLinks))?;
+        Ok(prev.state() == State::Used && prev.addr() != chunk.sentinel())
+    }
+
+    /// Proves what a block whose ring is proven would merge with: `None`
+    /// for an own header that is not free (used, cached, quarantined, or
+    /// the chunk's sentinel), the size of a free one once
+    /// [`Region::vet_free_extent`] holds, damage otherwise.
+    #[inline]
+    pub(crate) fn merge_partner(
+        &self,
+        chunk: &Chunk,
+        neighbour: Block,
+    ) -> Result<Option<usize>, HeapError> {
+        let word = neighbour.owner_word();
+        if word == self.addr() | State::Free as usize {
+            return self.vet_free_extent(chunk, neighbour).map(Some);
+        }
+        let expected = if neighbour.addr() == chunk.sentinel() {
+            matches!(neighbour.state(), State::Sentinel)
+        } else {
+            matches!(
+                neighbour.state(),
+                State::Used | State::Cached | State::Quarantined
+            )
+        };
+        if neighbour.owner() != self.addr() {
+            Err(damage(neighbour.addr(), Corruption::Owner))
+        } else if !expected {
+            Err(damage(neighbour.addr(), Corruption::State))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whether a free block of `size` bytes can be put on its class list:
+    /// the list's first node, unless it is one of `leaving` (blocks about to
+    /// be taken off the index, whose list neighbours are proven), links
+    /// back both ways.
+    #[inline]
+    pub(crate) fn vet_list_for(&self, size: usize, leaving: &[Block]) -> Result<(), HeapError> {
+        let Some(head) = self.index.first_of(crate::index::class_of(size)) else {
+            return Ok(());
+        };
+        if leaving.contains(&head) || self.chunk_of(head.addr()).is_some() && self.free_links_ok(head) {
+            Ok(())
+        } else {
+            Err(damage(head.addr(), Corruption::FreeList))
+        }
+    }
+
+    /// The blocks of the free list of `class` with their sizes as their
+    /// links say, each proven to lie in a chunk before it is read; a link
+    /// that leaves the chunks, or a list longer than the region's free
+    /// blocks, ends the walk with the damage.
+    pub(crate) fn free_list(&self, class: crate::index::Class) -> FreeList<'_> {
+        let head = self
+            .index
+            .first_of(class)
+            .map(|b| b.free_link().as_ptr().addr());
+        FreeList {
+            region: self,
+            head,
+            at: head,
+            holder: self.addr(),
+            left: self.c.free_blocks,
+        }
+    }
+
+    /// The size of the block `block` as its successor confirms: an own
+    /// free header (owner word checked by the caller) whose successor lies
+    /// in `chunk` and links back, at least a minimal block, checksum
+    /// intact, free-list links proven.
+    #[inline]
+    fn vet_free_extent(&self, chunk: &Chunk, block: Block) -> Result<usize, HeapError> {
+        let Some(after) = Self::next_in(chunk, block) else {
+            return Err(damage(block.addr(), Corruption::BlockLinks));
+        };
+        if offset(after.addr(), after.raw_links().1) != Some(block.addr()) {
+            return Err(damage(block.addr(), Corruption::BlockLinks));
+        }
+        let size = after.addr() - block.addr();
+        if size < MIN_BLOCK {
+            return Err(damage(block.addr(), Corruption::Size));
+        }
+        if !block.checksum_ok() {
+            return Err(damage(block.addr(), Corruption::Checksum));
+        }
+        if !self.free_links_ok(block) {
+            return Err(damage(block.addr(), Corruption::FreeList));
+        }
+        Ok(size)
+    }
+}
+
+/// A checked walk of one free list (see [`Region::free_list`]).
+pub(crate) struct FreeList<'a> {
+    region: &'a Region,
+    head: Option<usize>,
+    at: Option<usize>,
+    /// The block whose link led here (the region for the list head).
+    holder: usize,
+    /// Nodes the walk may still visit.
+    left: usize,
+}
+
+impl Iterator for FreeList<'_> {
+    type Item = Result<(Block, usize), HeapError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let node = self.at.take()?;
+        let header = node.wrapping_sub(HEADER_SIZE);
+        let Some(chunk) = self.region.chunk_of(header).filter(|_| self.left > 0) else {
+            return Some(Err(damage(self.holder, Corruption::FreeList)));
+        };
+        let block = Region::block_in(chunk, header);
+        let [next, _] = words(block.free_link().cast());
+        self.left -= 1;
+        self.holder = header;
+        self.at = (Some(next) != self.head).then_some(next);
+        let size = (block.raw_links().0.max(0) as usize) * GRANULE;
+        Some(Ok((block, size)))
+    }
+}

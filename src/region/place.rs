@@ -1,0 +1,412 @@
+//! Placement: choosing a free block for a request, carving it and splitting
+//! off the rest.
+//!
+//! A request first tries its quick list (see `release`), then the free
+//! index: the policy's pick (`BestFit` scans a few blocks of the request's
+//! own class), else the good fit of two bit scans; an aligned request looks
+//! for `size + align + MIN_BLOCK` and places its header where the data is
+//! aligned. Only on the way to failure do the smaller classes get scanned
+//! for an exact fit, and the quick lists get flushed.
+//!
+//! Invariants kept here: a block is taken only once `nav` has proven it
+//! (own free header, size confirmed by its successor, list links both
+//! ways, free pattern); every list a split or a gap is filed on was proven
+//! first; a gap too small for a block goes only to a `Used` predecessor;
+//! nothing changes before every proof holds.
+
+use crate::block::{Block, State, DATA_OFFSET, GRANULE, MIN_BLOCK};
+use crate::clist::{insert_after, unlink};
+use crate::error::HeapError;
+use crate::index::{class_of, Class, FL_COUNT, SL_COUNT};
+use crate::quick::quick_class;
+#[cfg(feature = "trace")]
+use crate::trace::TraceEvent;
+
+use super::chunks::Chunk;
+use super::Region;
+
+/// Where a block header may go inside the free block `free` so that the
+/// block's data is aligned to `align` and `size` bytes fit; `None` if not.
+///
+/// A leading gap becomes a free block when it can hold one; a smaller gap is
+/// given to the previous block, which is possible when that block is used
+/// (`prev_used`; not the sentinel, nor a cached block, whose size its list
+/// fixes).
+fn placement(free: Block, free_size: usize, prev_used: bool, align: usize, size: usize) -> Option<usize> {
+    let data = free.addr() + DATA_OFFSET;
+    let mut header = data.next_multiple_of(align) - DATA_OFFSET;
+    let gap = header - free.addr();
+    if gap != 0 && gap < MIN_BLOCK && !prev_used {
+        // The gap must hold a free block: move up by whole alignments.
+        header += (MIN_BLOCK - gap).next_multiple_of(align);
+    }
+    fits_at(free, free_size, prev_used, header, size).then_some(header)
+}
+
+/// Whether a block of `size` bytes with its header at `header` fits in
+/// `free` (`free_size` bytes) with a leading gap that can be disposed of.
+fn fits_at(free: Block, free_size: usize, prev_used: bool, header: usize, size: usize) -> bool {
+    let Some(gap) = header.checked_sub(free.addr()) else {
+        return false;
+    };
+    let gap_ok = gap == 0 || gap >= MIN_BLOCK || prev_used;
+    gap_ok && gap.checked_add(size).is_some_and(|end| end <= free_size)
+}
+
+/// The class after `class` in size order, if any.
+fn next_class((fl, sl): Class) -> Option<Class> {
+    if sl + 1 < SL_COUNT {
+        Some((fl, sl + 1))
+    } else if fl + 1 < FL_COUNT {
+        Some((fl + 1, 0))
+    } else {
+        None
+    }
+}
+
+impl Region {
+    /// Allocates a block of `size` bytes (a `block_size_for` result) whose
+    /// data is aligned to `align`: `Ok(None)` if no free block fits, an
+    /// error if a block or list it met is damaged (then nothing changed).
+    ///
+    /// # Safety
+    /// The region is live and exclusively borrowed; `align` is a power of
+    /// two.
+    #[inline(always)]
+    pub(crate) unsafe fn allocate(
+        &mut self,
+        size: usize,
+        align: usize,
+        best_fit: bool,
+    ) -> Result<Option<Block>, HeapError> {
+        if align <= GRANULE {
+            if let Some(q) = quick_class(size) {
+                if let Some(block) = self.pop_quick(q)? {
+                    return Ok(Some(block));
+                }
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { self.allocate_uncached(size, align, best_fit) }
+    }
+
+    /// The index and flush part of [`Region::allocate`], kept out of line
+    /// so that a quick-list hit runs a short function.
+    ///
+    /// # Safety
+    /// As for [`Region::allocate`].
+    #[inline(never)]
+    unsafe fn allocate_uncached(
+        &mut self,
+        size: usize,
+        align: usize,
+        best_fit: bool,
+    ) -> Result<Option<Block>, HeapError> {
+        // SAFETY: forwarded.
+        if let Some(block) = unsafe { self.allocate_from_index(size, align, best_fit)? } {
+            return Ok(Some(block));
+        }
+        // Before reporting no room, give the cached blocks back: merged
+        // with their neighbours they may hold the request.
+        if !self.flush_quick()? {
+            return Ok(None);
+        }
+        // SAFETY: forwarded.
+        unsafe { self.allocate_from_index(size, align, best_fit) }
+    }
+
+    /// Allocates from the free index alone (see [`Region::allocate`]).
+    ///
+    /// # Safety
+    /// As for [`Region::allocate`].
+    #[inline]
+    unsafe fn allocate_from_index(
+        &mut self,
+        size: usize,
+        align: usize,
+        best_fit: bool,
+    ) -> Result<Option<Block>, HeapError> {
+        if align <= GRANULE {
+            let found = if best_fit {
+                self.best_in_class(size)?
+            } else {
+                None
+            };
+            if let Some(block) = found.or_else(|| self.index.find_good_fit(size)) {
+                let (_, total) = self.vet_free(block)?;
+                if total - size >= MIN_BLOCK {
+                    self.vet_list_for(total - size, &[block])?;
+                }
+                // SAFETY: a proven free block of `total >= size` bytes on
+                // the index; the tail's list was proven.
+                return Ok(Some(unsafe { self.take(block, total, size) }));
+            }
+        } else {
+            // `placement` moves the header by at most `align` plus a gap
+            // too small for a free block.
+            let margin = align + MIN_BLOCK - GRANULE;
+            let Some(search) = size.checked_add(margin) else {
+                return Ok(None);
+            };
+            if let Some(free) = self.index.find_good_fit(search) {
+                let (chunk, total) = self.vet_free(free)?;
+                let prev_used = Self::prev_is_used(&chunk, free)?;
+                let Some(header) = placement(free, total, prev_used, align, size) else {
+                    return Ok(None);
+                };
+                // SAFETY: a proven free block and a placement inside it.
+                return unsafe { self.carve_proven(&chunk, free, total, header, size) }.map(Some);
+            }
+        }
+        // Slow path, only on the way to failure: smaller classes may still
+        // hold a block that fits exactly.
+        let Some((free, header)) = self.search_placement(size, align)? else {
+            return Ok(None);
+        };
+        let (chunk, total) = self.vet_free(free)?;
+        // SAFETY: as above.
+        unsafe { self.carve_proven(&chunk, free, total, header, size) }.map(Some)
+    }
+
+    /// Best fit within the request's own class, scanning a bounded number
+    /// of blocks; larger classes are left to the good-fit search.
+    fn best_in_class(&self, size: usize) -> Result<Option<Block>, HeapError> {
+        const SCAN: usize = 8;
+        let mut best: Option<(Block, usize)> = None;
+        for found in self.free_list(class_of(size)).take(SCAN) {
+            let (block, block_size) = found?;
+            if block_size >= size && best.is_none_or(|(_, b)| block_size < b) {
+                best = Some((block, block_size));
+            }
+        }
+        Ok(best.map(|(block, _)| block))
+    }
+
+    /// Scans every free block from the request's class upward for one that
+    /// can host the request; O(free blocks), used only before failing.
+    fn search_placement(
+        &self,
+        size: usize,
+        align: usize,
+    ) -> Result<Option<(Block, usize)>, HeapError> {
+        let mut class = Some(class_of(size));
+        while let Some(next) = class.and_then(|c| self.index.next_nonempty(c)) {
+            if let Some(found) = self.first_placement(next, |b, total, prev_used| {
+                placement(b, total, prev_used, align.max(GRANULE), size)
+            })? {
+                return Ok(Some(found));
+            }
+            class = next_class(next);
+        }
+        Ok(None)
+    }
+
+    /// The first block of the free list of `class` where `place` finds a
+    /// header, each block's ring proven before its size and predecessor
+    /// are believed.
+    fn first_placement(
+        &self,
+        class: Class,
+        place: impl Fn(Block, usize, bool) -> Option<usize>,
+    ) -> Result<Option<(Block, usize)>, HeapError> {
+        for found in self.free_list(class) {
+            let (block, _) = found?;
+            let Some(chunk) = self.chunk_of(block.addr()) else {
+                continue;
+            };
+            let Some((prev, next)) = Self::ring_of(chunk, block) else {
+                continue;
+            };
+            let prev_used = prev.state() == State::Used && prev.addr() != chunk.sentinel();
+            if let Some(header) = place(block, next.addr() - block.addr(), prev_used) {
+                return Ok(Some((block, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Turns the free block `block` (`total` bytes, on the index) into a
+    /// used block of `size` bytes at its start, returning the rest to the
+    /// index.
+    ///
+    /// # Safety
+    /// `block` was proven by `vet_free` to be a free block of `total >=
+    /// size` bytes, and the tail's list by `vet_list_for`.
+    #[inline]
+    unsafe fn take(&mut self, block: Block, total: usize, size: usize) -> Block {
+        // SAFETY: a proven free block (caller); its successor is not free
+        // (no adjacent free blocks), as `split_free_tail` requires.
+        let kept = unsafe {
+            self.index.remove(block, total);
+            self.split_free_tail(block, total, size)
+        };
+        self.c.free_blocks -= 1;
+        block.set_state(State::Used);
+        self.c.used_bytes += kept;
+        self.c.used_blocks += 1;
+        block
+    }
+
+    /// Proves the lists a carve files on, then carves (see
+    /// [`Region::carve`]).
+    ///
+    /// # Safety
+    /// `free` was proven by `vet_free` (`total` bytes, in `chunk`) and
+    /// `header` is a placement for `size` bytes inside it.
+    unsafe fn carve_proven(
+        &mut self,
+        chunk: &Chunk,
+        free: Block,
+        total: usize,
+        header: usize,
+        size: usize,
+    ) -> Result<Block, HeapError> {
+        let gap = header - free.addr();
+        let rest = total - gap - size;
+        if gap >= MIN_BLOCK {
+            self.vet_list_for(gap, &[free])?;
+        }
+        if rest >= MIN_BLOCK {
+            self.vet_list_for(rest, &[free])?;
+        }
+        let mut prev = None;
+        if gap != 0 && gap < MIN_BLOCK {
+            let (before, _) = Self::ring_of(chunk, free)
+                .ok_or_else(|| super::nav::damage(free.addr(), crate::Corruption::BlockLinks))?;
+            if before.state() != State::Used || before.addr() == chunk.sentinel() {
+                return Err(super::nav::damage(before.addr(), crate::Corruption::State));
+            }
+            prev = Some(before);
+        }
+        // SAFETY: forwarded; a small gap's predecessor is proven used.
+        Ok(unsafe { self.carve(free, total, header, size, prev) })
+    }
+
+    /// Places a used block of `size` bytes with its header at `header`
+    /// inside the free block `free` (`total` bytes); the leading gap becomes
+    /// a free block or goes to the previous block `prev`, and the tail
+    /// returns to the index.
+    ///
+    /// # Safety
+    /// As for [`Region::carve_proven`], which proved the lists; `prev` is
+    /// `free`'s proven used predecessor when the gap is smaller than a
+    /// block.
+    unsafe fn carve(
+        &mut self,
+        free: Block,
+        total: usize,
+        header: usize,
+        size: usize,
+        prev: Option<Block>,
+    ) -> Block {
+        let owner = self.addr();
+        let gap = header - free.addr();
+        // SAFETY: `free` is on the index (caller).
+        unsafe { self.index.remove(free, total) };
+        self.c.free_blocks -= 1;
+        let block = if gap == 0 {
+            free
+        } else if gap >= MIN_BLOCK {
+            // SAFETY: `header` lies inside `free` (caller), whose data is no
+            // longer on any list; `free` keeps the gap and stays free.
+            unsafe {
+                let block = Block::write(free.at_offset(gap), owner, State::Free);
+                insert_after(free.link(), block.link());
+                self.index.insert(free, gap);
+                self.c.free_blocks += 1;
+                trace!(
+                    self.sink,
+                    TraceEvent::Split {
+                        block: free.addr(),
+                        tail: block.addr(),
+                        tail_size: total - gap,
+                    }
+                );
+                block
+            }
+        } else {
+            let prev = prev.expect("a small gap goes to a proven used predecessor");
+            // The previous block is used (`fits_at`), and grows by `gap`.
+            // `free` is unlinked before the new header, which may overlap
+            // it, exists.
+            // SAFETY: `free` is linked; `prev` is a live used block; the new
+            // header lies inside `free`'s span.
+            unsafe {
+                unlink(free.link());
+                let block = Block::write(free.at_offset(gap), owner, State::Free);
+                insert_after(prev.link(), block.link());
+                crate::integrity::on_grown_by_gap(prev, gap);
+                self.c.used_bytes += gap;
+                block
+            }
+        };
+        // SAFETY: `block` is `total - gap` bytes and its successor is not free.
+        let kept = unsafe { self.split_free_tail(block, total - gap, size) };
+        block.set_state(State::Used);
+        self.c.used_bytes += kept;
+        self.c.used_blocks += 1;
+        block
+    }
+
+    /// Splits `block` (`total` bytes) after `keep` bytes when the tail can
+    /// be a free block; returns the size `block` keeps.
+    ///
+    /// # Safety
+    /// `block` is a live block of `total >= keep` bytes, off the index,
+    /// whose successor is not free; the tail's list was proven.
+    #[inline]
+    pub(super) unsafe fn split_free_tail(&mut self, block: Block, total: usize, keep: usize) -> usize {
+        let rest = total - keep;
+        if rest < MIN_BLOCK {
+            return total;
+        }
+        // SAFETY: the tail lies inside `block` and holds a minimal block.
+        unsafe {
+            let tail = Block::write_after(block.at_offset(keep), block, self.addr(), State::Free);
+            self.index.insert(tail, rest);
+            trace!(
+                self.sink,
+                TraceEvent::Split {
+                    block: block.addr(),
+                    tail: tail.addr(),
+                    tail_size: rest,
+                }
+            );
+        }
+        self.c.free_blocks += 1;
+        keep
+    }
+
+    /// Carves the block whose header is at `header` and spans `size` bytes
+    /// out of the free block that contains it; O(free blocks large enough).
+    /// Flushes the quick lists first (the range may hold cached blocks).
+    /// Fails, carving nothing, if a block or list it meets is damaged.
+    ///
+    /// # Safety
+    /// The region is live and exclusively borrowed.
+    pub(crate) unsafe fn reserve(
+        &mut self,
+        header: usize,
+        size: usize,
+    ) -> Result<Option<Block>, HeapError> {
+        // The range may hold cached blocks: only the index can carve it.
+        self.flush_quick()?;
+        let mut class = Some(class_of(size));
+        let mut found = None;
+        while let Some(next) = class.and_then(|c| self.index.next_nonempty(c)) {
+            found = self.first_placement(next, |b, total, prev_used| {
+                fits_at(b, total, prev_used, header, size).then_some(header)
+            })?;
+            if found.is_some() {
+                break;
+            }
+            class = next_class(next);
+        }
+        let Some((free, _)) = found else {
+            return Ok(None);
+        };
+        let (chunk, total) = self.vet_free(free)?;
+        // SAFETY: a proven free block the range fits in.
+        unsafe { self.carve_proven(&chunk, free, total, header, size) }.map(Some)
+    }
+}

@@ -1,0 +1,387 @@
+//! Release: validating a freed pointer, merging with free neighbours, the
+//! quick lists, and resizing in place.
+//!
+//! `validate` proves that a pointer starts a live used block of this region
+//! (inside a chunk, own header, both ring neighbours linking back, guards).
+//! A free then either pushes the block onto its quick list (exact size,
+//! room left) or merges it with its free neighbours into the index.
+//!
+//! Invariants kept here: every merge partner and every list the merged
+//! block is filed on is proven first ([`Region::plan_merge`]), so a free
+//! that meets damage changes nothing; a cached block is vetted (owner word
+//! in state `Cached`, the list's size, its link inside a chunk, `crc` and
+//! `scramble`) before it is handed out or flushed; cached blocks never
+//! merge until flushed, and are flushed before the region reports no room.
+
+use core::ptr::NonNull;
+
+use crate::block::{Block, State, DATA_OFFSET, GRANULE, HEADER_SIZE, MIN_BLOCK};
+use crate::clist::{insert_after, unlink};
+use crate::error::{Corruption, HeapError};
+use crate::integrity;
+use crate::quick;
+#[cfg(feature = "trace")]
+use crate::trace::TraceEvent;
+
+use super::chunks::Chunk;
+use super::nav::damage;
+use super::Region;
+
+/// A merge that [`Region::plan_merge`] proved: the block, its size, and
+/// its free neighbours with theirs.
+pub(crate) struct Merge {
+    block: Block,
+    size: usize,
+    prev: Option<(Block, usize)>,
+    next: Option<(Block, usize)>,
+}
+
+impl Region {
+    /// Checks that `data` is the start of a live used block of this region.
+    ///
+    /// Reads only memory inside the region's chunks, and neighbour headers
+    /// only once the links are known to stay inside the chunk.
+    ///
+    /// # Safety
+    /// The region is live.
+    pub(crate) unsafe fn validate(&self, data: NonNull<u8>) -> Result<Block, HeapError> {
+        let addr = data.as_ptr().addr();
+        let header = addr.wrapping_sub(DATA_OFFSET);
+        let not_block = HeapError::NotBlockStart { addr };
+        let chunk = match self.chunk_of(header) {
+            Some(chunk) if addr.is_multiple_of(GRANULE) => chunk,
+            _ => return Err(not_block),
+        };
+        let block = Self::block_in(chunk, header);
+        let corrupted = |what| HeapError::Corrupted { addr: header, what };
+        let linked = Self::ring_of(chunk, block).is_some();
+        let owned = block.owner() == self.addr();
+        // Not a header unless it names this region or its neighbours say it
+        // is one. Scrambled free memory (a header absorbed by a merge)
+        // means the block was freed already.
+        if !owned && !linked {
+            return Err(if integrity::is_scrambled_free(block) {
+                HeapError::DoubleFree { addr }
+            } else {
+                not_block
+            });
+        }
+        if !block.checksum_ok() {
+            return Err(corrupted(Corruption::Checksum));
+        }
+        if !owned {
+            return Err(corrupted(Corruption::Owner));
+        }
+        match block.state() {
+            State::Used => {}
+            State::Free | State::Absorbed | State::Cached => {
+                return Err(HeapError::DoubleFree { addr })
+            }
+            State::Sentinel => return Err(not_block),
+            State::Quarantined => return Err(corrupted(Corruption::Quarantined)),
+            State::Damaged => return Err(corrupted(Corruption::State)),
+        }
+        if !linked {
+            return Err(corrupted(Corruption::BlockLinks));
+        }
+        integrity::check_guards(block)?;
+        Ok(block)
+    }
+
+    /// Frees a used block: onto its quick list if it has one with room,
+    /// else merged with its free neighbours into the index. Fails, changing
+    /// nothing, when a neighbour or a list it would touch is damaged.
+    ///
+    /// # Safety
+    /// `block` is a used block of this region (`validate`).
+    #[inline]
+    pub(crate) unsafe fn release(&mut self, block: Block) -> Result<(), HeapError> {
+        let size = block.size();
+        if self.quick.has_room(size) {
+            // SAFETY: a used block is on no free list; its data is dead.
+            unsafe {
+                integrity::on_free(block);
+                self.quick.push(block, size);
+            }
+        } else {
+            let merge = self.plan_merge(block, size)?;
+            // SAFETY: as above; the merge was proven.
+            unsafe {
+                integrity::on_free(block);
+                self.merge(merge);
+            }
+        }
+        self.c.used_bytes -= size;
+        self.c.used_blocks -= 1;
+        Ok(())
+    }
+
+    /// Merges `block` (`size` bytes, on no list) with its free neighbours
+    /// into the index, once the merge is proven.
+    ///
+    /// # Safety
+    /// `block` is a block of this region of `size` bytes whose ring links
+    /// are intact, on no free list, its data dead.
+    pub(crate) unsafe fn release_into_index(
+        &mut self,
+        block: Block,
+        size: usize,
+    ) -> Result<(), HeapError> {
+        let merge = self.plan_merge(block, size)?;
+        // SAFETY: forwarded; proven.
+        unsafe { self.merge(merge) };
+        Ok(())
+    }
+
+    /// Proves a merge of `block` (`size` bytes): its ring, each free
+    /// neighbour ([`Region::merge_partner`]), and the list the merged block
+    /// goes on. Changes nothing.
+    pub(crate) fn plan_merge(&self, block: Block, size: usize) -> Result<Merge, HeapError> {
+        let Some(chunk) = self.chunk_of(block.addr()).copied() else {
+            return Err(damage(block.addr(), Corruption::BlockLinks));
+        };
+        let Some((prev, next)) = Self::ring_of(&chunk, block) else {
+            return Err(damage(block.addr(), Corruption::BlockLinks));
+        };
+        let next = self.merge_partner(&chunk, next)?.map(|s| (next, s));
+        let prev = self.merge_partner(&chunk, prev)?.map(|s| (prev, s));
+        let total = size + next.map_or(0, |n| n.1) + prev.map_or(0, |p| p.1);
+        let leaving = [next.map_or(block, |n| n.0), prev.map_or(block, |p| p.0)];
+        self.vet_list_for(total, &leaving)?;
+        Ok(Merge {
+            block,
+            size,
+            prev,
+            next,
+        })
+    }
+
+    /// Carries out a proven merge and files the result as one free block.
+    ///
+    /// # Safety
+    /// `merge` came from [`Region::plan_merge`] with nothing changed since.
+    unsafe fn merge(&mut self, merge: Merge) {
+        let Merge {
+            mut block,
+            mut size,
+            prev,
+            next,
+        } = merge;
+        if let Some((next, next_size)) = next {
+            // SAFETY: a proven free neighbour on the index, linked.
+            unsafe {
+                self.index.remove(next, next_size);
+                unlink(next.link());
+                next.set_state(State::Absorbed);
+                integrity::on_absorb(next);
+            }
+            self.c.free_blocks -= 1;
+            size += next_size;
+            trace!(
+                self.sink,
+                TraceEvent::Merged {
+                    block: block.addr(),
+                    absorbed: next.addr(),
+                    size,
+                }
+            );
+        }
+        if let Some((prev, prev_size)) = prev {
+            // SAFETY: as above; `block` is linked and now lies inside `prev`.
+            unsafe {
+                self.index.remove(prev, prev_size);
+                unlink(block.link());
+                block.set_state(State::Absorbed);
+                integrity::on_absorb(block);
+            }
+            size += prev_size;
+            trace!(
+                self.sink,
+                TraceEvent::Merged {
+                    block: prev.addr(),
+                    absorbed: block.addr(),
+                    size,
+                }
+            );
+            block = prev;
+            self.c.free_blocks -= 1;
+        }
+        block.set_state(State::Free);
+        // SAFETY: `block` is a free block of `size` bytes on no list; its
+        // list was proven.
+        unsafe { self.index.insert(block, size) };
+        self.c.free_blocks += 1;
+    }
+
+    /// Sets the most blocks per quick list, flushing the lists first.
+    pub(crate) fn set_quick_depth(&mut self, depth: u8) -> Result<(), HeapError> {
+        self.flush_quick()?;
+        self.quick.set_depth(depth);
+        Ok(())
+    }
+
+    // ---- quick lists ----
+
+    /// Pops the head of quick list `q`, vetted like a free block before
+    /// reuse, as a used block; `Ok(None)` when the list is empty, an error
+    /// (nothing changed) when the head or its link is damaged.
+    #[inline]
+    pub(super) fn pop_quick(&mut self, q: usize) -> Result<Option<Block>, HeapError> {
+        let Some((_, next)) = self.vet_quick_head(q)? else {
+            return Ok(None);
+        };
+        // SAFETY: the list is not empty and `next` is its head's link.
+        let block = unsafe { self.quick.pop(q, next) };
+        self.c.used_bytes += quick::class_size(q);
+        self.c.used_blocks += 1;
+        Ok(Some(block))
+    }
+
+    /// The head of quick list `q` and its link, once both are vetted: the
+    /// header is a cached block of this region of the list's size, the link
+    /// is 0 or a granule inside a chunk, and the `crc`/`scramble` checks of
+    /// a free block pass. Changes nothing.
+    #[inline]
+    fn vet_quick_head(&self, q: usize) -> Result<Option<(Block, Option<Block>)>, HeapError> {
+        let Some(block) = self.quick.head(q) else {
+            return Ok(None);
+        };
+        let damaged = |what| damage(block.addr(), what);
+        if !block.checksum_ok() {
+            return Err(damaged(Corruption::Checksum));
+        }
+        if block.owner_word() != self.addr() | State::Cached as usize
+            || block.raw_links().0 as usize != quick::class_size(q) / GRANULE
+            || self.quick.len(q) == 0
+        {
+            return Err(damaged(Corruption::QuickList));
+        }
+        let next = match quick::link_addr(block) {
+            0 => None,
+            at => match self.chunk_of(at) {
+                Some(chunk) => Some(Self::block_in(chunk, at)),
+                None => return Err(damaged(Corruption::QuickList)),
+            },
+        };
+        integrity::check_free(block, self.scramble_depth())?;
+        Ok(Some((block, next)))
+    }
+
+    /// Gives every cached block back to the index, merged with its free
+    /// neighbours; returns whether there was any. Stops at the first
+    /// damaged block or merge partner, which stays cached.
+    pub(crate) fn flush_quick(&mut self) -> Result<bool, HeapError> {
+        let mut flushed = false;
+        while let Some(q) = self.quick.any_nonempty() {
+            let Some((block, next)) = self.vet_quick_head(q)? else {
+                break;
+            };
+            let merge = self.plan_merge(block, quick::class_size(q))?;
+            // SAFETY: the list is not empty and `next` is its head's link.
+            // The popped block is off every list; its data already holds
+            // the free pattern (`scramble`); the merge was proven.
+            unsafe {
+                self.quick.pop(q, next);
+                self.merge(merge);
+            }
+            flushed = true;
+        }
+        Ok(flushed)
+    }
+
+    // ---- resize ----
+
+    /// Resizes a used block to `size` bytes (a `block_size_for` result for
+    /// `requested` bytes) without moving it: shrinking gives the tail back,
+    /// growing takes from a free successor. Returns whether it succeeded;
+    /// on failure (or an error: a damaged successor) nothing changed. The
+    /// block's live data is never written.
+    ///
+    /// # Safety
+    /// `block` is a used block of this region (`validate`).
+    pub(crate) unsafe fn resize_in_place(
+        &mut self,
+        block: Block,
+        size: usize,
+        requested: usize,
+    ) -> Result<bool, HeapError> {
+        let before = block.size();
+        let old_usable = block.usable();
+        let chunk = self.proven_chunk(block)?;
+        let (_, next) = Self::ring_of(&chunk, block)
+            .ok_or_else(|| damage(block.addr(), Corruption::BlockLinks))?;
+        if size > before {
+            let Some(next_size) = self.merge_partner(&chunk, next)? else {
+                return Ok(false);
+            };
+            if before + next_size < size {
+                return Ok(false);
+            }
+            integrity::check_free(next, self.scramble_depth())?;
+            let rest = before + next_size - size;
+            if rest >= MIN_BLOCK {
+                self.vet_list_for(rest, &[next])?;
+            }
+            // SAFETY: `next` is a proven free neighbour on the index.
+            unsafe {
+                self.index.remove(next, next_size);
+                unlink(next.link());
+            }
+            next.set_state(State::Absorbed);
+            self.c.free_blocks -= 1;
+            // SAFETY: the grown block's successor was `next`'s, not free;
+            // the tail's list was proven.
+            unsafe { self.split_free_tail(block, before + next_size, size) };
+        } else {
+            // SAFETY: `block` is used and at least `size` bytes.
+            unsafe { self.shrink(&chunk, block, next, size)? };
+        }
+        // SAFETY: `block` was just resized from `before` bytes and holds
+        // `requested` bytes.
+        unsafe { integrity::on_resize(block, old_usable, block.addr() + before, requested) };
+        self.c.used_bytes = self.c.used_bytes - before + block.size();
+        Ok(true)
+    }
+
+    /// The chunk of a validated block.
+    fn proven_chunk(&self, block: Block) -> Result<Chunk, HeapError> {
+        self.chunk_of(block.addr())
+            .copied()
+            .ok_or_else(|| damage(block.addr(), Corruption::BlockLinks))
+    }
+
+    /// Gives the tail of `block` after `keep` bytes back to the free lists,
+    /// merged with a free successor; a tail too small to stand alone is kept
+    /// unless the successor is free to absorb it (and the tail can hold a
+    /// header). Fails, changing nothing, if that successor is damaged.
+    ///
+    /// # Safety
+    /// `block` is a used block of this region of at least `keep` bytes, in
+    /// `chunk`, and `next` its proven successor.
+    unsafe fn shrink(
+        &mut self,
+        chunk: &Chunk,
+        block: Block,
+        next: Block,
+        keep: usize,
+    ) -> Result<(), HeapError> {
+        let rest = block.size() - keep;
+        let next_size = self.merge_partner(chunk, next)?;
+        if rest < MIN_BLOCK && (rest < HEADER_SIZE || next_size.is_none()) {
+            return Ok(());
+        }
+        let total = rest + next_size.unwrap_or(0);
+        self.vet_list_for(total, &[next])?;
+        // SAFETY: the tail lies inside `block`, past the data it keeps;
+        // linked before merging; its merge partners were proven, and the
+        // tail's own ring is the one just written.
+        unsafe {
+            let tail = Block::write(block.at_offset(keep), self.addr(), State::Used);
+            insert_after(block.link(), tail.link());
+            integrity::on_free(tail);
+            let merge = self.plan_merge(tail, rest)?;
+            self.merge(merge);
+        }
+        Ok(())
+    }
+}
