@@ -319,7 +319,12 @@ impl<P: FitPolicy> Heap<P> {
     ///
     /// # Safety
     /// `ptr, len` is a vetted range the caller gives to the heap.
-    unsafe fn add_range(&mut self, i: usize, ptr: NonNull<u8>, len: usize) -> Result<(), HeapError> {
+    unsafe fn add_range(
+        &mut self,
+        i: usize,
+        ptr: NonNull<u8>,
+        len: usize,
+    ) -> Result<(), HeapError> {
         if !self.region(i).has_room_for(len.div_ceil(MAX_CHUNK_SIZE)) {
             return Err(HeapError::TooManyChunks);
         }
@@ -1165,6 +1170,5 @@ mod tests {
         unsafe { heap.free(a).unwrap() };
         heap.check().unwrap();
         assert_eq!(heap.stats().used_blocks, 0);
-
     }
 }

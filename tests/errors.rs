@@ -179,7 +179,7 @@ fn corrupted_header_is_reported_with_its_address() {
     let header = victim.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE);
     // SAFETY: a header inside the arena.
     unsafe { header.add(4).write_bytes(0x7f, 4) }; // the back link
-    // With `crc`, the checksum catches the damage before the links are read.
+                                                   // With `crc`, the checksum catches the damage before the links are read.
     let what = if cfg!(feature = "crc") {
         Corruption::Checksum
     } else {

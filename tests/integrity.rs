@@ -34,39 +34,60 @@ mod crc {
     use super::*;
 
     #[test]
-    fn an_overwritten_header_byte_is_caught_everywhere() {
+    fn an_overwritten_header_byte_is_caught_once_then_quarantined() {
         let arena = Arena::new(64 << 10);
         let (mut heap, w) = witnessed_heap(&arena);
         let victim = heap.allocate(l(64)).unwrap();
-        let _after = heap.allocate(l(64)).unwrap();
+        let after = heap.allocate(l(64)).unwrap();
         let header = header_of(victim);
-        let expected = Err(HeapError::Corrupted {
-            addr: header.addr(),
-            what: Corruption::Checksum,
-        });
         // One byte of the owner word (region address bits), as a stray
         // store would: the links still agree, only the checksum can tell.
-        // SAFETY: a header byte inside the arena; restored below.
+        // SAFETY: a header byte inside the arena.
         let byte = unsafe { header.add(9) };
-        let saved = unsafe { byte.read() };
-        unsafe { byte.write(saved ^ 0x10) };
+        unsafe { byte.write(byte.read() ^ 0x10) };
+        assert_eq!(
+            heap.check(),
+            Err(HeapError::Corrupted {
+                addr: header.addr(),
+                what: Corruption::Checksum,
+            })
+        );
         let misuses = heap.stats().misuses;
-        assert_eq!(unsafe { heap.free(victim) }.map(|_| ()), expected);
+        assert_eq!(
+            unsafe { heap.free(victim) }.map(|_| ()),
+            Err(HeapError::Corrupted {
+                addr: header.addr(),
+                what: Corruption::Checksum,
+            })
+        );
+        // Named once; from then on the block is out of use, whatever asks.
+        let quarantined: Result<(), HeapError> = Err(HeapError::Corrupted {
+            addr: header.addr(),
+            what: Corruption::Quarantined,
+        });
         assert_eq!(
             unsafe { heap.realloc(victim, l(64), 128) },
-            expected.map(|_| victim)
+            quarantined.map(|_| victim)
         );
-        assert_eq!(unsafe { heap.usable_size(victim) }, expected.map(|_| 0));
+        assert_eq!(unsafe { heap.usable_size(victim) }, quarantined.map(|_| 0));
         assert_eq!(
             unsafe { heap.resize_in_place(victim, 16) },
-            expected.map(|_| false)
+            quarantined.map(|_| false)
         );
-        assert_eq!(heap.check(), expected);
-        assert_eq!(heap.stats().misuses, misuses + 3, "free, realloc, resize");
-        free_witnesses(&mut heap, w);
-        unsafe { byte.write(saved) };
+        assert_eq!(
+            heap.stats().misuses,
+            misuses + 3,
+            "free, realloc, resize (usable_size reads only)"
+        );
         heap.check().unwrap();
-        unsafe { heap.free(victim) }.unwrap();
+        assert_eq!(heap.stats().quarantined_blocks, 1);
+        // The heap goes on: its neighbour frees, new blocks never overlap it.
+        unsafe { heap.free(after) }.unwrap();
+        for _ in 0..8 {
+            let p = heap.allocate(l(64)).unwrap();
+            assert_ne!(p, victim);
+        }
+        free_witnesses(&mut heap, w);
         heap.check().unwrap();
     }
 
@@ -84,19 +105,24 @@ mod crc {
             addr: header.addr(),
             what: Corruption::Checksum,
         };
-        // SAFETY: the free block's header; restored below.
-        let saved = unsafe { header.read() };
-        unsafe { header.write(saved ^ 1) }; // a bit of its next link
+        // SAFETY: the free block's header.
+        unsafe { header.write(header.read() ^ 1) }; // a bit of its next link
         assert_eq!(heap.check(), Err(expected));
-        // Freeing `a` would merge with the damaged block: refused, unchanged.
+        // Freeing `a` would merge with the damaged block: refused, with `a`
+        // still live, and the damaged block quarantined.
         assert_eq!(unsafe { heap.free(a) }, Err(expected));
-        // Reserving inside it (a reuse) is refused too.
-        assert_eq!(heap.reserve(b.as_ptr(), 16), Err(expected));
-        free_witnesses(&mut heap, w);
-        unsafe { header.write(saved) };
         heap.check().unwrap();
+        assert_eq!(heap.stats().quarantined_blocks, 1);
+        // Reserving inside it is refused: it is no free memory any more.
+        assert!(matches!(
+            heap.reserve(b.as_ptr(), 16),
+            Err(HeapError::RangeUnavailable { .. })
+        ));
+        // `a` frees now, without merging into the quarantined block.
         unsafe { heap.free(a) }.unwrap();
+        free_witnesses(&mut heap, w);
         heap.check().unwrap();
+        assert_eq!(heap.stats().used_blocks, 1, "only `_c` is live");
     }
 }
 
@@ -377,9 +403,12 @@ mod quick {
         let (mut heap, w) = witnessed_heap(&arena);
         let (a, b) = two_cached(&mut heap);
         let link = link_of(a);
-        // SAFETY: the link of a cached block; restored below.
-        let saved = unsafe { link.read() };
-        assert_eq!(saved.addr(), header_of(b).addr(), "a's link names b");
+        // SAFETY: the link of a cached block.
+        assert_eq!(
+            unsafe { link.read() }.addr(),
+            header_of(b).addr(),
+            "a's link names b"
+        );
         // A write after free: an address outside the heap.
         unsafe { link.write(std::ptr::without_provenance_mut(0x1000)) };
         let expected = HeapError::Corrupted {
@@ -389,11 +418,14 @@ mod quick {
         assert_eq!(heap.check(), Err(expected));
         assert_eq!(heap.allocate(l(96)), Err(expected));
         assert_eq!(heap.stats().misuses, 1);
-        free_witnesses(&mut heap, w);
-        unsafe { link.write(saved) };
+        // Named once: `a` is quarantined, `b` went back to the free lists,
+        // and the next request of that size is served.
         heap.check().unwrap();
-        assert_eq!(heap.allocate(l(96)), Ok(a));
-        assert_eq!(heap.allocate(l(96)), Ok(b));
+        assert_eq!(heap.stats().quarantined_blocks, 1);
+        let p = heap.allocate(l(96)).unwrap();
+        assert_ne!(p, a);
+        assert_eq!(heap.stats().misuses, 1);
+        free_witnesses(&mut heap, w);
         heap.check().unwrap();
     }
 
@@ -403,8 +435,7 @@ mod quick {
         let (mut heap, w) = witnessed_heap(&arena);
         let (a, _) = two_cached(&mut heap);
         let owner = header_of(a).wrapping_add(8).cast::<usize>();
-        let saved = unsafe { owner.read() };
-        unsafe { owner.write(saved ^ 0b101) }; // cached -> used
+        unsafe { owner.write(owner.read() ^ 0b101) }; // cached -> used
         let what = if cfg!(feature = "crc") {
             Corruption::Checksum
         } else {
@@ -415,17 +446,33 @@ mod quick {
             what,
         };
         assert_eq!(heap.allocate(l(96)), Err(expected));
-        assert!(matches!(heap.check(), Err(HeapError::Corrupted { .. })));
-        free_witnesses(&mut heap, w);
-        unsafe { owner.write(saved) };
+        // Quarantined: a free of it (a double free, since it was cached)
+        // is refused, and the heap is whole.
         heap.check().unwrap();
-        // A double free of a cached block is refused as such.
+        assert_eq!(
+            unsafe { heap.free(a) },
+            Err(HeapError::Corrupted {
+                addr: header_of(a).addr(),
+                what: Corruption::Quarantined
+            })
+        );
+        assert_ne!(heap.allocate(l(96)).unwrap(), a);
+        free_witnesses(&mut heap, w);
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn a_double_free_of_a_cached_block_is_refused() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = witnessed_heap(&arena);
+        let (a, _) = two_cached(&mut heap);
         assert_eq!(
             unsafe { heap.free(a) },
             Err(HeapError::DoubleFree {
                 addr: a.as_ptr().addr()
             })
         );
+        free_witnesses(&mut heap, w);
         heap.check().unwrap();
     }
 
@@ -443,10 +490,12 @@ mod quick {
         };
         assert_eq!(heap.check(), Err(expected));
         assert_eq!(heap.allocate(l(96)), Err(expected));
-        free_witnesses(&mut heap, w);
-        unsafe { at.write(integrity::FREE_PATTERN) };
+        // Quarantined with the write in it; the next request is served
+        // elsewhere.
         heap.check().unwrap();
-        assert_eq!(heap.allocate(l(96)), Ok(a));
+        assert_ne!(heap.allocate(l(96)).unwrap(), a);
+        free_witnesses(&mut heap, w);
+        heap.check().unwrap();
     }
 }
 

@@ -45,14 +45,14 @@ use core::ptr::NonNull;
 use crate::block::{Block, BlockHeader, RelLink, State, GRANULE, MAX_CHUNK_SIZE, MIN_BLOCK};
 use crate::clist::{insert_after, make_ring, Link};
 
-pub use chunks::MAX_CHUNKS;
-pub(crate) use chunks::Chunk;
-use chunks::ChunkTable;
 use crate::index::FreeIndex;
 use crate::integrity;
 use crate::quick::{QuickLists, DEFAULT_QUICK_DEPTH};
 #[cfg(feature = "trace")]
 use crate::trace::TraceSink;
+pub(crate) use chunks::Chunk;
+use chunks::ChunkTable;
+pub use chunks::MAX_CHUNKS;
 
 /// Bytes of a chunk's sentinel: a header, padded to a minimal block (when
 /// two chunks join, the lower sentinel becomes a free block).

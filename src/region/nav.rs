@@ -224,7 +224,9 @@ impl Region {
         let Some(head) = self.index.first_of(crate::index::class_of(size)) else {
             return Ok(());
         };
-        if leaving.contains(&head) || self.chunk_of(head.addr()).is_some() && self.free_links_ok(head) {
+        if leaving.contains(&head)
+            || self.chunk_of(head.addr()).is_some() && self.free_links_ok(head)
+        {
             Ok(())
         } else {
             Err(damage(head.addr(), Corruption::FreeList))
@@ -255,6 +257,9 @@ impl Region {
     /// intact, free-list links proven.
     #[inline]
     fn vet_free_extent(&self, chunk: &Chunk, block: Block) -> Result<usize, HeapError> {
+        if !block.checksum_ok() {
+            return Err(damage(block.addr(), Corruption::Checksum));
+        }
         let Some(after) = Self::next_in(chunk, block) else {
             return Err(damage(block.addr(), Corruption::BlockLinks));
         };
@@ -264,9 +269,6 @@ impl Region {
         let size = after.addr() - block.addr();
         if size < MIN_BLOCK {
             return Err(damage(block.addr(), Corruption::Size));
-        }
-        if !block.checksum_ok() {
-            return Err(damage(block.addr(), Corruption::Checksum));
         }
         if !self.free_links_ok(block) {
             return Err(damage(block.addr(), Corruption::FreeList));

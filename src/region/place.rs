@@ -32,7 +32,13 @@ use super::Region;
 /// given to the previous block, which is possible when that block is used
 /// (`prev_used`; not the sentinel, nor a cached block, whose size its list
 /// fixes).
-fn placement(free: Block, free_size: usize, prev_used: bool, align: usize, size: usize) -> Option<usize> {
+fn placement(
+    free: Block,
+    free_size: usize,
+    prev_used: bool,
+    align: usize,
+    size: usize,
+) -> Option<usize> {
     let data = free.addr() + DATA_OFFSET;
     let mut header = data.next_multiple_of(align) - DATA_OFFSET;
     let gap = header - free.addr();
@@ -355,7 +361,12 @@ impl Region {
     /// `block` is a live block of `total >= keep` bytes, off the index,
     /// whose successor is not free; the tail's list was proven.
     #[inline]
-    pub(super) unsafe fn split_free_tail(&mut self, block: Block, total: usize, keep: usize) -> usize {
+    pub(super) unsafe fn split_free_tail(
+        &mut self,
+        block: Block,
+        total: usize,
+        keep: usize,
+    ) -> usize {
         let rest = total - keep;
         if rest < MIN_BLOCK {
             return total;

@@ -13,8 +13,9 @@
 //!    sides. A damaged sentinel is rewritten in place.
 //! 2. **Rebuild the lists.** The free index and the quick lists are cleared
 //!    and refilled from the rings: runs of free and cached blocks merge
-//!    into one free block each; the block that the error named, if free or
-//!    cached, is quarantined instead; used and quarantined blocks stay.
+//!    into one free block each; the block that the error named is
+//!    quarantined instead (its header or free memory is what was found
+//!    damaged, whatever state it claims); used and quarantined blocks stay.
 //! 3. **Recount.** The counters are recomputed from the walk.
 //!
 //! A quarantined block is never handed out, merged or freed again (a free
@@ -81,7 +82,9 @@ impl Region {
                 }
                 // SAFETY: `before` and `to` are good headers of `chunk`
                 // around `from < to`, and nothing between them is trusted.
-                Break::Range(before, from, to) => unsafe { self.quarantine_range(before, from, to) },
+                Break::Range(before, from, to) => unsafe {
+                    self.quarantine_range(before, from, to)
+                },
             }
         }
         // Damage everywhere: give up the whole chunk.
@@ -250,7 +253,7 @@ impl Region {
             let next = Self::next_in(chunk, at).unwrap_or(sentinel);
             let size = next.addr() - at.addr();
             let state = match at.state() {
-                State::Free | State::Cached if at.addr() == damaged => {
+                State::Used | State::Free | State::Cached if at.addr() == damaged => {
                     at.set_state(State::Quarantined);
                     State::Quarantined
                 }
