@@ -55,6 +55,10 @@ struct Hooks {
 /// How many times one allocation asks the growth hook before giving up.
 const GROW_ATTEMPTS: usize = 4;
 
+/// Times an allocation is tried again after it met damage (each time the
+/// heap quarantined what it met).
+const DAMAGE_RETRIES: usize = 4;
+
 /// A heap behind a spin lock, with a report handler and a growth hook.
 ///
 /// The backend `B` is region-heap's [`Heap`] by default; any
@@ -142,18 +146,28 @@ impl<B: Backend> LockedHeap<B> {
     }
 
     /// Runs `op` under the lock; on `OutOfMemory` asks the growth hook for
-    /// memory (lock released), adds it and tries again.
+    /// memory (lock released), adds it and tries again. Damage met on the
+    /// way (`Corrupted`) is reported, lock released, and the request tried
+    /// again: the heap quarantined it, so the retry does not meet it.
     fn with_growth<T>(
         &self,
         layout: Layout,
         mut op: impl FnMut(&mut B) -> Result<T, HeapError>,
     ) -> Option<T> {
-        for _ in 0..=GROW_ATTEMPTS {
+        let mut damage_retries = DAMAGE_RETRIES;
+        let mut grown = 0;
+        while grown <= GROW_ATTEMPTS {
             let hint = {
                 let mut heap = self.heap.lock();
                 match op(&mut heap) {
                     Ok(value) => return Some(value),
                     Err(HeapError::OutOfMemory { .. }) => heap.growth_hint(layout),
+                    Err(error @ HeapError::Corrupted { .. }) if damage_retries > 0 => {
+                        drop(heap);
+                        self.report(&error);
+                        damage_retries -= 1;
+                        continue;
+                    }
                     Err(error) if error.is_misuse() => {
                         drop(heap);
                         self.report(&error);
@@ -163,6 +177,7 @@ impl<B: Backend> LockedHeap<B> {
                     Err(_) => return None,
                 }
             };
+            grown += 1;
             let source = self.hooks.lock().source?;
             let (start, size) = source.grow(hint)?;
             // SAFETY: the MemorySource contract gives the range to the heap.
