@@ -342,8 +342,10 @@ impl<P: FitPolicy> Heap<P> {
     }
 
     /// Adds memory wherever it fits best: joined to the region that has a
-    /// chunk it touches, else as a new chunk of the highest-priority region,
-    /// else as the heap's first region. This is what a growth hook calls.
+    /// chunk it touches, else as a new chunk of the highest-priority region
+    /// (a region of its own when that region already has `MAX_CHUNKS`
+    /// chunks), else as the heap's first region. This is what a growth hook
+    /// calls.
     ///
     /// # Safety
     /// As for [`Heap::add_region`].
@@ -358,7 +360,13 @@ impl<P: FitPolicy> Heap<P> {
             .find(|&i| self.region(i).touches_chunk(begin, begin + len))
             .unwrap_or(0);
         // SAFETY: a vetted range the caller gives to the heap.
-        unsafe { self.add_range(i, ptr, len) }
+        match unsafe { self.add_range(i, ptr, len) } {
+            // The region's chunk table is full of scattered chunks: the
+            // memory becomes a region of its own.
+            // SAFETY: forwarded from the caller.
+            Err(HeapError::TooManyChunks) => unsafe { self.add_region(start, size) },
+            result => result,
+        }
     }
 
     /// Bytes a growth hook should supply so that a failed `layout` request
@@ -1094,6 +1102,44 @@ mod tests {
         }
         assert!(last.as_ptr().addr() >= low.ptr().addr());
         assert_eq!(heap.region_count(), 2);
+        balanced(&heap);
+    }
+
+    #[test]
+    fn a_full_chunk_table_refuses_extend_and_growth_becomes_a_region() {
+        use crate::region::MAX_CHUNKS;
+        let piece = 512;
+        let arena = Arena::new(2 * REGION_SIZE + (MAX_CHUNKS + 2) * 2 * piece);
+        let mut heap = Heap::new();
+        // SAFETY: disjoint pieces of one arena that outlives the heap, with
+        // a gap after each so that no two chunks join.
+        unsafe {
+            heap.add_region(arena.ptr(), REGION_SIZE + piece).unwrap();
+            let id = heap.region_ids().next().unwrap();
+            let at = |i: usize| arena.at(REGION_SIZE + 2 * piece * (i + 1));
+            for i in 1..MAX_CHUNKS {
+                heap.extend(id, at(i), piece).unwrap();
+            }
+            assert_eq!(heap.stats().chunks, MAX_CHUNKS);
+            assert_eq!(
+                heap.extend(id, at(MAX_CHUNKS), piece),
+                Err(HeapError::TooManyChunks)
+            );
+            heap.add_memory(at(MAX_CHUNKS), REGION_SIZE + piece)
+                .unwrap();
+        }
+        assert_eq!(heap.region_count(), 2, "growth went to a region of its own");
+        // Blocks in every chunk; each free finds its chunk.
+        let blocks: std::vec::Vec<_> = (0..2 * MAX_CHUNKS)
+            .map_while(|_| heap.allocate(layout(200, 8)).ok())
+            .collect();
+        assert!(blocks.len() > MAX_CHUNKS);
+        heap.check().unwrap();
+        for p in blocks {
+            // SAFETY: live blocks of this heap.
+            unsafe { heap.free(p) }.unwrap();
+        }
+        heap.flush_quick_lists().unwrap();
         balanced(&heap);
     }
 

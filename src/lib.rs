@@ -99,7 +99,7 @@ pub use heap::{Heap, RegionId, MAX_REGIONS};
 pub use locked::{ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler};
 pub use policy::{BestFit, FirstFit, FitPolicy};
 pub use quick::{DEFAULT_QUICK_DEPTH, QUICK_MAX};
-pub use region::{REGION_SIZE, SENTINEL_SIZE};
+pub use region::{MAX_CHUNKS, REGION_SIZE, SENTINEL_SIZE};
 pub use spin;
 pub use stats::Stats;
 #[cfg(feature = "trace")]

@@ -2,7 +2,8 @@
 //! `live` blocks on a 32 MiB arena, then `pairs` times free a random live
 //! block and allocate 16..=512 bytes, on a fixed-seed stream generated
 //! before the clock starts. With the `trace` feature a sink that counts
-//! events is set (the cost of a real, if minimal, sink).
+//! events is set (the cost of a real, if minimal, sink). `SCALING_CHUNKS=k`
+//! spreads the arena over k chunks of one region.
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::hint::black_box;
@@ -49,8 +50,23 @@ pub fn churn(arena: *mut u8, live: usize, pairs: usize, seed: u64) -> f64 {
     let mut heap = Heap::new();
     #[cfg(feature = "trace")]
     heap.set_trace_sink(Some(count));
-    // SAFETY: the arena is reused run after run, by one heap at a time.
-    unsafe { heap.add_region(arena, ARENA) }.unwrap();
+    // `SCALING_CHUNKS=k` gives the region its memory as k chunks with a
+    // page between them (they never join): the cost of finding a block's
+    // chunk with many chunks.
+    let chunks = env("SCALING_CHUNKS").unwrap_or(1).max(1);
+    let piece = ARENA / chunks;
+    let gap = if chunks > 1 { 4096 } else { 0 };
+    // SAFETY: the arena is reused run after run, by one heap at a time;
+    // the pieces are disjoint parts of it.
+    unsafe {
+        heap.add_region(arena, piece - gap).unwrap();
+        let region = heap.region_ids().next().unwrap();
+        for i in 1..chunks {
+            heap.extend(region, arena.add(i * piece), piece - gap)
+                .unwrap();
+        }
+        assert_eq!(heap.stats().chunks, chunks);
+    }
     let mut rng = seed;
     let layout =
         |rng: &mut u64| Layout::from_size_align(16 + (xorshift(rng) % 497) as usize, 8).unwrap();
