@@ -6,8 +6,12 @@
 //! before it is followed, so finding the chunk of an address is on every
 //! free and every quick-list hit. The table sits in the region's control
 //! structure (which no block overlaps) and answers with one comparison when
-//! the region has one chunk, and a binary search otherwise: the cost does
-//! not grow with a walk over the chunks.
+//! the region has one chunk. With more, a bucket index over the span of the
+//! chunks (256 buckets) names the last chunk that starts in or before each
+//! bucket, so a lookup checks that chunk and steps back over the chunks
+//! that start inside the same bucket: one or two compares when the chunks
+//! are spread out, whatever their number (a bucket crowded with chunks
+//! costs a step per chunk in it).
 //!
 //! Invariants: `chunks[..len]` are sorted by address and disjoint; each
 //! entry is a chunk of this region, `[first, sentinel + SENTINEL_SIZE)`,
@@ -76,10 +80,21 @@ impl Chunk {
     }
 }
 
+/// Buckets of the index over the chunks' span.
+const BUCKETS: usize = 256;
+
 /// The sorted chunk table of a region.
 pub(crate) struct ChunkTable {
     len: usize,
     chunks: [Chunk; MAX_CHUNKS],
+    /// Start of the first chunk: bucket 0 starts here.
+    base: usize,
+    /// Bucket width, as a shift: bucket `b` covers
+    /// `base + (b << shift) .. base + ((b + 1) << shift)`.
+    shift: u32,
+    /// For each bucket, one more than the index of the last chunk whose
+    /// first block lies at or before the bucket's end (0: none).
+    top: [u8; BUCKETS],
 }
 
 impl ChunkTable {
@@ -91,6 +106,9 @@ impl ChunkTable {
                 start: NonNull::dangling(),
                 sentinel: 0,
             }; MAX_CHUNKS],
+            base: 0,
+            shift: 0,
+            top: [0; BUCKETS],
         }
     }
 
@@ -112,16 +130,44 @@ impl ChunkTable {
     }
 
     /// The chunk whose blocks include a header at `addr` (the sentinel
-    /// excluded): one comparison with one chunk, a binary search otherwise.
+    /// excluded): one comparison with one chunk, a bucket of the index
+    /// otherwise.
     #[inline]
     pub(crate) fn of_block(&self, addr: usize) -> Option<&Chunk> {
         let chunk = if self.len == 1 {
             &self.chunks[0]
         } else {
-            let above = self.as_slice().partition_point(|c| c.first() <= addr);
-            self.as_slice().get(above.checked_sub(1)?)?
+            self.search(addr)?
         };
         chunk.holds_block(addr).then_some(chunk)
+    }
+
+    /// The last chunk that starts at or before `addr`, through the bucket
+    /// index.
+    #[inline]
+    fn search(&self, addr: usize) -> Option<&Chunk> {
+        let bucket = addr.checked_sub(self.base)? >> self.shift;
+        let top = self.top.get(bucket).map_or(self.len, |&t| usize::from(t));
+        // `top <= len <= MAX_CHUNKS`: the chunks below it are in the table.
+        let below = &self.chunks[..top.min(self.len)];
+        below.iter().rev().find(|c| c.first() <= addr)
+    }
+
+    /// Recomputes the bucket index after the table changed.
+    fn reindex(&mut self) {
+        let Some(first) = self.as_slice().first() else {
+            return;
+        };
+        self.base = first.first();
+        let span = self.chunks[self.len - 1].end() - self.base;
+        self.shift = usize::BITS - (span / BUCKETS).leading_zeros();
+        for bucket in 0..BUCKETS {
+            let end = self
+                .base
+                .saturating_add(((bucket + 1) << self.shift).saturating_sub(1));
+            let above = self.as_slice().partition_point(|c| c.first() <= end);
+            self.top[bucket] = above as u8;
+        }
     }
 
     /// Inserts `chunk` in address order; `false` when the table is full.
@@ -136,6 +182,7 @@ impl ChunkTable {
         self.chunks.copy_within(at..self.len, at + 1);
         self.chunks[at] = chunk;
         self.len += 1;
+        self.reindex();
         true
     }
 
@@ -152,6 +199,7 @@ impl ChunkTable {
         self.chunks[lower].sentinel = upper.sentinel;
         self.chunks.copy_within(lower + 2..self.len, lower + 1);
         self.len -= 1;
+        self.reindex();
     }
 }
 
@@ -188,6 +236,40 @@ mod tests {
         assert_eq!(table.len(), 2);
         assert_eq!(table.of_block(0x2000).map(Chunk::first), Some(0x1000));
         assert_eq!(table.of_block(0x3800).map(Chunk::first), None);
+    }
+
+    #[test]
+    fn the_bucket_index_agrees_with_a_linear_search() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        };
+        for layout in 0..40 {
+            let mut table = ChunkTable::new();
+            let mut at = 0x10_0000 + next(1 << 20) * 16;
+            for _ in 0..1 + layout % MAX_CHUNKS {
+                // Chunks of very different sizes and gaps, some crowded.
+                let len = SENTINEL_SIZE + 64 + next(1 << (4 + layout % 20)) * 16;
+                assert!(table.insert(chunk(at, at + len - SENTINEL_SIZE)));
+                at += len + next(1 << (layout % 24)) * 16;
+            }
+            for _ in 0..2000 {
+                let probe = 0x10_0000 + next(at - 0x10_0000 + 4096);
+                let linear = table
+                    .as_slice()
+                    .iter()
+                    .find(|c| c.holds_block(probe))
+                    .map(Chunk::first);
+                assert_eq!(
+                    table.of_block(probe).map(Chunk::first),
+                    linear,
+                    "{probe:#x}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -103,8 +103,11 @@ impl Region {
     pub(crate) fn ring_of(chunk: &Chunk, block: Block) -> Option<(Block, Block)> {
         let next = Self::next_in(chunk, block)?;
         let prev = Self::prev_in(chunk, block)?;
-        let back = offset(next.addr(), next.raw_links().1) == Some(block.addr())
-            && offset(prev.addr(), prev.raw_links().0) == Some(block.addr());
+        // Both neighbours lie in the chunk: their links back are compared
+        // as distances, the negated ones of `block`'s own.
+        let (to_next, to_prev) = block.raw_links();
+        let back = next.raw_links().1 == to_next.wrapping_neg()
+            && prev.raw_links().0 == to_prev.wrapping_neg();
         back.then_some((prev, next))
     }
 
@@ -121,22 +124,29 @@ impl Region {
             && block.checksum_ok()
     }
 
-    /// Whether the free block `block`'s free-list node can be unlinked or
-    /// inserted after: both of its list neighbours are free-list nodes of
-    /// headers inside the region's chunks, and they link back to it.
+    /// Whether the free block `block` of `chunk` can be unlinked from its
+    /// free list or have a block inserted after it: both of its list
+    /// neighbours are free-list nodes of headers inside the region's chunks
+    /// (looked up in `chunk` first, where they usually are), and they link
+    /// back to it.
     #[inline]
-    pub(crate) fn free_links_ok(&self, block: Block) -> bool {
+    pub(crate) fn free_links_ok(&self, chunk: &Chunk, block: Block) -> bool {
         let node = block.free_link().as_ptr().addr();
         let [next, prev] = words(block.free_link().cast());
-        self.link_word(next, 1) == Some(node) && self.link_word(prev, 0) == Some(node)
+        self.link_word(chunk, next, 1) == Some(node) && self.link_word(chunk, prev, 0) == Some(node)
     }
 
     /// Word `i` (0 = next, 1 = prev) of the free-list node at `node`, once
-    /// `node` is proven to be the free-list node of a header in a chunk.
+    /// `node` is proven to be the free-list node of a header in a chunk
+    /// (`near` is tried first).
     #[inline]
-    fn link_word(&self, node: usize, i: usize) -> Option<usize> {
+    fn link_word(&self, near: &Chunk, node: usize, i: usize) -> Option<usize> {
         let header = node.checked_sub(HEADER_SIZE)?;
-        let chunk = self.chunk_of(header)?;
+        let chunk = if near.holds_block(header) && header.is_multiple_of(GRANULE) {
+            near
+        } else {
+            self.chunk_of(header)?
+        };
         let link = Self::block_in(chunk, header).free_link();
         Some(words(link.cast())[i])
     }
@@ -225,7 +235,9 @@ impl Region {
             return Ok(());
         };
         if leaving.contains(&head)
-            || self.chunk_of(head.addr()).is_some() && self.free_links_ok(head)
+            || self
+                .chunk_of(head.addr())
+                .is_some_and(|chunk| self.free_links_ok(chunk, head))
         {
             Ok(())
         } else {
@@ -270,7 +282,7 @@ impl Region {
         if size < MIN_BLOCK {
             return Err(damage(block.addr(), Corruption::Size));
         }
-        if !self.free_links_ok(block) {
+        if !self.free_links_ok(chunk, block) {
             return Err(damage(block.addr(), Corruption::FreeList));
         }
         Ok(size)
