@@ -4,6 +4,8 @@
 //! docs for the invariants: live data unchanged, new blocks aligned, inside
 //! the heap and disjoint from live ones, canaries intact, double and
 //! interior frees refused, no error before damage). On top of them:
+//! - `programs_without_misuse_keep_the_invariants` (proptest) shows the
+//!   interpreter sound: ordinary programs see no damage and no error;
 //! - `random_programs_with_misuses` (proptest) mixes misuses into random
 //!   sequences, and `decoded_bytes` replays random bytes as the fuzz target
 //!   does; with `crc`, damage to metadata must be detected by the end;
@@ -75,8 +77,8 @@ fn value() -> impl Strategy<Value = Value> {
     ]
 }
 
-/// Ordinary operations mostly, a misuse now and then (weight `misuse`).
-fn op(misuse: u32) -> impl Strategy<Value = Op> {
+/// Ordinary heap calls, weighted as in `tests/model.rs`.
+fn ordinary() -> impl Strategy<Value = Op> {
     let pick = any::<usize>();
     prop_oneof![
         10 => (prop_oneof![9 => 0usize..1500, 1 => 0usize..20_000], prop_oneof![8 => 0u32..=4, 2 => 5u32..=12])
@@ -85,15 +87,25 @@ fn op(misuse: u32) -> impl Strategy<Value = Op> {
         3 => (pick, 0usize..3000).prop_map(|(pick, size)| Op::Realloc { pick, size }),
         1 => (0u8..=40).prop_map(|depth| Op::QuickDepth { depth }),
         1 => Just(Op::Check),
-        misuse => prop_oneof![
-            3 => (pick, 1usize..=32, value()).prop_map(|(pick, k, value)| Op::Overrun { pick, k, value }),
-            1 => (pick, 1usize..=16, value()).prop_map(|(pick, k, value)| Op::Underrun { pick, k, value }),
-            3 => (pick, 0usize..=32, value())
-                .prop_map(|(pick, offset, value)| Op::WriteAfterFree { pick, offset, value }),
-            1 => pick.prop_map(|pick| Op::DoubleFree { pick }),
-            1 => (pick, any::<usize>()).prop_map(|(pick, offset)| Op::InteriorFree { pick, offset }),
-        ],
     ]
+}
+
+/// The misuses of a buggy program.
+fn misuse() -> impl Strategy<Value = Op> {
+    let pick = any::<usize>();
+    prop_oneof![
+        3 => (pick, 1usize..=32, value()).prop_map(|(pick, k, value)| Op::Overrun { pick, k, value }),
+        1 => (pick, 1usize..=16, value()).prop_map(|(pick, k, value)| Op::Underrun { pick, k, value }),
+        3 => (pick, 0usize..=32, value())
+            .prop_map(|(pick, offset, value)| Op::WriteAfterFree { pick, offset, value }),
+        1 => pick.prop_map(|pick| Op::DoubleFree { pick }),
+        1 => (pick, any::<usize>()).prop_map(|(pick, offset)| Op::InteriorFree { pick, offset }),
+    ]
+}
+
+/// Ordinary calls with a misuse now and then (one in 23 operations).
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![22 => ordinary(), 1 => misuse()]
 }
 
 /// Longest sequence: shorter under Miri, which is ~1000x slower.
@@ -109,8 +121,17 @@ fn config() -> ProptestConfig {
 proptest! {
     #![proptest_config(config())]
 
+    /// The interpreter itself: without misuse, no damage and no error.
     #[test]
-    fn random_programs_with_misuses(ops in prop::collection::vec(op(1), 1..MAX_OPS)) {
+    fn programs_without_misuse_keep_the_invariants(ops in prop::collection::vec(ordinary(), 1..MAX_OPS)) {
+        watchdog();
+        let outcome = adversary::run(&ops);
+        prop_assert!(!outcome.damaged && outcome.errors.is_empty(), "{}", describe(&outcome));
+        prop_assert_eq!(outcome.final_check, Some(Ok(())));
+    }
+
+    #[test]
+    fn random_programs_with_misuses(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
         watchdog();
         let outcome = adversary::run(&ops);
         assert_detected_under_crc(&outcome);
@@ -371,7 +392,9 @@ fn fuzz_regressions() {
     for file in files {
         watchdog();
         let bytes = std::fs::read(&file).unwrap();
-        let outcome = catch_unwind(|| adversary::run(&adversary::decode(&bytes)))
+        let ops = adversary::decode(&bytes);
+        println!("{}: {ops:?}", file.display());
+        let outcome = catch_unwind(|| adversary::run(&ops))
             .unwrap_or_else(|_| panic!("{}: invariant broken", file.display()));
         assert_detected_under_crc(&outcome);
     }
@@ -391,9 +414,7 @@ fn check_stays_out_of_the_gap_between_chunks() {
     // SAFETY: the arena outlives the heap; the two chunks do not touch:
     // the middle piece is the gap.
     unsafe {
-        let id = heap
-            .add_region_with_priority(arena.ptr, PIECE, 0)
-            .unwrap();
+        let id = heap.add_region_with_priority(arena.ptr, PIECE, 0).unwrap();
         heap.extend(id, arena.ptr.wrapping_add(2 * PIECE), PIECE)
             .unwrap();
     }

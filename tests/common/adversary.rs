@@ -66,21 +66,48 @@ pub enum Value {
 /// (`0` is the most recent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    Alloc { size: usize, align_shift: u32 },
-    Free { pick: usize },
-    Realloc { pick: usize, size: usize },
-    QuickDepth { depth: u8 },
+    Alloc {
+        size: usize,
+        align_shift: u32,
+    },
+    Free {
+        pick: usize,
+    },
+    Realloc {
+        pick: usize,
+        size: usize,
+    },
+    QuickDepth {
+        depth: u8,
+    },
     Check,
     /// `k` (1..=32) bytes right after the block's usable end.
-    Overrun { pick: usize, k: usize, value: Value },
+    Overrun {
+        pick: usize,
+        k: usize,
+        value: Value,
+    },
     /// `k` (1..=16) bytes right before the block's data.
-    Underrun { pick: usize, k: usize, value: Value },
+    Underrun {
+        pick: usize,
+        k: usize,
+        value: Value,
+    },
     /// 8 bytes at `data + offset` (0..=32) of a freed block, clamped to
     /// its old usable extent.
-    WriteAfterFree { pick: usize, offset: usize, value: Value },
-    DoubleFree { pick: usize },
+    WriteAfterFree {
+        pick: usize,
+        offset: usize,
+        value: Value,
+    },
+    DoubleFree {
+        pick: usize,
+    },
     /// A free of `data + 1 + offset % (usable - 1)`.
-    InteriorFree { pick: usize, offset: usize },
+    InteriorFree {
+        pick: usize,
+        offset: usize,
+    },
 }
 
 /// Most operations [`decode`] returns.
@@ -123,7 +150,7 @@ impl Reader<'_> {
     }
 
     fn alloc(&mut self) -> Op {
-        let big = self.byte() % 16 == 0;
+        let big = self.byte().is_multiple_of(16);
         let size = if big {
             self.word() % 20_001
         } else {
@@ -252,13 +279,11 @@ impl Memory {
 
     /// Pieces as `(start address, length)`.
     fn pieces(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        PIECES
-            .iter()
-            .scan(self.start() + GAP, |at, &len| {
-                let piece = (*at, len);
-                *at += len + GAP;
-                Some(piece)
-            })
+        PIECES.iter().scan(self.start() + GAP, |at, &len| {
+            let piece = (*at, len);
+            *at += len + GAP;
+            Some(piece)
+        })
     }
 
     /// Canary zones as `(start address, length)`.
@@ -351,7 +376,8 @@ impl Adversary {
                 .add_region_with_priority(memory.at(pieces[0].0), pieces[0].1, 0)
                 .unwrap();
             heap.extend(a, memory.at(pieces[1].0), pieces[1].1).unwrap();
-            heap.add_region(memory.at(pieces[2].0), pieces[2].1).unwrap();
+            heap.add_region(memory.at(pieces[2].0), pieces[2].1)
+                .unwrap();
         }
         Adversary {
             heap,
@@ -479,7 +505,11 @@ impl Adversary {
     fn admit(&mut self, ptr: NonNull<u8>, size: usize, align: usize) {
         let addr = ptr.as_ptr().addr();
         let step = self.step;
-        assert_eq!(addr % align.max(GRANULE), 0, "step {step}: misaligned {addr:#x}");
+        assert_eq!(
+            addr % align.max(GRANULE),
+            0,
+            "step {step}: misaligned {addr:#x}"
+        );
         assert!(
             self.memory.in_piece(addr, size.max(1)),
             "step {step}: block {addr:#x}+{size} outside the heap's memory"
@@ -630,7 +660,7 @@ impl Adversary {
                 let bytes = p.addr().to_le_bytes();
                 let mut j = 0;
                 while j < len {
-                    if (addr + j) % 8 == 0 && j + 8 <= len {
+                    if (addr + j).is_multiple_of(8) && j + 8 <= len {
                         // SAFETY: 8 aligned bytes inside a piece.
                         unsafe { dst.add(j).cast::<*mut u8>().write(p) };
                         j += 8;
@@ -713,7 +743,10 @@ impl Adversary {
         if live.usable < 2 {
             return;
         }
-        let ptr = live.ptr.as_ptr().wrapping_add(1 + offset % (live.usable - 1));
+        let ptr = live
+            .ptr
+            .as_ptr()
+            .wrapping_add(1 + offset % (live.usable - 1));
         let ptr = NonNull::new(self.memory.at(ptr.addr())).unwrap();
         if self.live.iter().any(|l| l.ptr == ptr) {
             return;
