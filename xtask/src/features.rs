@@ -1,5 +1,5 @@
 //! The integrity feature matrix: the core's property and error tests, the
-//! integrity tests and the known-flaw tests under every feature combination
+//! integrity tests, the known-flaw tests and the adversarial tests under every feature combination
 //! CI can afford (none, each of `crc`, `guard`, `scramble`, `trace` alone,
 //! all four), and the `no_std` build with all four.
 
@@ -35,7 +35,9 @@ pub fn test(quick: bool) -> Result<(), String> {
         } else {
             features
         };
-        println!("==> features [{label}]: model, errors, integrity, flaws and unit tests");
+        println!(
+            "==> features [{label}]: model, errors, integrity, flaws, adversarial and unit tests"
+        );
         let mut cmd = Command::new("cargo");
         cmd.args(["test", "-p", "region-heap", "--no-default-features"]);
         if !features.is_empty() {
@@ -51,6 +53,8 @@ pub fn test(quick: bool) -> Result<(), String> {
             "integrity",
             "--test",
             "flaws",
+            "--test",
+            "adversarial",
         ])
         .env("PROPTEST_CASES", proptest_cases(quick));
         setup::run(&mut cmd).map_err(|e| format!("features [{label}]: {e}"))?;

@@ -1,4 +1,6 @@
-//! Project automation: `cargo xtask demo` and `cargo xtask test`.
+//! Project automation: `cargo xtask demo`, `cargo xtask test` and
+//! `cargo xtask fuzz [--seconds N] [--features crc]` (a longer run of the
+//! adversarial fuzz target, see `fuzz.rs`).
 //!
 //! Both commands install what they need on a fresh Debian machine with rustup
 //! (one shared setup step runs before either):
@@ -6,6 +8,7 @@
 //! and QEMU (`qemu-system-x86`) through `apt-get` when it is missing.
 
 mod features;
+mod fuzz;
 mod hosted;
 mod osmem;
 mod qemu;
@@ -19,8 +22,11 @@ fn main() -> ExitCode {
     let command: fn(&[String]) -> Result<(), String> = match args.first().map(String::as_str) {
         Some("demo") => |_| qemu::demo(),
         Some("test") => test,
+        Some("fuzz") => fuzz::command,
         _ => {
-            eprintln!("usage: cargo xtask demo | cargo xtask test [--quick]");
+            eprintln!(
+                "usage: cargo xtask demo | cargo xtask test [--quick] | cargo xtask fuzz [--seconds N] [--features F]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -98,6 +104,7 @@ fn test(args: &[String]) -> Result<(), String> {
     realprogs::test(quick)?;
     hosted::test(quick)?;
     osmem::test(quick)?;
+    fuzz::test(quick)?;
     features::test(quick)?;
     qemu::demo_without_target()?;
     qemu::boot_test()?;

@@ -160,6 +160,7 @@ pub fn miri() -> Result<(), String> {
         "miri,rust-src",
     ]))?;
     let runs: [&[&str]; 3] = [
+        // The adversarial sweep runs a reduced subset under Miri (cfg(miri)).
         &[
             "--lib",
             "--test",
@@ -168,6 +169,8 @@ pub fn miri() -> Result<(), String> {
             "errors",
             "--test",
             "integrity",
+            "--test",
+            "adversarial",
         ],
         &[
             "--features",
@@ -177,6 +180,8 @@ pub fn miri() -> Result<(), String> {
             "errors",
             "--test",
             "integrity",
+            "--test",
+            "adversarial",
         ],
         &["-p", "osmem", "--lib"],
     ];

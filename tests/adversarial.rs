@@ -1,0 +1,438 @@
+//! Adversarial tests: the heap under the misuses of a buggy program.
+//!
+//! Every test drives the one interpreter of `common/adversary.rs` (see its
+//! docs for the invariants: live data unchanged, new blocks aligned, inside
+//! the heap and disjoint from live ones, canaries intact, double and
+//! interior frees refused, no error before damage). On top of them:
+//! - `programs_without_misuse_keep_the_invariants` (proptest) shows the
+//!   interpreter sound: ordinary programs see no damage and no error;
+//! - `random_programs_with_misuses` (proptest) mixes misuses into random
+//!   sequences, and `decoded_bytes` replays random bytes as the fuzz target
+//!   does; with `crc`, damage to metadata must be detected by the end;
+//! - `sweep` sets a scene per neighbour kind (used, free, cached), overruns
+//!   into the neighbour by 1..=32 bytes or writes after free at offsets
+//!   0..=32, with each value, runs a fixed follow-up and prints a tally
+//!   (`--nocapture`); every case must keep the invariants, and with `crc`
+//!   every case that changed metadata must be detected;
+//! - `fuzz_regressions` replays every file of `fuzz/regressions/`;
+//! - `check_stays_out_of_the_gap_between_chunks`: a free-list link pointing
+//!   into the gap between two chunks of a region is reported by `check()`,
+//!   not followed.
+
+#[path = "common/adversary.rs"]
+mod adversary;
+mod common;
+
+use std::alloc::Layout;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Once;
+use std::time::Duration;
+
+use adversary::{describe, Adversary, Op, Outcome, Value};
+use common::Arena;
+use proptest::prelude::*;
+use region_heap::{Heap, HeapError, BLOCK_OVERHEAD, GRANULE, GUARD_SIZE, HEADER_SIZE};
+
+/// Aborts the test binary when no operation completes for two minutes: a
+/// heap that loops on a damaged list must fail the run, not hang it.
+fn watchdog() {
+    static START: Once = Once::new();
+    if cfg!(miri) {
+        return;
+    }
+    START.call_once(|| {
+        std::thread::spawn(|| {
+            let mut last = usize::MAX;
+            loop {
+                std::thread::sleep(Duration::from_secs(120));
+                let now = adversary::PROGRESS.load(Ordering::Relaxed);
+                if now == last {
+                    eprintln!("adversarial: no heap operation finished in 120 s: a hang");
+                    std::process::abort();
+                }
+                last = now;
+            }
+        });
+    });
+}
+
+/// With `crc`, damage to metadata must have been reported by the end.
+fn assert_detected_under_crc(outcome: &Outcome) {
+    if cfg!(feature = "crc") {
+        assert!(
+            !outcome.metadata_damaged || outcome.detected,
+            "metadata damage went unnoticed: {}",
+            describe(outcome)
+        );
+    }
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Zero),
+        Just(Value::Ones),
+        (any::<u8>(), 0u8..4).prop_map(|(pick, m)| Value::PtrIntoLive { pick, m }),
+        Just(Value::PtrToSelf),
+    ]
+}
+
+/// Ordinary heap calls, weighted as in `tests/model.rs`.
+fn ordinary() -> impl Strategy<Value = Op> {
+    let pick = any::<usize>();
+    prop_oneof![
+        10 => (prop_oneof![9 => 0usize..1500, 1 => 0usize..20_000], prop_oneof![8 => 0u32..=4, 2 => 5u32..=12])
+            .prop_map(|(size, align_shift)| Op::Alloc { size, align_shift }),
+        7 => pick.prop_map(|pick| Op::Free { pick }),
+        3 => (pick, 0usize..3000).prop_map(|(pick, size)| Op::Realloc { pick, size }),
+        1 => (0u8..=40).prop_map(|depth| Op::QuickDepth { depth }),
+        1 => Just(Op::Check),
+    ]
+}
+
+/// The misuses of a buggy program.
+fn misuse() -> impl Strategy<Value = Op> {
+    let pick = any::<usize>();
+    prop_oneof![
+        3 => (pick, 1usize..=32, value()).prop_map(|(pick, k, value)| Op::Overrun { pick, k, value }),
+        1 => (pick, 1usize..=16, value()).prop_map(|(pick, k, value)| Op::Underrun { pick, k, value }),
+        3 => (pick, 0usize..=32, value())
+            .prop_map(|(pick, offset, value)| Op::WriteAfterFree { pick, offset, value }),
+        1 => pick.prop_map(|pick| Op::DoubleFree { pick }),
+        1 => (pick, any::<usize>()).prop_map(|(pick, offset)| Op::InteriorFree { pick, offset }),
+    ]
+}
+
+/// Ordinary calls with a misuse now and then (one in 23 operations).
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![22 => ordinary(), 1 => misuse()]
+}
+
+/// Longest sequence: shorter under Miri, which is ~1000x slower.
+const MAX_OPS: usize = if cfg!(miri) { 30 } else { 300 };
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The interpreter itself: without misuse, no damage and no error.
+    #[test]
+    fn programs_without_misuse_keep_the_invariants(ops in prop::collection::vec(ordinary(), 1..MAX_OPS)) {
+        watchdog();
+        let outcome = adversary::run(&ops);
+        prop_assert!(!outcome.damaged && outcome.errors.is_empty(), "{}", describe(&outcome));
+        prop_assert_eq!(outcome.final_check, Some(Ok(())));
+    }
+
+    #[test]
+    fn random_programs_with_misuses(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
+        watchdog();
+        let outcome = adversary::run(&ops);
+        assert_detected_under_crc(&outcome);
+    }
+
+    #[test]
+    fn decoded_bytes(bytes in prop::collection::vec(any::<u8>(), 0..MAX_OPS * 4)) {
+        watchdog();
+        let outcome = adversary::run(&adversary::decode(&bytes));
+        assert_detected_under_crc(&outcome);
+    }
+}
+
+/// A neighbour block's state when the misuse hits it.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Used,
+    Free,
+    Cached,
+}
+
+/// Block sizes of the scenes: the damaged block and fences, and the
+/// neighbour (a quick-list size).
+const SMALL: usize = 64;
+const NEIGHBOUR: usize = 96;
+
+fn alloc(size: usize) -> Op {
+    Op::Alloc {
+        size,
+        align_shift: 0,
+    }
+}
+
+/// Data distance from a block of `size` bytes to the next block's data.
+fn block_size(size: usize) -> usize {
+    (size + BLOCK_OVERHEAD).next_multiple_of(GRANULE)
+}
+
+/// Two witnesses (live 0 and 1), then the scene's blocks. Quick lists on
+/// for a cached neighbour, off otherwise.
+fn prelude(kind: Kind) -> Vec<Op> {
+    let depth = if matches!(kind, Kind::Cached) { 32 } else { 0 };
+    vec![Op::QuickDepth { depth }, alloc(200), alloc(200)]
+}
+
+/// The value with the operands the sweep uses: pointers into witness 0.
+fn values() -> [Value; 4] {
+    [
+        Value::Zero,
+        Value::Ones,
+        Value::PtrIntoLive { pick: 0, m: 1 },
+        Value::PtrToSelf,
+    ]
+}
+
+/// Overrun of block A (live 2) by `k` bytes into neighbour B, then: free A,
+/// allocate B's size four times, two small blocks, a witness-sized one,
+/// check; the finish frees everything and checks.
+fn overrun_case(kind: Kind, k: usize, value: Value) -> Outcome {
+    let mut adv = Adversary::new();
+    let mut scene = prelude(kind);
+    scene.extend([alloc(SMALL), alloc(NEIGHBOUR), alloc(SMALL)]);
+    for op in &scene {
+        adv.step(op);
+    }
+    let (a, b) = (adv.live_ptr(2), adv.live_ptr(3));
+    assert_eq!(
+        b.as_ptr().addr() - a.as_ptr().addr(),
+        block_size(SMALL),
+        "scene: B follows A"
+    );
+    assert_eq!(
+        adv.live_usable(2),
+        if GUARD_SIZE > 0 {
+            SMALL
+        } else {
+            block_size(SMALL) - HEADER_SIZE
+        }
+    );
+    if !matches!(kind, Kind::Used) {
+        adv.step(&Op::Free { pick: 3 });
+    }
+    adv.step(&Op::Overrun { pick: 2, k, value });
+    let mut follow = vec![Op::Free { pick: 2 }];
+    follow.extend([alloc(NEIGHBOUR); 4]);
+    follow.extend([alloc(SMALL), alloc(SMALL), alloc(200), Op::Check]);
+    for op in &follow {
+        adv.step(op);
+    }
+    adv.finish()
+}
+
+/// Write after free at `offset` into X, freed after X2 of the same size
+/// (so X's list link names X2), each between fences: then allocate X's
+/// size four times, free the first two fences, allocate twice more, check;
+/// the finish frees everything and checks.
+fn write_after_free_case(kind: Kind, offset: usize, value: Value) -> Outcome {
+    let mut adv = Adversary::new();
+    let mut scene = prelude(kind);
+    scene.extend([
+        alloc(SMALL),
+        alloc(NEIGHBOUR),
+        alloc(SMALL),
+        alloc(NEIGHBOUR),
+        alloc(SMALL),
+    ]);
+    for op in &scene {
+        adv.step(op);
+    }
+    let x = adv.live_ptr(3);
+    adv.step(&Op::Free { pick: 5 });
+    adv.step(&Op::Free { pick: 3 });
+    assert_eq!(adv.freed_ptr(0), x, "scene: X freed last");
+    adv.step(&Op::WriteAfterFree {
+        pick: 0,
+        offset,
+        value,
+    });
+    let mut follow = vec![alloc(NEIGHBOUR); 4];
+    follow.extend([Op::Free { pick: 2 }, Op::Free { pick: 2 }]);
+    follow.extend([alloc(NEIGHBOUR), alloc(NEIGHBOUR), alloc(SMALL), Op::Check]);
+    for op in &follow {
+        adv.step(op);
+    }
+    adv.finish()
+}
+
+/// Counts of one group of sweep cases.
+#[derive(Default)]
+struct Tally {
+    cases: usize,
+    /// Cases whose misuse changed heap metadata.
+    metadata: usize,
+    /// Of those, cases where the damage was detected.
+    detected: usize,
+    /// Cases whose invariants all held (no panic).
+    survived: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn run(&mut self, label: String, case: impl FnOnce() -> Outcome) {
+        if !selected(&label) {
+            return;
+        }
+        watchdog();
+        self.cases += 1;
+        match catch_unwind(AssertUnwindSafe(case)) {
+            Ok(outcome) => {
+                self.survived += 1;
+                if outcome.metadata_damaged {
+                    self.metadata += 1;
+                    if outcome.detected {
+                        self.detected += 1;
+                    } else {
+                        self.failures.push(format!("{label}: undetected"));
+                    }
+                }
+            }
+            Err(_) => self.failures.push(format!("{label}: invariant broken")),
+        }
+    }
+}
+
+/// Whether the case is in `SWEEP_FILTER` (a substring of its label, e.g.
+/// `SWEEP_FILTER="overrun into Free, k 3,"`): one case can be run alone,
+/// under a debugger, when a crash takes the test binary down.
+fn selected(label: &str) -> bool {
+    std::env::var("SWEEP_FILTER").map_or(true, |f| label.contains(&f))
+}
+
+/// Overrun lengths and write-after-free offsets of the sweep: all of them,
+/// or two under Miri (whole words, as Miri writes them), with the pointer
+/// value only: 10 cases, a few minutes.
+fn lengths() -> Vec<usize> {
+    if cfg!(miri) {
+        vec![8, 16]
+    } else {
+        (1..=32).collect()
+    }
+}
+
+fn offsets() -> Vec<usize> {
+    if cfg!(miri) {
+        vec![0, 8]
+    } else {
+        (0..=32).collect()
+    }
+}
+
+fn sweep_values() -> Vec<Value> {
+    if cfg!(miri) {
+        vec![Value::PtrIntoLive { pick: 0, m: 1 }]
+    } else {
+        values().to_vec()
+    }
+}
+
+#[test]
+fn sweep() {
+    let mut groups: Vec<(String, Tally)> = Vec::new();
+    for kind in [Kind::Used, Kind::Free, Kind::Cached] {
+        let mut tally = Tally::default();
+        for k in lengths() {
+            for value in sweep_values() {
+                let label = format!("overrun into {kind:?}, k {k}, {value:?}");
+                tally.run(label, || overrun_case(kind, k, value));
+            }
+        }
+        groups.push((format!("overrun into {kind:?}"), tally));
+    }
+    for kind in [Kind::Free, Kind::Cached] {
+        let mut tally = Tally::default();
+        for offset in offsets() {
+            for value in sweep_values() {
+                let label = format!("write after free into {kind:?}, offset {offset}, {value:?}");
+                tally.run(label, || write_after_free_case(kind, offset, value));
+            }
+        }
+        groups.push((format!("write after free into {kind:?}"), tally));
+    }
+    report(&groups);
+}
+
+/// Prints the tally and asserts: every case survived, and with `crc`
+/// every metadata change was detected.
+fn report(groups: &[(String, Tally)]) {
+    println!(
+        "{:<32} {:>6} {:>9} {:>9} {:>9}",
+        "group", "cases", "metadata", "detected", "survived"
+    );
+    for (name, t) in groups {
+        println!(
+            "{name:<32} {:>6} {:>9} {:>9} {:>9}",
+            t.cases, t.metadata, t.detected, t.survived
+        );
+    }
+    for (_, t) in groups {
+        for failure in t.failures.iter().take(20) {
+            println!("  {failure}");
+        }
+    }
+    for (name, t) in groups {
+        assert_eq!(t.survived, t.cases, "{name}: invariants broken");
+        if cfg!(feature = "crc") {
+            assert_eq!(t.detected, t.metadata, "{name}: metadata damage undetected");
+        }
+    }
+}
+
+#[test]
+fn fuzz_regressions() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return; // no regressions saved yet
+    };
+    let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for file in files {
+        watchdog();
+        let bytes = std::fs::read(&file).unwrap();
+        let ops = adversary::decode(&bytes);
+        println!("{}: {ops:?}", file.display());
+        let outcome = catch_unwind(|| adversary::run(&ops))
+            .unwrap_or_else(|_| panic!("{}: invariant broken", file.display()));
+        assert_detected_under_crc(&outcome);
+    }
+}
+
+/// Where a free block keeps its free-list link (next, then prev): right
+/// after its header.
+fn free_link_of(p: *mut u8) -> *mut *mut u8 {
+    p.wrapping_sub(GUARD_SIZE).cast()
+}
+
+#[test]
+fn check_stays_out_of_the_gap_between_chunks() {
+    const PIECE: usize = 32 << 10;
+    let arena = Arena::new(3 * PIECE);
+    let mut heap = Heap::new();
+    // SAFETY: the arena outlives the heap; the two chunks do not touch:
+    // the middle piece is the gap.
+    unsafe {
+        let id = heap.add_region_with_priority(arena.ptr, PIECE, 0).unwrap();
+        heap.extend(id, arena.ptr.wrapping_add(2 * PIECE), PIECE)
+            .unwrap();
+    }
+    heap.set_quick_depth(0).unwrap();
+    let layout = Layout::from_size_align(600, 8).unwrap();
+    let p = heap.allocate(layout).unwrap();
+    let _fence = heap.allocate(layout).unwrap();
+    // SAFETY: a live block of this heap.
+    unsafe { heap.free(p) }.unwrap();
+    heap.check().unwrap();
+    // A write after free: the link's next pointer now names the gap.
+    let gap = arena.ptr.wrapping_add(PIECE + PIECE / 2);
+    // SAFETY: the link of a free block, inside the arena.
+    unsafe { free_link_of(p.as_ptr()).write(gap) };
+    let found = heap.check();
+    assert!(
+        matches!(found, Err(HeapError::Corrupted { .. })),
+        "check() must report the link, got {found:?}"
+    );
+}
