@@ -83,7 +83,7 @@ impl Region {
                 // SAFETY: `before` and `to` are good headers of `chunk`
                 // around `from < to`, and nothing between them is trusted.
                 Break::Range(before, from, to) => unsafe {
-                    self.quarantine_range(before, from, to)
+                    self.quarantine_range(chunk, before, from, to)
                 },
             }
         }
@@ -91,7 +91,7 @@ impl Region {
         let first = Self::block_in(chunk, chunk.first());
         let sentinel = Self::block_in_sentinel(chunk);
         // SAFETY: the chunk's blocks end at its sentinel.
-        unsafe { self.quarantine_range(sentinel, first, sentinel) };
+        unsafe { self.quarantine_range(chunk, sentinel, first, sentinel) };
     }
 
     /// The chunk's sentinel header.
@@ -210,7 +210,8 @@ impl Region {
     /// its sentinel), `before` precedes `from` (or is the sentinel when
     /// `from` is the chunk's first block) and `from < to`; no block between
     /// them is trusted any more.
-    unsafe fn quarantine_range(&mut self, before: Block, from: Block, to: Block) {
+    unsafe fn quarantine_range(&mut self, chunk: &Chunk, before: Block, from: Block, to: Block) {
+        self.retag_inner_headers(chunk, from.addr(), to.addr());
         // SAFETY: `from` is a granule of the chunk with room for a header
         // before `to` (caller); its neighbours are good headers.
         unsafe {
@@ -219,6 +220,28 @@ impl Region {
             RelLink::set_prev(q.link(), before.link());
             RelLink::set_next(before.link(), q.link());
             RelLink::set_prev(to.link(), q.link());
+        }
+    }
+
+    /// Marks `Quarantined` every header strictly inside `(from, to)` that
+    /// still looks like a block of this region (an own state, links that
+    /// stay inside the range): such a block, cut off from the ring by the
+    /// damage around it, must not be freed or merged later. Only such
+    /// headers' owner words are written; data that merely resembles an
+    /// owner word without links inside the range is left alone.
+    fn retag_inner_headers(&mut self, chunk: &Chunk, from: usize, to: usize) {
+        let mut at = from + GRANULE;
+        while at < to {
+            let block = Self::block_in_or_sentinel(chunk, at);
+            let own = block.owner() == self.addr()
+                && matches!(block.state(), State::Used | State::Free | State::Cached);
+            let inside = own
+                && Self::next_in(chunk, block).is_some_and(|n| n.addr() <= to)
+                && Self::prev_in(chunk, block).is_some_and(|p| p.addr() >= from);
+            if inside {
+                block.set_state(State::Quarantined);
+            }
+            at += GRANULE;
         }
     }
 
