@@ -9,7 +9,7 @@
 //!           requested: usize                   feature `guard`: the caller's size
 //!           crc: u32                           feature `crc`: CRC-32C of the rest
 //! then      front guard (feature `guard`)      GUARD_SIZE bytes of 0x55
-//!           data...                            (free blocks: a PtrLink, free list)
+//!           data...                            (free blocks: a FreeLink, free list)
 //!           tail guard (feature `guard`)       0xaa from the requested end to the block's end
 //! ```
 //!
@@ -38,9 +38,10 @@
 use core::mem::size_of;
 use core::ptr::NonNull;
 
-use crate::clist::{Link, PtrLink};
+use crate::clist::Link;
 #[cfg(feature = "crc")]
 use crate::crc;
+use crate::freelist::FreeLink;
 
 /// Allocation granule: every block size and header address is a multiple.
 pub const GRANULE: usize = 16;
@@ -68,7 +69,7 @@ pub const BLOCK_OVERHEAD: usize = HEADER_SIZE + 2 * GUARD_SIZE;
 /// Smallest block: a header plus room for a free-list link (free) or for
 /// both guards (used).
 pub const MIN_BLOCK: usize = max(
-    HEADER_SIZE + core::mem::size_of::<PtrLink>(),
+    HEADER_SIZE + core::mem::size_of::<FreeLink>(),
     BLOCK_OVERHEAD,
 )
 .next_multiple_of(GRANULE);
@@ -405,7 +406,7 @@ impl Block {
     /// # Safety
     /// `link` is the free link of a block that satisfies the type invariant.
     #[inline]
-    pub(crate) unsafe fn from_free_link(link: NonNull<PtrLink>) -> Block {
+    pub(crate) unsafe fn from_free_link(link: NonNull<FreeLink>) -> Block {
         // SAFETY: a free link lies right after its header (caller).
         Block(unsafe { link.cast::<u8>().sub(HEADER_SIZE) }.cast())
     }
@@ -438,7 +439,7 @@ impl Block {
 
     /// The free-list link, stored right after the header.
     #[inline]
-    pub(crate) fn free_link(self) -> NonNull<PtrLink> {
+    pub(crate) fn free_link(self) -> NonNull<FreeLink> {
         self.at_offset(HEADER_SIZE).cast()
     }
 

@@ -127,7 +127,7 @@ impl Region {
                     if prev_free {
                         return Err(corrupted(addr, Corruption::AdjacentFree));
                     }
-                    if !self.free_links_ok(chunk, block) {
+                    if !self.free_links_ok(chunk, block, size) {
                         return Err(corrupted(addr, Corruption::FreeList));
                     }
                     integrity::check_free(block, self.scramble_depth())?;

@@ -1,6 +1,6 @@
 //! The free-block index of a region: segregated free lists found by bitmaps.
 //!
-//! Free blocks are filed by size class on CLISTs, TLSF style: a first level
+//! Free blocks are filed by size class on free lists (`freelist`), TLSF style: a first level
 //! per power of two and [`SL_COUNT`] second-level classes that split it
 //! evenly. Sizes below [`SMALL_LIMIT`] get one exact class per granule. A
 //! first-level bitmap says which levels hold a non-empty class and one
@@ -12,7 +12,7 @@
 //! bitmap bit is set if and only if its list (or level) is non-empty.
 
 use crate::block::{Block, GRANULE, MAX_CHUNK_SIZE};
-use crate::clist::Clist;
+use crate::freelist::List;
 
 /// log2 of the number of second-level classes per first level.
 const SL_LOG: u32 = 4;
@@ -61,7 +61,7 @@ pub(crate) fn class_at_least(size: usize) -> Option<Class> {
 pub(crate) struct FreeIndex {
     fl_bitmap: u32,
     sl_bitmap: [u16; FL_COUNT],
-    lists: [[Clist; SL_COUNT]; FL_COUNT],
+    lists: [[List; SL_COUNT]; FL_COUNT],
 }
 
 impl FreeIndex {
@@ -70,7 +70,7 @@ impl FreeIndex {
         FreeIndex {
             fl_bitmap: 0,
             sl_bitmap: [0; FL_COUNT],
-            lists: [const { [const { Clist::new() }; SL_COUNT] }; FL_COUNT],
+            lists: [const { [const { List::new() }; SL_COUNT] }; FL_COUNT],
         }
     }
 

@@ -32,11 +32,11 @@ use crate::block::GRANULE;
 use crate::block::GUARD_SIZE;
 #[cfg(any(feature = "guard", feature = "scramble"))]
 use crate::block::{DATA_OFFSET, HEADER_SIZE};
-#[cfg(feature = "scramble")]
-use crate::clist::PtrLink;
 #[cfg(any(feature = "guard", feature = "scramble"))]
 use crate::error::Corruption;
 use crate::error::HeapError;
+#[cfg(feature = "scramble")]
+use crate::freelist::FreeLink;
 
 /// Fill of the front guard, right after the header (MutekH's value).
 pub const GUARD_FRONT: u8 = 0x55;
@@ -52,7 +52,7 @@ pub const DEFAULT_SCRAMBLE_CHECK_DEPTH: usize = 64;
 
 /// Offset of a free block's scrambled area: after its header and link.
 #[cfg(feature = "scramble")]
-const FREE_AREA: usize = HEADER_SIZE + core::mem::size_of::<PtrLink>();
+const FREE_AREA: usize = HEADER_SIZE + core::mem::size_of::<FreeLink>();
 
 /// Writes `byte` over `len` bytes at `offset` from the block's header.
 ///

@@ -76,6 +76,7 @@ pub mod clist;
 #[cfg(feature = "crc")]
 mod crc;
 mod error;
+mod freelist;
 mod heap;
 mod index;
 pub mod integrity;

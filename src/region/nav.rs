@@ -124,16 +124,22 @@ impl Region {
             && block.checksum_ok()
     }
 
-    /// Whether the free block `block` of `chunk` can be unlinked from its
-    /// free list or have a block inserted after it: both of its list
-    /// neighbours are free-list nodes of headers inside the region's chunks
-    /// (looked up in `chunk` first, where they usually are), and they link
-    /// back to it.
+    /// Whether the free block `block` (`size` bytes) of `chunk` can be
+    /// unlinked from its free list: each list neighbour it names is the
+    /// free-list node of a header inside the region's chunks (looked up in
+    /// `chunk` first, where they usually are) and links back to it, and it
+    /// names no previous node only if it is its list's first.
     #[inline]
-    pub(crate) fn free_links_ok(&self, chunk: &Chunk, block: Block) -> bool {
+    pub(crate) fn free_links_ok(&self, chunk: &Chunk, block: Block, size: usize) -> bool {
         let node = block.free_link().as_ptr().addr();
         let [next, prev] = words(block.free_link().cast());
-        self.link_word(chunk, next, 1) == Some(node) && self.link_word(chunk, prev, 0) == Some(node)
+        let next_ok = next == 0 || self.link_word(chunk, next, 1) == Some(node);
+        let prev_ok = if prev == 0 {
+            self.index.first_of(crate::index::class_of(size)) == Some(block)
+        } else {
+            self.link_word(chunk, prev, 0) == Some(node)
+        };
+        next_ok && prev_ok
     }
 
     /// Word `i` (0 = next, 1 = prev) of the free-list node at `node`, once
@@ -225,38 +231,17 @@ impl Region {
         }
     }
 
-    /// Whether a free block of `size` bytes can be put on its class list:
-    /// the list's first node, unless it is one of `leaving` (blocks about to
-    /// be taken off the index, whose list neighbours are proven), links
-    /// back both ways.
-    #[inline]
-    pub(crate) fn vet_list_for(&self, size: usize, leaving: &[Block]) -> Result<(), HeapError> {
-        let Some(head) = self.index.first_of(crate::index::class_of(size)) else {
-            return Ok(());
-        };
-        if leaving.contains(&head)
-            || self
-                .chunk_of(head.addr())
-                .is_some_and(|chunk| self.free_links_ok(chunk, head))
-        {
-            Ok(())
-        } else {
-            Err(damage(head.addr(), Corruption::FreeList))
-        }
-    }
-
     /// The blocks of the free list of `class` with their sizes as their
     /// links say, each proven to lie in a chunk before it is read; a link
     /// that leaves the chunks, or a list longer than the region's free
     /// blocks, ends the walk with the damage.
-    pub(crate) fn free_list(&self, class: crate::index::Class) -> FreeList<'_> {
+    pub(crate) fn free_list(&self, class: crate::index::Class) -> FreeListWalk<'_> {
         let head = self
             .index
             .first_of(class)
             .map(|b| b.free_link().as_ptr().addr());
-        FreeList {
+        FreeListWalk {
             region: self,
-            head,
             at: head,
             holder: self.addr(),
             left: self.c.free_blocks,
@@ -282,7 +267,7 @@ impl Region {
         if size < MIN_BLOCK {
             return Err(damage(block.addr(), Corruption::Size));
         }
-        if !self.free_links_ok(chunk, block) {
+        if !self.free_links_ok(chunk, block, size) {
             return Err(damage(block.addr(), Corruption::FreeList));
         }
         Ok(size)
@@ -290,9 +275,8 @@ impl Region {
 }
 
 /// A checked walk of one free list (see [`Region::free_list`]).
-pub(crate) struct FreeList<'a> {
+pub(crate) struct FreeListWalk<'a> {
     region: &'a Region,
-    head: Option<usize>,
     at: Option<usize>,
     /// The block whose link led here (the region for the list head).
     holder: usize,
@@ -300,7 +284,7 @@ pub(crate) struct FreeList<'a> {
     left: usize,
 }
 
-impl Iterator for FreeList<'_> {
+impl Iterator for FreeListWalk<'_> {
     type Item = Result<(Block, usize), HeapError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -313,7 +297,7 @@ impl Iterator for FreeList<'_> {
         let [next, _] = words(block.free_link().cast());
         self.left -= 1;
         self.holder = header;
-        self.at = (Some(next) != self.head).then_some(next);
+        self.at = (next != 0).then_some(next);
         let size = (block.raw_links().0.max(0) as usize) * GRANULE;
         Some(Ok((block, size)))
     }

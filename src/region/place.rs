@@ -10,9 +10,10 @@
 //!
 //! Invariants kept here: a block is taken only once `nav` has proven it
 //! (own free header, size confirmed by its successor, list links both
-//! ways, free pattern); every list a split or a gap is filed on was proven
-//! first; a gap too small for a block goes only to a `Used` predecessor;
-//! nothing changes before every proof holds.
+//! ways, free pattern); filing a split or a gap needs no proof (an insert
+//! writes only into the list's first node, see `freelist`); a gap too
+//! small for a block goes only to a `Used` predecessor; nothing changes
+//! before every proof holds.
 
 use crate::block::{Block, State, DATA_OFFSET, GRANULE, MIN_BLOCK};
 use crate::clist::{insert_after, unlink};
@@ -140,11 +141,8 @@ impl Region {
             };
             if let Some(block) = found.or_else(|| self.index.find_good_fit(size)) {
                 let (_, total) = self.vet_free(block)?;
-                if total - size >= MIN_BLOCK {
-                    self.vet_list_for(total - size, &[block])?;
-                }
                 // SAFETY: a proven free block of `total >= size` bytes on
-                // the index; the tail's list was proven.
+                // the index.
                 return Ok(Some(unsafe { self.take(block, total, size) }));
             }
         } else {
@@ -237,7 +235,7 @@ impl Region {
     ///
     /// # Safety
     /// `block` was proven by `vet_free` to be a free block of `total >=
-    /// size` bytes, and the tail's list by `vet_list_for`.
+    /// size` bytes.
     #[inline]
     unsafe fn take(&mut self, block: Block, total: usize, size: usize) -> Block {
         // SAFETY: a proven free block (caller); its successor is not free
@@ -253,7 +251,7 @@ impl Region {
         block
     }
 
-    /// Proves the lists a carve files on, then carves (see
+    /// Proves a small gap's predecessor, then carves (see
     /// [`Region::carve`]).
     ///
     /// # Safety
@@ -268,13 +266,6 @@ impl Region {
         size: usize,
     ) -> Result<Block, HeapError> {
         let gap = header - free.addr();
-        let rest = total - gap - size;
-        if gap >= MIN_BLOCK {
-            self.vet_list_for(gap, &[free])?;
-        }
-        if rest >= MIN_BLOCK {
-            self.vet_list_for(rest, &[free])?;
-        }
         let mut prev = None;
         if gap != 0 && gap < MIN_BLOCK {
             let (before, _) = Self::ring_of(chunk, free)
@@ -294,7 +285,7 @@ impl Region {
     /// returns to the index.
     ///
     /// # Safety
-    /// As for [`Region::carve_proven`], which proved the lists; `prev` is
+    /// As for [`Region::carve_proven`]; `prev` is
     /// `free`'s proven used predecessor when the gap is smaller than a
     /// block.
     unsafe fn carve(
@@ -359,7 +350,7 @@ impl Region {
     ///
     /// # Safety
     /// `block` is a live block of `total >= keep` bytes, off the index,
-    /// whose successor is not free; the tail's list was proven.
+    /// whose successor is not free.
     #[inline]
     pub(super) unsafe fn split_free_tail(
         &mut self,

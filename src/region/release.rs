@@ -6,9 +6,8 @@
 //! A free then either pushes the block onto its quick list (exact size,
 //! room left) or merges it with its free neighbours into the index.
 //!
-//! Invariants kept here: every merge partner and every list the merged
-//! block is filed on is proven first ([`Region::plan_merge`]), so a free
-//! that meets damage changes nothing; a cached block is vetted (owner word
+//! Invariants kept here: every merge partner is proven first
+//! ([`Region::plan_merge`]), so a free that meets damage changes nothing; a cached block is vetted (owner word
 //! in state `Cached`, the list's size, its link inside a chunk, `crc` and
 //! `scramble`) before it is handed out or flushed; cached blocks never
 //! merge until flushed, and are flushed before the region reports no room.
@@ -133,9 +132,8 @@ impl Region {
         Ok(())
     }
 
-    /// Proves a merge of `block` (`size` bytes): its ring, each free
-    /// neighbour ([`Region::merge_partner`]), and the list the merged block
-    /// goes on. Changes nothing.
+    /// Proves a merge of `block` (`size` bytes): its ring and each free
+    /// neighbour ([`Region::merge_partner`]). Changes nothing.
     pub(crate) fn plan_merge(&self, block: Block, size: usize) -> Result<Merge, HeapError> {
         let Some(chunk) = self.chunk_of(block.addr()).copied() else {
             return Err(damage(block.addr(), Corruption::BlockLinks));
@@ -145,9 +143,6 @@ impl Region {
         };
         let next = self.merge_partner(&chunk, next)?.map(|s| (next, s));
         let prev = self.merge_partner(&chunk, prev)?.map(|s| (prev, s));
-        let total = size + next.map_or(0, |n| n.1) + prev.map_or(0, |p| p.1);
-        let leaving = [next.map_or(block, |n| n.0), prev.map_or(block, |p| p.0)];
-        self.vet_list_for(total, &leaving)?;
         Ok(Merge {
             block,
             size,
@@ -207,8 +202,7 @@ impl Region {
             self.c.free_blocks -= 1;
         }
         block.set_state(State::Free);
-        // SAFETY: `block` is a free block of `size` bytes on no list; its
-        // list was proven.
+        // SAFETY: `block` is a free block of `size` bytes on no list.
         unsafe { self.index.insert(block, size) };
         self.c.free_blocks += 1;
     }
@@ -318,10 +312,6 @@ impl Region {
                 return Ok(false);
             }
             integrity::check_free(next, self.scramble_depth())?;
-            let rest = before + next_size - size;
-            if rest >= MIN_BLOCK {
-                self.vet_list_for(rest, &[next])?;
-            }
             // SAFETY: `next` is a proven free neighbour on the index.
             unsafe {
                 self.index.remove(next, next_size);
@@ -329,8 +319,7 @@ impl Region {
             }
             next.set_state(State::Absorbed);
             self.c.free_blocks -= 1;
-            // SAFETY: the grown block's successor was `next`'s, not free;
-            // the tail's list was proven.
+            // SAFETY: the grown block's successor was `next`'s, not free.
             unsafe { self.split_free_tail(block, before + next_size, size) };
         } else {
             // SAFETY: `block` is used and at least `size` bytes.
@@ -370,8 +359,6 @@ impl Region {
         if rest < MIN_BLOCK && (rest < HEADER_SIZE || next_size.is_none()) {
             return Ok(());
         }
-        let total = rest + next_size.unwrap_or(0);
-        self.vet_list_for(total, &[next])?;
         // SAFETY: the tail lies inside `block`, past the data it keeps;
         // linked before merging; its merge partners were proven, and the
         // tail's own ring is the one just written.
