@@ -15,7 +15,8 @@
 //! - **consistent with its partner**: a ring neighbour links back
 //!   (`next.prev == block`, `prev.next == block`), and a free-list node's
 //!   neighbours link back to it before it is unlinked (glibc's "corrupted
-//!   double-linked list" check);
+//!   double-linked list" check; a node without `prev` must be its list's
+//!   first);
 //! - **owned**: a neighbour that is about to merge says, in its owner word,
 //!   this region and the state `Free`.
 //!

@@ -159,8 +159,7 @@ pub fn miri() -> Result<(), String> {
         "--component",
         "miri,rust-src",
     ]))?;
-    let runs: [&[&str]; 3] = [
-        // The adversarial sweep runs a reduced subset under Miri (cfg(miri)).
+    let runs: [&[&str]; 5] = [
         &[
             "--lib",
             "--test",
@@ -169,8 +168,6 @@ pub fn miri() -> Result<(), String> {
             "errors",
             "--test",
             "integrity",
-            "--test",
-            "adversarial",
         ],
         &[
             "--features",
@@ -180,8 +177,27 @@ pub fn miri() -> Result<(), String> {
             "errors",
             "--test",
             "integrity",
+        ],
+        // The adversarial sweep (a reduced subset under cfg(miri)), the
+        // chunk-gap check and the fuzz reproducers; the random programs run
+        // natively only (Miri would take most of an hour on them).
+        &[
             "--test",
             "adversarial",
+            "--",
+            "sweep",
+            "check_stays_out_of_the_gap",
+            "fuzz_regressions",
+        ],
+        &[
+            "--features",
+            "crc",
+            "--test",
+            "adversarial",
+            "--",
+            "sweep",
+            "check_stays_out_of_the_gap",
+            "fuzz_regressions",
         ],
         &["-p", "osmem", "--lib"],
     ];
