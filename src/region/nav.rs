@@ -130,7 +130,7 @@ impl Region {
     /// free-list node of a header inside the region's chunks (looked up in
     /// `chunk` first, where they usually are) and links back to it, and it
     /// names no previous node only if it is its list's first.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free_links_ok(&self, chunk: &Chunk, block: Block, size: usize) -> bool {
         let node = block.free_link().as_ptr().addr();
         let [next, prev] = words(block.free_link().cast());
@@ -146,7 +146,7 @@ impl Region {
     /// Word `i` (0 = next, 1 = prev) of the free-list node at `node`, once
     /// `node` is proven to be the free-list node of a header in a chunk
     /// (`near` is tried first).
-    #[inline]
+    #[inline(always)]
     fn link_word(&self, near: &Chunk, node: usize, i: usize) -> Option<usize> {
         let header = node.checked_sub(HEADER_SIZE)?;
         let chunk = if near.holds_block(header) && header.is_multiple_of(GRANULE) {
@@ -215,6 +215,44 @@ impl Region {
         if word == self.addr() | State::Free as usize {
             return self.vet_free_extent(chunk, neighbour).map(Some);
         }
+        self.not_free_partner(chunk, neighbour)
+    }
+
+    /// [`Region::merge_partner`] for the predecessor `prev` of a block at
+    /// `block_addr` whose ring is proven: `prev`'s successor is that block,
+    /// so its size is known and only its header and list links are left
+    /// to prove.
+    #[inline]
+    pub(crate) fn merge_partner_before(
+        &self,
+        chunk: &Chunk,
+        prev: Block,
+        block_addr: usize,
+    ) -> Result<Option<usize>, HeapError> {
+        if prev.owner_word() != self.addr() | State::Free as usize {
+            return self.not_free_partner(chunk, prev);
+        }
+        let size = block_addr - prev.addr();
+        if !prev.checksum_ok() {
+            return Err(damage(prev.addr(), Corruption::Checksum));
+        }
+        if size < MIN_BLOCK {
+            return Err(damage(prev.addr(), Corruption::Size));
+        }
+        if !self.free_links_ok(chunk, prev, size) {
+            return Err(damage(prev.addr(), Corruption::FreeList));
+        }
+        Ok(Some(size))
+    }
+
+    /// A neighbour that is not free must still be an own header: used,
+    /// cached or quarantined, or the chunk's sentinel.
+    #[inline]
+    fn not_free_partner(
+        &self,
+        chunk: &Chunk,
+        neighbour: Block,
+    ) -> Result<Option<usize>, HeapError> {
         let expected = if neighbour.addr() == chunk.sentinel() {
             matches!(neighbour.state(), State::Sentinel)
         } else {

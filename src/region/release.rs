@@ -142,7 +142,9 @@ impl Region {
             return Err(damage(block.addr(), Corruption::BlockLinks));
         };
         let next = self.merge_partner(&chunk, next)?.map(|s| (next, s));
-        let prev = self.merge_partner(&chunk, prev)?.map(|s| (prev, s));
+        let prev = self
+            .merge_partner_before(&chunk, prev, block.addr())?
+            .map(|s| (prev, s));
         Ok(Merge {
             block,
             size,
