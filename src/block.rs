@@ -294,10 +294,18 @@ const _: () = assert!(DATA_OFFSET.is_multiple_of(GRANULE));
 
 /// A handle on a block header inside a chunk.
 ///
-/// Type invariant: the pointer designates an initialised header (its link
-/// and owner written) inside a chunk of a live region, and the holder has
-/// exclusive access to that region (the heap is borrowed mutably, or shared
-/// for read-only walks). Every constructor that can break it is `unsafe`.
+/// Type invariant: the pointer designates a granule inside a chunk of a live
+/// region, before the chunk's end by at least a header (the region code
+/// makes handles only from addresses its chunk table placed there:
+/// `region::nav`), and the holder has exclusive access to that region (the
+/// heap is borrowed mutably, or shared for read-only walks). Every
+/// constructor that can break it is `unsafe`.
+///
+/// The memory is readable, so reading the header's words (owner word,
+/// links, size) is memory-safe; their *values* are the program's to damage
+/// and are trusted only once `region::nav` proved them. The one accessor
+/// that follows a link ([`Block::next`]) and the one that points past the
+/// header by a caller's offset ([`Block::at_offset`]) are `unsafe`.
 ///
 /// One exception to exclusive access: the `raw` module builds handles on
 /// used blocks its callers own, without the heap's lock, and reads them
@@ -426,8 +434,9 @@ impl Block {
     /// The first data byte (after the front guard, if any).
     #[inline]
     pub(crate) fn data(self) -> NonNull<u8> {
-        // SAFETY: a block spans at least MIN_BLOCK >= DATA_OFFSET bytes
-        // (type invariant), so its data start is in bounds of the chunk.
+        // SAFETY: a granule of a chunk's blocks is followed by at least
+        // MIN_BLOCK >= DATA_OFFSET bytes of the chunk (its sentinel is a
+        // minimal block), so the data start is in bounds.
         unsafe { self.as_bytes().add(DATA_OFFSET) }
     }
 
@@ -440,7 +449,10 @@ impl Block {
     /// The free-list link, stored right after the header.
     #[inline]
     pub(crate) fn free_link(self) -> NonNull<FreeLink> {
-        self.at_offset(HEADER_SIZE).cast()
+        // SAFETY: a header's worth of bytes past a granule of the blocks of
+        // a chunk still lies in the chunk (its sentinel is at least
+        // MIN_BLOCK bytes), so the link's address is in bounds.
+        unsafe { self.as_bytes().add(HEADER_SIZE) }.cast()
     }
 
     /// The raw owner word: region address and state bits. Reads the
@@ -566,10 +578,13 @@ impl Block {
         return self.size() - DATA_OFFSET;
     }
 
-    /// The header `offset` bytes after this one (not yet a block).
+    /// The byte `offset` bytes after this header.
+    ///
+    /// # Safety
+    /// `offset` lies inside this block's proven span (or its chunk).
     #[inline]
-    pub(crate) fn at_offset(self, offset: usize) -> NonNull<u8> {
-        // SAFETY: callers only ask for offsets inside this block's span.
+    pub(crate) unsafe fn at_offset(self, offset: usize) -> NonNull<u8> {
+        // SAFETY: inside the block's chunk (caller).
         unsafe { self.as_bytes().add(offset) }
     }
 }
