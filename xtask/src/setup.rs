@@ -159,7 +159,7 @@ pub fn miri() -> Result<(), String> {
         "--component",
         "miri,rust-src",
     ]))?;
-    let runs: [&[&str]; 5] = [
+    let runs: [&[&str]; 4] = [
         &[
             "--lib",
             "--test",
@@ -179,19 +179,10 @@ pub fn miri() -> Result<(), String> {
             "integrity",
         ],
         // The adversarial sweep (a reduced subset under cfg(miri)), the
-        // chunk-gap check and the fuzz reproducers; the random programs run
-        // natively only (Miri would take most of an hour on them).
+        // chunk-gap check and the fuzz reproducers, plain build (about five
+        // minutes); the random programs and the `crc` build run natively
+        // only (the feature matrix).
         &[
-            "--test",
-            "adversarial",
-            "--",
-            "sweep",
-            "check_stays_out_of_the_gap",
-            "fuzz_regressions",
-        ],
-        &[
-            "--features",
-            "crc",
             "--test",
             "adversarial",
             "--",
