@@ -21,7 +21,7 @@ use crate::error::{Corruption, HeapError};
 use crate::integrity;
 use crate::policy::{FirstFit, FitPolicy};
 use crate::quick::DEFAULT_QUICK_DEPTH;
-use crate::region::{Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
+use crate::region::{Proven, Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
 use crate::stats::Stats;
 #[cfg(feature = "trace")]
 use crate::trace::{TraceEvent, TraceSink};
@@ -449,7 +449,7 @@ impl<P: FitPolicy> Heap<P> {
 
     /// Finds the region holding `ptr` and validates its block.
     #[inline]
-    fn locate(&self, ptr: NonNull<u8>) -> Result<(usize, Block), HeapError> {
+    fn locate(&self, ptr: NonNull<u8>) -> Result<(usize, Proven), HeapError> {
         let addr = ptr.as_ptr().addr();
         let mut error = HeapError::NotFromHeap { addr };
         for i in 0..self.count {
@@ -467,7 +467,7 @@ impl<P: FitPolicy> Heap<P> {
 
     /// Like `locate`, counting a failure as a misuse.
     #[inline]
-    fn locate_mut(&mut self, ptr: NonNull<u8>) -> Result<(usize, Block), HeapError> {
+    fn locate_mut(&mut self, ptr: NonNull<u8>) -> Result<(usize, Proven), HeapError> {
         self.locate(ptr).map_err(|error| self.misuse(error))
     }
 
@@ -510,23 +510,25 @@ impl<P: FitPolicy> Heap<P> {
     /// If `ptr` is a live block of this heap, nothing uses it any more.
     #[inline]
     pub unsafe fn free(&mut self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
-        let (i, block) = self.locate_mut(ptr)?;
-        // SAFETY: `block` was validated as a used block of region `i`.
-        unsafe { self.release(i, block) }
+        let (i, used) = self.locate_mut(ptr)?;
+        // SAFETY: `used` was validated as a used block of region `i`.
+        unsafe { self.release(i, used) }
     }
 
     /// Frees `block`; returns its size in bytes. Fails, changing nothing,
     /// when a neighbour or list the free would touch is damaged.
     ///
     /// # Safety
-    /// `block` is a validated used block of region `i`.
+    /// `used` was validated as a used block of region `i`, nothing changed
+    /// since.
     #[inline]
-    unsafe fn release(&mut self, i: usize, block: Block) -> Result<usize, HeapError> {
+    unsafe fn release(&mut self, i: usize, used: Proven) -> Result<usize, HeapError> {
+        let block = used.block;
         let size = block.size();
         #[cfg(feature = "trace")]
         let addr = block.data().as_ptr().addr();
         // SAFETY: forwarded.
-        if let Err(error) = unsafe { self.region_mut(i).release(block) } {
+        if let Err(error) = unsafe { self.region_mut(i).release(used) } {
             return Err(self.misuse(error));
         }
         self.in_use -= size;
@@ -541,10 +543,10 @@ impl<P: FitPolicy> Heap<P> {
     /// # Safety
     /// As for [`Heap::free`].
     pub unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
-        let (i, block) = self.locate_mut(ptr)?;
-        self.check_layout(ptr, block, layout)?;
+        let (i, used) = self.locate_mut(ptr)?;
+        self.check_layout(ptr, used.block, layout)?;
         // SAFETY: validated above.
-        unsafe { self.release(i, block) }.map(|_| ())
+        unsafe { self.release(i, used) }.map(|_| ())
     }
 
     fn check_layout(
@@ -576,7 +578,8 @@ impl<P: FitPolicy> Heap<P> {
         layout: Layout,
         new_size: usize,
     ) -> Result<NonNull<u8>, HeapError> {
-        let (i, block) = self.locate_mut(ptr)?;
+        let (i, used) = self.locate_mut(ptr)?;
+        let block = used.block;
         self.check_layout(ptr, block, layout)?;
         let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
         // SAFETY: a validated used block of region `i`.
@@ -609,7 +612,12 @@ impl<P: FitPolicy> Heap<P> {
         // SAFETY: still the validated block (allocation does not touch used
         // blocks); its merge partners were proven, and allocation only
         // changes free blocks it proved itself.
-        if let Err(error) = unsafe { self.release(i, block) } {
+        // The allocation may have changed the block's neighbours: prove its
+        // ring again (its own header is unchanged).
+        // SAFETY: region `i` is live.
+        let again = unsafe { self.region(i).validate(ptr) };
+        // SAFETY: validated just now.
+        if let Err(error) = again.and_then(|used| unsafe { self.release(i, used) }) {
             // SAFETY: `new` was just allocated and holds nothing yet that
             // the caller knows of.
             let _ = unsafe { self.free(new) };
@@ -661,10 +669,10 @@ impl<P: FitPolicy> Heap<P> {
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Result<bool, HeapError> {
-        let (i, block) = self.locate_mut(ptr)?;
+        let (i, used) = self.locate_mut(ptr)?;
         let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
         // SAFETY: a validated used block of region `i`.
-        let done = unsafe { self.resize_block(i, block, size, new_size)? };
+        let done = unsafe { self.resize_block(i, used.block, size, new_size)? };
         if done {
             self.ops.reallocations += 1;
             self.ops.in_place += 1;
@@ -687,7 +695,7 @@ impl<P: FitPolicy> Heap<P> {
     /// None beyond a pointer the caller got from this heap: invalid pointers
     /// are reported, not dereferenced outside the heap.
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
-        self.locate(ptr).map(|(_, block)| block.usable())
+        self.locate(ptr).map(|(_, used)| used.block.usable())
     }
 
     /// Takes the fixed range `[start, start + size)` out of the free memory,

@@ -53,6 +53,7 @@ use crate::trace::TraceSink;
 pub(crate) use chunks::Chunk;
 use chunks::ChunkTable;
 pub use chunks::MAX_CHUNKS;
+pub(crate) use release::Proven;
 
 /// Bytes of a chunk's sentinel: a header, padded to a minimal block (when
 /// two chunks join, the lower sentinel becomes a free block).

@@ -35,6 +35,17 @@ pub(crate) struct Merge {
     next: Option<(Block, usize)>,
 }
 
+/// A used block that [`Region::validate`] proved: its chunk and its ring
+/// neighbours, so that freeing it need not prove them again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Proven {
+    /// The block.
+    pub(crate) block: Block,
+    chunk: Chunk,
+    prev: Block,
+    next: Block,
+}
+
 impl Region {
     /// Checks that `data` is the start of a live used block of this region.
     ///
@@ -43,7 +54,7 @@ impl Region {
     ///
     /// # Safety
     /// The region is live.
-    pub(crate) unsafe fn validate(&self, data: NonNull<u8>) -> Result<Block, HeapError> {
+    pub(crate) unsafe fn validate(&self, data: NonNull<u8>) -> Result<Proven, HeapError> {
         let addr = data.as_ptr().addr();
         let header = addr.wrapping_sub(DATA_OFFSET);
         let not_block = HeapError::NotBlockStart { addr };
@@ -53,7 +64,8 @@ impl Region {
         };
         let block = Self::block_in(chunk, header);
         let corrupted = |what| HeapError::Corrupted { addr: header, what };
-        let linked = Self::ring_of(chunk, block).is_some();
+        let ring = Self::ring_of(chunk, block);
+        let linked = ring.is_some();
         let owned = block.owner() == self.addr();
         // Not a header unless it names this region or its neighbours say it
         // is one. Scrambled free memory (a header absorbed by a merge)
@@ -80,11 +92,16 @@ impl Region {
             State::Quarantined => return Err(corrupted(Corruption::Quarantined)),
             State::Damaged => return Err(corrupted(Corruption::State)),
         }
-        if !linked {
+        let Some((prev, next)) = ring else {
             return Err(corrupted(Corruption::BlockLinks));
-        }
+        };
         integrity::check_guards(block)?;
-        Ok(block)
+        Ok(Proven {
+            block,
+            chunk: *chunk,
+            prev,
+            next,
+        })
     }
 
     /// Frees a used block: onto its quick list if it has one with room,
@@ -92,10 +109,11 @@ impl Region {
     /// nothing, when a neighbour or a list it would touch is damaged.
     ///
     /// # Safety
-    /// `block` is a used block of this region (`validate`).
+    /// `used` came from [`Region::validate`] with nothing changed since.
     #[inline]
-    pub(crate) unsafe fn release(&mut self, block: Block) -> Result<(), HeapError> {
-        let size = block.size();
+    pub(crate) unsafe fn release(&mut self, used: Proven) -> Result<(), HeapError> {
+        let block = used.block;
+        let size = used.next.addr() - block.addr();
         if self.quick.has_room(size) {
             // SAFETY: a used block is on no free list; its data is dead.
             unsafe {
@@ -103,7 +121,7 @@ impl Region {
                 self.quick.push(block, size);
             }
         } else {
-            let merge = self.plan_merge(block, size)?;
+            let merge = self.plan_merge_in(&used.chunk, block, size, used.prev, used.next)?;
             // SAFETY: as above; the merge was proven.
             unsafe {
                 integrity::on_free(block);
@@ -141,9 +159,23 @@ impl Region {
         let Some((prev, next)) = Self::ring_of(&chunk, block) else {
             return Err(damage(block.addr(), Corruption::BlockLinks));
         };
-        let next = self.merge_partner(&chunk, next)?.map(|s| (next, s));
+        self.plan_merge_in(&chunk, block, size, prev, next)
+    }
+
+    /// [`Region::plan_merge`] for a block whose chunk and proven ring
+    /// neighbours are known.
+    #[inline]
+    fn plan_merge_in(
+        &self,
+        chunk: &Chunk,
+        block: Block,
+        size: usize,
+        prev: Block,
+        next: Block,
+    ) -> Result<Merge, HeapError> {
+        let next = self.merge_partner(chunk, next)?.map(|s| (next, s));
         let prev = self
-            .merge_partner_before(&chunk, prev, block.addr())?
+            .merge_partner_before(chunk, prev, block.addr())?
             .map(|s| (prev, s));
         Ok(Merge {
             block,
