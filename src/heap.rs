@@ -369,6 +369,27 @@ impl<P: FitPolicy> Heap<P> {
         }
     }
 
+    /// Gives back every chunk that holds no live block (a chunk added by
+    /// `extend` or `add_memory`, not the one that holds a region's control
+    /// structure): each is taken out of its region and passed to `release`
+    /// as `(start, len)`, for the kernel to unmap or reuse. Flushes the
+    /// quick lists first. Returns the bytes given back. `talc`'s
+    /// `truncate` and glibc's `malloc_trim` play this part.
+    pub fn trim(
+        &mut self,
+        release: &mut dyn FnMut(NonNull<u8>, usize),
+    ) -> Result<usize, HeapError> {
+        self.flush_quick_lists()?;
+        let mut released = 0;
+        for i in 0..self.count {
+            while let Some((start, len)) = self.region_mut(i).take_free_chunk() {
+                release(start, len);
+                released += len;
+            }
+        }
+        Ok(released)
+    }
+
     /// Bytes a growth hook should supply so that a failed `layout` request
     /// can succeed once the memory is added with [`Heap::add_memory`].
     pub fn growth_hint(&self, layout: Layout) -> usize {
@@ -1111,6 +1132,53 @@ mod tests {
         assert!(last.as_ptr().addr() >= low.ptr().addr());
         assert_eq!(heap.region_count(), 2);
         balanced(&heap);
+    }
+
+    #[test]
+    fn trim_gives_back_wholly_free_chunks_only() {
+        let third = 64 << 10;
+        let arena = Arena::new(4 * third);
+        let mut heap = Heap::new();
+        // SAFETY: disjoint pieces of one arena that outlives the heap, with
+        // gaps so that the chunks do not join.
+        unsafe { heap.add_region(arena.ptr(), third) }.unwrap();
+        let id = heap.region_ids().next().unwrap();
+        unsafe { heap.extend(id, arena.at(2 * third), third) }.unwrap();
+        unsafe { heap.extend(id, arena.at(3 * third + 4096), third - 4096) }.unwrap();
+        let before = heap.stats();
+        assert_eq!(before.chunks, 3);
+        // Fill the region so that blocks land in every chunk, then free all
+        // but one block in the middle chunk.
+        let blocks: std::vec::Vec<_> = (0..3 * third / 1024)
+            .map_while(|_| heap.allocate(layout(900, 8)).ok())
+            .collect();
+        let keep = *blocks
+            .iter()
+            .find(|p| (arena.at(2 * third)..arena.at(3 * third)).contains(&p.as_ptr()))
+            .unwrap();
+        for &p in blocks.iter().filter(|&&p| p != keep) {
+            // SAFETY: live blocks of this heap.
+            unsafe { heap.free(p) }.unwrap();
+        }
+        let mut given = std::vec::Vec::new();
+        let released = heap
+            .trim(&mut |start, len| given.push((start.as_ptr(), len)))
+            .unwrap();
+        assert_eq!(given.len(), 1, "only the last chunk is wholly free");
+        let (start, len) = given[0];
+        assert_eq!(start, arena.at(3 * third + 4096));
+        assert_eq!((released, len), (third - 4096, third - 4096));
+        let after = heap.stats();
+        assert_eq!(after.chunks, 2);
+        assert_eq!(after.total_bytes, before.total_bytes - released);
+        heap.check().unwrap();
+        // The memory given back is never handed out again.
+        while let Ok(p) = heap.allocate(layout(900, 8)) {
+            assert!(!(start..start.wrapping_add(len)).contains(&p.as_ptr()));
+        }
+        // SAFETY: the kept block is live.
+        unsafe { heap.free(keep) }.unwrap();
+        heap.check().unwrap();
     }
 
     #[test]

@@ -186,6 +186,13 @@ impl ChunkTable {
         true
     }
 
+    /// Removes the chunk at `index` (the caller gave its memory back).
+    pub(crate) fn remove(&mut self, index: usize) {
+        self.chunks.copy_within(index + 1..self.len, index);
+        self.len -= 1;
+        self.reindex();
+    }
+
     /// Position of the chunk that starts at `first`.
     pub(crate) fn position(&self, first: usize) -> Option<usize> {
         self.as_slice().iter().position(|c| c.first() == first)

@@ -299,6 +299,41 @@ impl Region {
             .unwrap_or(sentinel)
     }
 
+    /// Takes a wholly free chunk out of the region and returns its memory
+    /// (`start`, `len`), if there is one: a chunk whose only block is free
+    /// and proven (`vet_free`), other than the one that holds the control
+    /// structure. The caller flushed the quick lists.
+    pub(crate) fn take_free_chunk(&mut self) -> Option<(NonNull<u8>, usize)> {
+        let control_end = self.addr() + REGION_SIZE;
+        let index = self.chunks().iter().position(|chunk| {
+            let first = Self::block_in(chunk, chunk.first());
+            chunk.first() != control_end
+                && Self::next_in(chunk, first).is_some_and(|n| n.addr() == chunk.sentinel())
+                && self.vet_free(first).is_ok()
+        })?;
+        let chunk = self.chunks()[index];
+        let first = Self::block_in(&chunk, chunk.first());
+        let size = chunk.sentinel() - chunk.first();
+        // SAFETY: a proven free block on the index; the chunk is dropped
+        // right after, so nothing links to it any more.
+        unsafe { self.index.remove(first, size) };
+        self.chunks.remove(index);
+        self.c.free_blocks -= 1;
+        self.c.total_bytes -= chunk.end() - chunk.first();
+        self.c.metadata_bytes -= SENTINEL_SIZE;
+        self.lo = self
+            .chunks()
+            .iter()
+            .map(Chunk::first)
+            .fold(self.addr(), usize::min);
+        self.hi = self
+            .chunks()
+            .iter()
+            .map(Chunk::end)
+            .fold(control_end, usize::max);
+        Some((first.as_bytes(), chunk.end() - chunk.first()))
+    }
+
     /// Whether `addr` lies between the region's lowest and highest bytes.
     #[inline]
     pub(crate) fn spans(&self, addr: usize) -> bool {
