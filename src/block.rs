@@ -176,7 +176,7 @@ fn follow(from: NonNull<RelLink>, granules: i32) -> NonNull<RelLink> {
     // Provenance is kept: the neighbour is reached from `from` itself.
     let ptr = from
         .as_ptr()
-        .wrapping_byte_offset(granules as isize * GRANULE as isize);
+        .wrapping_byte_offset((granules as isize).wrapping_mul(GRANULE as isize));
     // SAFETY: headers of a chunk never wrap around the address space, and a
     // ring's neighbour of a non-null header is non-null.
     unsafe { NonNull::new_unchecked(ptr) }
@@ -564,7 +564,9 @@ impl Block {
     /// Bytes from this header to the next one (meaningless for a sentinel).
     #[inline]
     pub(crate) fn size(self) -> usize {
-        self.raw_links().0 as usize * GRANULE
+        // A damaged link may be negative or, on 32-bit targets, overflow
+        // when scaled: saturate rather than panic (proven blocks never do).
+        (self.raw_links().0.max(0) as usize).saturating_mul(GRANULE)
     }
 
     /// The block's usable data bytes: what the caller asked for with the

@@ -43,7 +43,7 @@ fn corrupted(addr: usize, what: Corruption) -> HeapError {
 
 /// The address `granules` granules from `addr`, if it exists.
 fn target(addr: usize, granules: i32) -> Option<usize> {
-    addr.checked_add_signed(granules as isize * GRANULE as isize)
+    addr.checked_add_signed((granules as isize).checked_mul(GRANULE as isize)?)
 }
 
 impl Region {

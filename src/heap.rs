@@ -512,7 +512,11 @@ impl<P: FitPolicy> Heap<P> {
         if matches!(what, Corruption::Quarantined | Corruption::Guard { .. }) {
             return;
         }
-        let Some(i) = (0..self.count).find(|&i| self.region(i).spans(addr)) else {
+        // The region whose chunk holds the address (spans may interleave),
+        // else the one whose control structure it names.
+        let in_chunk = (0..self.count).find(|&i| self.region(i).chunk_of(addr).is_some());
+        let Some(i) = in_chunk.or_else(|| (0..self.count).find(|&i| self.region(i).spans(addr)))
+        else {
             return;
         };
         self.region_mut(i).repair(addr);
@@ -636,7 +640,7 @@ impl<P: FitPolicy> Heap<P> {
         // The allocation may have changed the block's neighbours: prove its
         // ring again (its own header is unchanged).
         // SAFETY: region `i` is live.
-        let again = unsafe { self.region(i).validate(ptr) };
+        let again = unsafe { self.region(i).validate(ptr) }.map_err(|error| self.misuse(error));
         // SAFETY: validated just now.
         if let Err(error) = again.and_then(|used| unsafe { self.release(i, used) }) {
             // SAFETY: `new` was just allocated and holds nothing yet that

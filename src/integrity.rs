@@ -70,9 +70,11 @@ unsafe fn fill(block: Block, offset: usize, len: usize, byte: u8) {
 /// that is not `byte`.
 #[cfg(any(feature = "guard", feature = "scramble"))]
 fn mismatch(block: Block, offset: usize, end: usize, byte: u8) -> Option<usize> {
-    // SAFETY (all reads below): callers pass ranges inside the block, which
-    // lies in a chunk of a live region: readable memory the heap wrote.
-    let byte_at = |i: usize| unsafe { block.at_offset(i).read() };
+    let byte_at = |i: usize| {
+        // SAFETY: callers pass ranges inside the block, which lies in a
+        // chunk of a live region: readable memory the heap wrote.
+        unsafe { block.at_offset(i).read() }
+    };
     let find = |from: usize, to: usize| (from..to).find(|&i| byte_at(i) != byte);
     // Headers are 16-aligned, so offsets aligned to 8 are aligned words.
     let first_word = offset.next_multiple_of(8).min(end);
@@ -138,7 +140,9 @@ pub(crate) unsafe fn on_allocate(block: Block, requested: usize) {
 pub(crate) fn check_guards(block: Block) -> Result<(), HeapError> {
     #[cfg(feature = "guard")]
     {
-        let tail = DATA_OFFSET + block.requested();
+        // A damaged `requested` word must not overflow: saturate, and the
+        // check below reports it.
+        let tail = DATA_OFFSET.saturating_add(block.requested());
         let bad = if tail > block.size() {
             Some(tail.min(block.size()))
         } else {

@@ -437,3 +437,206 @@ fn check_stays_out_of_the_gap_between_chunks() {
         "check() must report the link, got {found:?}"
     );
 }
+
+/// Focused regressions found by review: misuses that the single-write
+/// sweep does not make.
+mod review {
+    use super::*;
+    use region_heap::SENTINEL_SIZE;
+
+    fn lay(n: usize) -> Layout {
+        Layout::from_size_align(n, 8).unwrap()
+    }
+
+    /// The free-list node of the free block whose data starts at `p`.
+    fn link(p: *mut u8) -> *mut usize {
+        p.wrapping_sub(GUARD_SIZE).cast()
+    }
+
+    fn plain_heap(arena: &Arena) -> Heap {
+        let mut heap = Heap::new();
+        // SAFETY: the arena outlives the heap.
+        unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+        heap.set_quick_depth(0).unwrap();
+        heap
+    }
+
+    /// A program's own intrusive list node `{next, prev}` at the start of
+    /// its blocks: it frees F while still linking it before a live block X
+    /// (`F.next = X`, `X.prev = F`). The unlink proof must refuse X (a used
+    /// block, not a free one) and the heap must not write into X. (With
+    /// `guard` the program's node at data offset 0 does not overlay the
+    /// free-list node, which sits over the front guard.)
+    #[cfg(not(feature = "guard"))]
+    #[test]
+    fn link_shaped_program_data_is_no_free_list_neighbour() {
+        let arena = Arena::new(1 << 16);
+        let mut heap = plain_heap(&arena);
+        let f = heap.allocate(lay(200)).unwrap();
+        let _fence1 = heap.allocate(lay(200)).unwrap();
+        let x = heap.allocate(lay(200)).unwrap();
+        let _fence2 = heap.allocate(lay(200)).unwrap();
+        let h = heap.allocate(lay(200)).unwrap();
+        let _fence3 = heap.allocate(lay(200)).unwrap();
+        // SAFETY: blocks of the arena; the writes after free are the misuse.
+        unsafe {
+            x.as_ptr().write_bytes(0x11, 200);
+            heap.free(f).unwrap();
+            *link(f.as_ptr()) = link(x.as_ptr()) as usize;
+            *link(x.as_ptr()).add(1) = link(f.as_ptr()) as usize;
+        }
+        // SAFETY: X is live.
+        let before = unsafe { std::slice::from_raw_parts(x.as_ptr(), 200) }.to_vec();
+        let got = heap.allocate(lay(200));
+        assert!(
+            matches!(
+                got,
+                Err(HeapError::Corrupted {
+                    what: region_heap::Corruption::FreeList,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        // SAFETY: a live block of this heap.
+        unsafe { heap.free(h) }.unwrap();
+        heap.allocate(lay(200)).unwrap();
+        // SAFETY: X is live.
+        let after = unsafe { std::slice::from_raw_parts(x.as_ptr(), 200) };
+        assert_eq!(before, after, "the heap wrote into live block X");
+        heap.check().unwrap();
+    }
+
+    /// Two writes after free of the block's own node address (next and
+    /// prev): a self-loop is no list.
+    #[test]
+    fn a_self_looped_free_link_is_refused() {
+        let arena = Arena::new(1 << 16);
+        let mut heap = plain_heap(&arena);
+        let f = heap.allocate(lay(200)).unwrap();
+        let _fence = heap.allocate(lay(200)).unwrap();
+        let g = heap.allocate(lay(200)).unwrap();
+        let _fence2 = heap.allocate(lay(200)).unwrap();
+        // SAFETY: the freed block's own node; the writes are the misuse.
+        unsafe {
+            heap.free(f).unwrap();
+            let me = link(f.as_ptr()) as usize;
+            *link(f.as_ptr()) = me;
+            *link(f.as_ptr()).add(1) = me;
+        }
+        let got = heap.allocate(lay(200));
+        assert!(matches!(got, Err(HeapError::Corrupted { .. })), "{got:?}");
+        let p = heap.allocate(lay(200)).unwrap();
+        assert_ne!(p, f, "the damaged block is quarantined");
+        // SAFETY: p is live.
+        unsafe { p.as_ptr().write_bytes(0x33, 200) };
+        // SAFETY: a live block of this heap.
+        unsafe { heap.free(g) }.unwrap();
+        // SAFETY: p is live.
+        let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), 200) };
+        assert!(
+            bytes.iter().all(|&b| b == 0x33),
+            "the heap wrote into a live block"
+        );
+        heap.check().unwrap();
+    }
+
+    /// A free block whose next link names the sentinel, skipping live
+    /// blocks; a repair triggered by other damage must not trust that link
+    /// against the intact sentinel and hand out memory over the live ones.
+    #[test]
+    fn repair_does_not_trust_a_link_that_skips_to_the_sentinel() {
+        let arena = Arena::new(1 << 16);
+        let mut heap = plain_heap(&arena);
+        let a = heap.allocate(lay(200)).unwrap();
+        let l1 = heap.allocate(lay(200)).unwrap();
+        let l2 = heap.allocate(lay(200)).unwrap();
+        let p = heap.allocate(lay(200)).unwrap();
+        let data = HEADER_SIZE + GUARD_SIZE;
+        // SAFETY: blocks and headers of the arena; the writes are the misuse.
+        unsafe {
+            l1.as_ptr().write_bytes(0x11, 200);
+            l2.as_ptr().write_bytes(0x22, 200);
+            heap.free(a).unwrap();
+            let a_header = a.as_ptr().wrapping_sub(data);
+            let sentinel = arena.ptr as usize + arena.len() - SENTINEL_SIZE;
+            a_header
+                .cast::<i32>()
+                .write(((sentinel - a_header as usize) / GRANULE) as i32);
+            *p.as_ptr()
+                .wrapping_sub(data)
+                .wrapping_add(8)
+                .cast::<usize>() |= 7;
+        }
+        // SAFETY: p is the damaged block; the free reports it.
+        assert!(matches!(
+            unsafe { heap.free(p) },
+            Err(HeapError::Corrupted { .. })
+        ));
+        heap.check().unwrap();
+        while let Ok(big) = heap.allocate(lay(4000)) {
+            let range = big.as_ptr() as usize..big.as_ptr() as usize + 4000;
+            for live in [l1, l2] {
+                assert!(
+                    !range.contains(&(live.as_ptr() as usize)),
+                    "overlaps a live block"
+                );
+            }
+        }
+        for (live, fill) in [(l1, 0x11), (l2, 0x22)] {
+            // SAFETY: live blocks.
+            let bytes = unsafe { std::slice::from_raw_parts(live.as_ptr(), 200) };
+            assert!(bytes.iter().all(|&b| b == fill));
+            // SAFETY: live blocks of this heap: they free without a panic.
+            let _ = unsafe { heap.free(live) };
+        }
+        heap.check().unwrap();
+    }
+
+    /// A four-byte overrun writing a pointer-like value into the next
+    /// header's link: no overflow anywhere (32-bit targets scale it by 16).
+    #[test]
+    fn an_overrun_with_a_large_link_value_is_reported() {
+        let arena = Arena::new(1 << 14);
+        let mut heap = plain_heap(&arena);
+        let a = heap.allocate(lay(32)).unwrap();
+        let b = heap.allocate(lay(32)).unwrap();
+        // SAFETY: a live block of this heap.
+        let usable = unsafe { heap.usable_size(a) }.unwrap();
+        // SAFETY: the bytes right after `a`'s usable end: `b`'s header.
+        unsafe {
+            a.as_ptr()
+                .add(usable + GUARD_SIZE)
+                .cast::<u32>()
+                .write_unaligned(0x4141_4141)
+        };
+        // SAFETY: b is live; its header is damaged.
+        assert!(unsafe { heap.free(b) }.is_err());
+        heap.check().unwrap();
+        // SAFETY: a live block of this heap.
+        unsafe { heap.free(a) }.unwrap();
+        heap.check().unwrap();
+    }
+
+    /// `guard`: an underrun that reaches the header's `requested` word is
+    /// reported, not an overflow.
+    #[cfg(feature = "guard")]
+    #[test]
+    fn an_underrun_into_the_requested_size_is_reported() {
+        let arena = Arena::new(1 << 16);
+        let mut heap = plain_heap(&arena);
+        let p = heap.allocate(lay(100)).unwrap();
+        let q = heap.allocate(lay(100)).unwrap();
+        // SAFETY: `p`'s own header, 16..24 bytes into it.
+        unsafe {
+            p.as_ptr()
+                .sub(HEADER_SIZE + GUARD_SIZE - 16)
+                .write_bytes(0xff, 8)
+        };
+        assert!(heap.check().is_err());
+        // SAFETY: p is live; its header is damaged.
+        assert!(unsafe { heap.free(p) }.is_err());
+        // SAFETY: a live block of this heap.
+        unsafe { heap.free(q) }.unwrap();
+    }
+}

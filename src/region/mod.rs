@@ -261,10 +261,10 @@ impl Region {
         let low_first = Self::block_in(&low, low.first());
         let up_first = Self::block_in(&up, up.first());
         let up_sentinel = Self::block_in_or_sentinel(&up, up.sentinel());
+        let last = Self::last_before(&low, old);
         // SAFETY: all four headers sit where the chunk table says; the
         // joined chunk is at most MAX_CHUNK_SIZE, so offsets fit. The old
         // sentinel is rewritten whole, whatever a program did to it.
-        let last = Self::last_before(&low, old);
         let gap = unsafe {
             let gap = Block::write(old.as_bytes(), self.addr(), State::Used);
             RelLink::set_prev(gap.link(), last.link());

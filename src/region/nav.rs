@@ -10,15 +10,17 @@
 //!
 //! - **inside a chunk**: a header address lies on a granule inside one of
 //!   the region's chunks (the chunk table, [`super::chunks`]); a pointer
-//!   to it is re-derived from the chunk's own pointer ([`Chunk::at`]), so a
-//!   forged word is never dereferenced as it was read;
+//!   to it is re-derived from the chunk's own pointer ([`Chunk::at`]) for
+//!   every read a proof makes. Only a free-list unlink then writes through
+//!   the node's links as stored, once their values are proven equal to
+//!   such addresses;
 //! - **consistent with its partner**: a ring neighbour links back
 //!   (`next.prev == block`, `prev.next == block`), and a free-list node's
 //!   neighbours link back to it before it is unlinked (glibc's "corrupted
 //!   double-linked list" check; a node without `prev` must be its list's
 //!   first);
 //! - **owned**: a neighbour that is about to merge says, in its owner word,
-//!   this region and the state `Free`.
+//!   this region and the state `Free`, and so does a free-list neighbour.
 //!
 //! A proof that fails is damage: the caller gets `Corrupted { addr, what }`
 //! naming the header or link at fault, and hands the region to
@@ -42,8 +44,9 @@ pub(crate) fn damage(addr: usize, what: Corruption) -> HeapError {
 /// The address `granules` granules away from `addr` (no wrap-around:
 /// `None` when it would leave the address space).
 #[inline]
-fn offset(addr: usize, granules: i32) -> Option<usize> {
-    addr.checked_add_signed(granules as isize * GRANULE as isize)
+pub(crate) fn offset(addr: usize, granules: i32) -> Option<usize> {
+    // `checked_mul`: on 32-bit targets a damaged link times 16 overflows.
+    addr.checked_add_signed((granules as isize).checked_mul(GRANULE as isize)?)
 }
 
 impl Region {
@@ -127,13 +130,18 @@ impl Region {
 
     /// Whether the free block `block` (`size` bytes) of `chunk` can be
     /// unlinked from its free list: each list neighbour it names is the
-    /// free-list node of a header inside the region's chunks (looked up in
-    /// `chunk` first, where they usually are) and links back to it, and it
-    /// names no previous node only if it is its list's first.
+    /// free-list node of an own free header inside the region's chunks
+    /// (looked up in `chunk` first, where they usually are), not `block`
+    /// itself, and links back to it; and it names no previous node only if
+    /// it is its list's first.
     #[inline(always)]
     pub(crate) fn free_links_ok(&self, chunk: &Chunk, block: Block, size: usize) -> bool {
         let node = block.free_link().as_ptr().addr();
         let [next, prev] = words(block.free_link().cast());
+        if next == node || prev == node {
+            // A linear list never links a node to itself.
+            return false;
+        }
         let next_ok = next == 0 || self.link_word(chunk, next, 1) == Some(node);
         let prev_ok = if prev == 0 {
             self.index.first_of(crate::index::class_of(size)) == Some(block)
@@ -154,8 +162,13 @@ impl Region {
         } else {
             self.chunk_of(header)?
         };
-        let link = Self::block_in(chunk, header).free_link();
-        Some(words(link.cast())[i])
+        let neighbour = Self::block_in(chunk, header);
+        // A list neighbour is a free block of this region: program data
+        // shaped like a link (a live block's own list node, a pointer to
+        // itself) is not.
+        let own_free =
+            neighbour.owner_word() == self.addr() | State::Free as usize && neighbour.checksum_ok();
+        own_free.then(|| words(neighbour.free_link().cast())[i])
     }
 }
 

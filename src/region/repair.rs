@@ -67,13 +67,14 @@ impl Region {
     /// between the good blocks found from both ends.
     fn mend_ring(&mut self, chunk: &Chunk) {
         let sentinel = Self::block_in_sentinel(chunk);
-        if !self.is_own_sentinel(chunk, sentinel) {
+        let rewritten = !self.is_own_sentinel(chunk, sentinel);
+        if rewritten {
             // SAFETY: the sentinel's place is the chunk table's; its links
             // are set again right below and by the quarantine.
             unsafe { self.rewrite_sentinel(chunk) };
         }
         for _ in 0..MAX_MENDS {
-            match self.first_break(chunk) {
+            match self.first_break(chunk, rewritten) {
                 Break::None => return,
                 Break::SentinelPrev(last) => {
                     // SAFETY: the walk proved every block up to `last`.
@@ -105,10 +106,7 @@ impl Region {
         sentinel.owner() == self.addr()
             && sentinel.state() == State::Sentinel
             && sentinel.checksum_ok()
-            && sentinel
-                .addr()
-                .checked_add_signed(sentinel.raw_links().0 as isize * GRANULE as isize)
-                == Some(chunk.first())
+            && super::nav::offset(sentinel.addr(), sentinel.raw_links().0) == Some(chunk.first())
     }
 
     /// Writes a fresh sentinel header whose next is the chunk's first block
@@ -127,19 +125,27 @@ impl Region {
 
     /// The first break of `chunk`'s ring, walking forward from its first
     /// block over own headers whose prev link names the block before.
-    fn first_break(&self, chunk: &Chunk) -> Break {
+    ///
+    /// When the walk reaches the sentinel and the sentinel's prev link
+    /// disagrees, the walk alone is trusted only if the sentinel was just
+    /// rewritten (its prev link is unknown): otherwise the sentinel's
+    /// intact link outvotes a damaged next link that skipped blocks, and
+    /// the walk from the back decides.
+    fn first_break(&self, chunk: &Chunk, sentinel_rewritten: bool) -> Break {
         let sentinel = Self::block_in_sentinel(chunk);
         let mut before = sentinel;
         let mut at = Self::block_in(chunk, chunk.first());
         loop {
             let back = Self::prev_in(chunk, at) == Some(before);
             if at == sentinel {
-                // Every block up to here links both ways: at most the
-                // sentinel's own prev link is wrong.
                 return if back {
                     Break::None
-                } else {
+                } else if sentinel_rewritten {
+                    // Every block up to here links both ways; the
+                    // sentinel's prev link is the one unknown.
                     Break::SentinelPrev(before)
+                } else {
+                    self.backward_to(chunk, before, at)
                 };
             }
             if !back || !self.is_own_header(at) {
