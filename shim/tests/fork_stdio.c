@@ -4,7 +4,8 @@
  * holds stdio's list lock while it waits for a FILE lock, and fork takes
  * the list lock. An allocator that takes its own locks before fork (in a
  * pthread_atfork prepare handler) closes the cycle and hangs; the
- * watchdog turns a hang into a failure. */
+ * watchdog turns a hang into a failure. The children allocate before they
+ * exit: the heaps the readers were inside at the fork must not hang them. */
 #include "common.h"
 
 #include <pthread.h>
@@ -53,12 +54,33 @@ static void *flusher(void *arg) {
     return NULL;
 }
 
+/* In the child: allocations of mixed sizes, one large, kept and checked. */
+static int child_work(void) {
+    unsigned char *blocks[64];
+    int bad = 0;
+    for (unsigned i = 0; i < 64; i++) {
+        size_t n = (i * 211) % 3000 + 1 + (i == 7 ? 300000 : 0);
+        blocks[i] = malloc(n);
+        if (!blocks[i])
+            return 1;
+        fill(blocks[i], n, i);
+        unsigned char *grown = realloc(blocks[i], n + 5000);
+        if (!grown)
+            return 1;
+        blocks[i] = grown;
+        bad |= !holds(blocks[i], n, i);
+    }
+    for (unsigned i = 0; i < 64; i++)
+        free(blocks[i]);
+    return bad;
+}
+
 static void *forker(void *arg) {
     uintptr_t i = (uintptr_t)arg;
     while (!stop) {
         pid_t pid = fork();
         if (pid == 0)
-            _exit(0);
+            _exit(child_work());
         if (pid < 0) {
             perror("fork");
             _exit(5);
