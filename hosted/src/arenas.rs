@@ -44,18 +44,47 @@
 //! [`Heap::free`] returns (the same change, read from the call, never
 //! from the freed header, which the merge rewrote).
 //!
+//! Fork: nothing is locked before `fork` (a `pthread_atfork` prepare
+//! handler that takes the heap locks deadlocks against stdio and against
+//! a signal handler that forks, see `global`). In the child, where only
+//! the forking thread is left, [`Arenas::after_fork_in_child`] looks at
+//! each heap's lock word as `fork` copied it, without taking it:
+//! - free: nobody was inside that heap, its structure is consistent, and
+//!   the child uses it as the parent did;
+//! - held: a thread (gone in the child) was in the middle of changing it.
+//!   The heap is *abandoned* for good in this process (and in any process
+//!   it forks): allocation never chooses it, a free of one of its blocks
+//!   is dropped (the block leaks), an in-place resize of one of its blocks
+//!   fails (`realloc` moves the block) and its usable size is read from
+//!   the block's own header without the lock. Its lock is reset so that
+//!   nothing could spin on it, but nothing takes it again anyway.
+//!
+//! If every heap was abandoned (one CPU, or all busy at the fork), the
+//! child activates a *spare* heap: init reserves [`SPARE_HEAPS`] more
+//! slices than it gives heaps, as address space only (never touched
+//! until used), so a spare heap's region lands at `base + i * SLICE` like
+//! any other and [`Arenas::heap_of`] stays arithmetic. A spare is set up
+//! in the child handler, which runs in the only thread, so nobody races
+//! with it. Once the spares are used up too (a child of a child, each
+//! forked with every heap busy), [`Arenas::has_usable_heap`] is false and
+//! `global` serves every request from large mappings instead, which is
+//! slow but always sound.
+//!
 //! Invariants: `count` heaps are live once `count` is non-zero, and `base`
 //! was stored before `count` (release/acquire); heap `i`'s only region
-//! has the address `base + i * SLICE`; memory given to a heap is never
-//! given back; with no operation under way, `handed_out` equals the sum
-//! of the heaps' `in_use_bytes`, and it never drops below zero (a block's
-//! bytes are added before its owner can free it).
+//! has the address `base + i * SLICE`; `count <= reserved <= MAX_HEAPS`
+//! and the slices of `count..reserved` are reserved, untouched memory;
+//! memory given to a heap is never given back; an abandoned heap's lock
+//! is never taken; with no operation under way and no heap abandoned,
+//! `handed_out` equals the sum of the heaps' `in_use_bytes`, and it
+//! never drops below zero (a block's bytes are added before its owner can
+//! free it).
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
-use region_heap::raw::{owner_region, owner_word};
+use region_heap::raw::{owner_region, owner_word, usable_size_unlocked};
 use region_heap::{BestFit, Heap, HeapError, RegionId};
 use spin::{Mutex, MutexGuard};
 
@@ -71,8 +100,13 @@ use crate::source::{map, page_size, round_up, SharedBreak};
 /// 27 MB for glibc; best fit brings it down, see the README).
 pub type HostHeap = Heap<BestFit>;
 
-/// Most heaps; machines with more CPUs share them (`cpu % count`).
+/// Most heaps, spares included; machines with more CPUs share them
+/// (`cpu % count`). At most 64: [`Arenas`] keeps one bit per heap.
 pub const MAX_HEAPS: usize = 64;
+/// Slices reserved at init, beyond one heap per CPU, for a forked child
+/// that finds every heap abandoned (see the module docs).
+pub const SPARE_HEAPS: usize = 1;
+const _: () = assert!(MAX_HEAPS <= 64 && SPARE_HEAPS < MAX_HEAPS);
 /// log2 of [`SLICE`].
 const SLICE_SHIFT: u32 = 25;
 /// Bytes each heap starts with (32 MiB of address space; pages are only
@@ -95,6 +129,10 @@ pub struct Arenas {
     heaps: [Padded<Mutex<HostHeap>>; MAX_HEAPS],
     base: AtomicUsize,
     count: AtomicUsize,
+    /// Slices reserved at init: heaps `count..reserved` are spares.
+    reserved: AtomicUsize,
+    /// Bit `i`: heap `i` is abandoned (a forked child found its lock held).
+    abandoned: AtomicU64,
     brk: SharedBreak,
     /// Whether growth may use the break (as the preallocation was allowed to).
     use_brk: AtomicBool,
@@ -111,6 +149,8 @@ impl Arenas {
             heaps: [const { Padded(Mutex::new(HostHeap::with_policy())) }; MAX_HEAPS],
             base: AtomicUsize::new(0),
             count: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
+            abandoned: AtomicU64::new(0),
             brk: SharedBreak::new(),
             use_brk: AtomicBool::new(false),
             handed_out: AtomicIsize::new(0),
@@ -145,28 +185,111 @@ impl Arenas {
         }
     }
 
-    /// Creates `heaps` heaps (at most [`MAX_HEAPS`]) over one preallocation
-    /// from the break (when `use_brk`) or a mapping; returns where it came
-    /// from, or `None` if the system refused both.
+    /// Creates `heaps` heaps (at most [`MAX_HEAPS`] less the spares) over
+    /// one preallocation from the break (when `use_brk`) or a mapping,
+    /// which also reserves the [`SPARE_HEAPS`] slices; returns where it
+    /// came from, or `None` if the system refused both.
     ///
     /// Call once, before any other method, from one thread.
     pub fn init(&self, heaps: usize, use_brk: bool) -> Option<Origin> {
-        let n = heaps.clamp(1, MAX_HEAPS);
+        let n = heaps.clamp(1, MAX_HEAPS - SPARE_HEAPS);
         self.use_brk.store(use_brk, Ordering::Relaxed);
-        let (base, origin) = self.preallocate(n * SLICE, use_brk)?;
+        let (base, origin) = self.preallocate((n + SPARE_HEAPS) * SLICE, use_brk)?;
         for i in 0..n {
-            let start = (base + i * SLICE) as *mut u8;
-            let mut heap = acquire(&self.heaps[i].0);
-            // The per-thread caches keep freed small blocks already; the
-            // core's quick lists would hold a second, unshared copy.
-            heap.set_quick_depth(0).ok()?;
-            // SAFETY: the slice is fresh memory nobody else was given, and
-            // it is never given back.
-            unsafe { heap.add_region(start, SLICE) }.ok()?;
+            // SAFETY: slice `i` is fresh memory nobody else was given.
+            unsafe { self.set_up(i, base) }?;
         }
         self.base.store(base, Ordering::Relaxed);
+        self.reserved.store(n + SPARE_HEAPS, Ordering::Relaxed);
         self.count.store(n, Ordering::Release);
         Some(origin)
+    }
+
+    /// Gives heap `i` the slice at `base + i * SLICE` as its only region.
+    ///
+    /// # Safety
+    /// That slice is fresh memory nobody else was given; heap `i` has no
+    /// region yet.
+    unsafe fn set_up(&self, i: usize, base: usize) -> Option<()> {
+        let start = (base + i * SLICE) as *mut u8;
+        let mut heap = acquire(&self.heaps[i].0);
+        // The per-thread caches keep freed small blocks already; the
+        // core's quick lists would hold a second, unshared copy.
+        heap.set_quick_depth(0).ok()?;
+        // SAFETY: fresh memory (caller), never given back.
+        unsafe { heap.add_region(start, SLICE) }.ok()
+    }
+
+    /// Whether heap `i` is abandoned (see the module docs).
+    #[inline]
+    fn is_abandoned(&self, i: usize) -> bool {
+        self.abandoned.load(Ordering::Relaxed) & (1 << i) != 0
+    }
+
+    /// Whether some heap may serve allocations (false only in a forked
+    /// child that found every heap, spares included, abandoned).
+    pub fn has_usable_heap(&self) -> bool {
+        let count = self.count();
+        let all = if count >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << count) - 1
+        };
+        count > 0 && self.abandoned.load(Ordering::Relaxed) & all != all
+    }
+
+    /// Heaps abandoned so far, as a bit set (bit `i`: heap `i`).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// The `pthread_atfork` child handler's part for the heaps: abandons
+    /// every heap whose lock `fork` copied held, resets that lock, frees
+    /// the break's lock, and sets up a spare heap if no heap is left (see
+    /// the module docs). Needs nothing from the parent.
+    ///
+    /// # Safety
+    /// Only in a child just forked, in its one thread (the atfork child
+    /// handler), before the child makes any other call into the heaps.
+    pub unsafe fn after_fork_in_child(&self) {
+        let count = self.count();
+        let mut abandoned = self.abandoned.load(Ordering::Relaxed);
+        for (i, heap) in self.heaps[..count].iter().enumerate() {
+            // The child's copy of the lock word: nobody else can change it
+            // now, so reading it without taking it is the whole question.
+            if heap.0.is_locked() {
+                abandoned |= 1 << i;
+                // SAFETY: its holder does not exist in the child, and no
+                // code takes an abandoned heap's lock again.
+                unsafe { heap.0.force_unlock() };
+            }
+        }
+        // What the heaps whose lock was free hold was written before their
+        // lock was released (release), so before the copy.
+        core::sync::atomic::fence(Ordering::Acquire);
+        self.abandoned.store(abandoned, Ordering::Relaxed);
+        // SAFETY: in the child's only thread (caller).
+        unsafe { self.brk.after_fork_in_child() };
+        if count > 0 && !self.has_usable_heap() {
+            self.add_spare();
+        }
+    }
+
+    /// Sets up the next spare heap, if a reserved slice is left.
+    fn add_spare(&self) -> bool {
+        let count = self.count();
+        if count >= self.reserved.load(Ordering::Relaxed) {
+            return false;
+        }
+        let base = self.base.load(Ordering::Relaxed);
+        // SAFETY: the slice of a spare was reserved at init and never
+        // given to anyone (`count` only grows past it here); heap `count`
+        // was never set up.
+        if unsafe { self.set_up(count, base) }.is_none() {
+            return false;
+        }
+        self.count.store(count + 1, Ordering::Release);
+        true
     }
 
     fn preallocate(&self, bytes: usize, use_brk: bool) -> Option<(usize, Origin)> {
@@ -223,7 +346,13 @@ impl Arenas {
         if count == 0 {
             return None;
         }
-        let own = *hint % count;
+        let mut own = *hint % count;
+        if self.is_abandoned(own) {
+            own = (1..count)
+                .map(|k| (own + k) % count)
+                .find(|&i| !self.is_abandoned(i))?;
+            *hint = own;
+        }
         let mut heap = match self.heaps[own].0.try_lock() {
             Some(heap) => heap,
             None => {
@@ -264,6 +393,9 @@ impl Arenas {
         let count = self.count();
         (1..count).find_map(|k| {
             let i = (own + k) % count;
+            if self.is_abandoned(i) {
+                return None;
+            }
             let mut heap = self.heaps[i].0.try_lock()?;
             attempt(&mut heap).map(|r| (i, r))
         })
@@ -319,7 +451,8 @@ impl Arenas {
         unsafe { extend(heap, region, start, want) }
     }
 
-    /// Frees a region block to the heap that owns it.
+    /// Frees a region block to the heap that owns it; a block of an
+    /// abandoned heap is left as it is (leaked: see the module docs).
     ///
     /// # Safety
     /// As for [`Heap::free`] and [`Arenas::owner_of`].
@@ -328,6 +461,9 @@ impl Arenas {
         // SAFETY: readable (caller).
         let owner =
             unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
+        if self.is_abandoned(owner) {
+            return Ok(());
+        }
         let mut heap = acquire(&self.heaps[owner].0);
         // SAFETY: forwarded.
         let size = unsafe { heap.free(ptr) }?;
@@ -370,6 +506,9 @@ impl Arenas {
             // SAFETY: readable (caller).
             let owner =
                 unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
+            if self.is_abandoned(owner) {
+                continue;
+            }
             if held.as_ref().is_none_or(|(i, _)| *i != owner) {
                 drop(held.take());
                 *held = Some((owner, acquire(&self.heaps[owner].0)));
@@ -382,7 +521,8 @@ impl Arenas {
     }
 
     /// Resizes a region block without moving it (the core's
-    /// `resize_in_place`), under its owner's lock.
+    /// `resize_in_place`), under its owner's lock; `Ok(false)` for a block
+    /// of an abandoned heap.
     ///
     /// # Safety
     /// As for [`Heap::resize_in_place`] and [`Arenas::owner_of`].
@@ -391,6 +531,9 @@ impl Arenas {
         // SAFETY: readable (caller).
         let owner =
             unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
+        if self.is_abandoned(owner) {
+            return Ok(false);
+        }
         let mut heap = acquire(&self.heaps[owner].0);
         self.counted(&mut heap, |heap| {
             // SAFETY: forwarded.
@@ -398,44 +541,34 @@ impl Arenas {
         })
     }
 
-    /// Usable bytes of a region block, as its owner heap reports them.
+    /// Usable bytes of a region block, as its owner heap reports them (for
+    /// a block of an abandoned heap, as its header says without the lock:
+    /// with guard zones that may include the guard bytes).
     ///
     /// # Safety
-    /// As for [`Arenas::owner_of`].
+    /// As for [`Arenas::owner_of`]; for a block of an abandoned heap, as
+    /// for [`usable_size_unlocked`] (a used block the caller owns).
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
         let addr = ptr.as_ptr() as usize;
         // SAFETY: readable (caller).
         let owner =
             unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
+        if self.is_abandoned(owner) {
+            // SAFETY: forwarded (caller).
+            return Ok(unsafe { usable_size_unlocked(ptr.as_ptr()) });
+        }
         let heap = acquire(&self.heaps[owner].0);
         // SAFETY: forwarded.
         unsafe { heap.usable_size(ptr) }
     }
 
-    /// Runs `f` on every live heap in turn, under its lock.
+    /// Runs `f` on every live heap that is not abandoned in turn, under
+    /// its lock.
     pub fn for_each(&self, mut f: impl FnMut(usize, &mut HostHeap)) {
         for i in 0..self.count() {
-            f(i, &mut acquire(&self.heaps[i].0));
-        }
-    }
-
-    /// Takes every heap's lock and keeps it (before `fork`).
-    pub fn lock_all(&self) {
-        for heap in &self.heaps[..self.count()] {
-            core::mem::forget(acquire(&heap.0));
-        }
-    }
-
-    /// Releases the locks [`Arenas::lock_all`] took (after `fork`, in the
-    /// parent and in the child).
-    ///
-    /// # Safety
-    /// Only after `lock_all`, by the thread that called it (or the child
-    /// it forked).
-    pub unsafe fn unlock_all(&self) {
-        for heap in &self.heaps[..self.count()] {
-            // SAFETY: `lock_all` took this lock and forgot its guard.
-            unsafe { heap.0.force_unlock() };
+            if !self.is_abandoned(i) {
+                f(i, &mut acquire(&self.heaps[i].0));
+            }
         }
     }
 }
@@ -548,6 +681,121 @@ mod tests {
                 })
                 .unwrap();
         }
+    }
+
+    /// Used blocks of heap `i`, abandoned or not (peeking past `for_each`).
+    fn used_blocks(arenas: &Arenas, i: usize) -> usize {
+        acquire(&arenas.heaps[i].0).stats().used_blocks
+    }
+
+    /// What a forked child does with a heap whose lock `fork` copied held
+    /// (simulated: the lock is taken and its guard forgotten, as a thread
+    /// that no longer exists would have left it): the heap is abandoned,
+    /// its lock reset; allocation goes elsewhere; frees of its blocks are
+    /// dropped, in-place resizes refused; the other heap is untouched.
+    #[test]
+    fn a_heap_locked_at_fork_is_abandoned_in_the_child() {
+        let arenas = Box::leak(Box::new(Arenas::new()));
+        arenas.init(2, false).unwrap();
+        let a = arenas.allocate(&mut 0, layout(100)).unwrap();
+        let b = arenas.allocate(&mut 1, layout(100)).unwrap();
+        let c = arenas.allocate(&mut 1, layout(3000)).unwrap();
+        core::mem::forget(acquire(&arenas.heaps[1].0));
+        // SAFETY: a simulated child: no other thread uses these arenas.
+        unsafe { arenas.after_fork_in_child() };
+        assert_eq!(arenas.abandoned(), 0b10);
+        assert!(!arenas.heaps[1].0.is_locked(), "the lock was reset");
+        assert!(arenas.has_usable_heap());
+        assert_eq!(arenas.count(), 2, "no spare needed");
+
+        let mut hint = 1;
+        let d = arenas.allocate(&mut hint, layout(100)).unwrap();
+        assert_eq!(hint, 0, "the hint left the abandoned heap");
+        let mut out = [core::ptr::null_mut(); 8];
+        assert_eq!(arenas.allocate_batch(&mut 1, layout(32), &mut out), 8);
+        // SAFETY: live blocks; their headers are readable.
+        unsafe {
+            assert_eq!(arenas.owner_of(d.as_ptr()), Some(0));
+            for p in out {
+                assert_eq!(arenas.owner_of(p), Some(0));
+            }
+        }
+
+        let used1 = used_blocks(arenas, 1);
+        // SAFETY: live blocks the test owns, each freed once.
+        unsafe {
+            assert_eq!(arenas.resize_in_place(c, 10), Ok(false));
+            assert!(arenas.usable_size(c).unwrap() >= 3000);
+            arenas.free(b).unwrap();
+            let mut list = [a, c, d].into_iter();
+            arenas.free_all(|| list.next()).unwrap();
+            let mut batch = out.into_iter();
+            arenas
+                .free_all(|| batch.next().map(|p| NonNull::new(p).unwrap()))
+                .unwrap();
+        }
+        assert_eq!(used_blocks(arenas, 1), used1, "frees to heap 1 dropped");
+        assert_eq!(used_blocks(arenas, 0), 0, "heap 0 got its blocks back");
+        let mut visited = 0;
+        arenas.for_each(|i, heap| {
+            assert_eq!(i, 0, "an abandoned heap is not visited");
+            heap.check().unwrap();
+            visited += 1;
+        });
+        assert_eq!(visited, 1);
+
+        // A lock copied free stays in use: a second fork with nothing held
+        // abandons nothing more.
+        // SAFETY: as above.
+        unsafe { arenas.after_fork_in_child() };
+        assert_eq!(arenas.abandoned(), 0b10);
+    }
+
+    /// A child that finds every heap locked gets the spare heap, on its
+    /// reserved slice (so the arithmetic lookup finds it); a grandchild
+    /// that finds the spare locked too has no heap left (`global` then
+    /// uses large mappings) and does not hang.
+    #[test]
+    fn a_child_with_every_heap_locked_uses_a_spare() {
+        let arenas = Box::leak(Box::new(Arenas::new()));
+        arenas.init(1, false).unwrap();
+        assert_eq!(arenas.reserved.load(Ordering::Relaxed), 1 + SPARE_HEAPS);
+        let old = arenas.allocate(&mut 0, layout(500)).unwrap();
+        core::mem::forget(acquire(&arenas.heaps[0].0));
+        // SAFETY: a simulated child.
+        unsafe { arenas.after_fork_in_child() };
+        assert_eq!(arenas.abandoned(), 0b1);
+        assert_eq!(arenas.count(), 2, "the spare was set up");
+        assert!(arenas.has_usable_heap());
+        let mut hint = 0;
+        let p = arenas.allocate(&mut hint, layout(500)).unwrap();
+        assert_eq!(hint, 1);
+        let base = arenas.base.load(Ordering::Relaxed);
+        // SAFETY: live blocks.
+        unsafe {
+            assert_eq!(arenas.owner_of(p.as_ptr()), Some(1));
+            assert_eq!(
+                owner_region(owner_word(p.as_ptr())),
+                base + SLICE,
+                "the spare's region is its reserved slice"
+            );
+            p.as_ptr().write_bytes(0x77, 500);
+            arenas.free(old).unwrap();
+            arenas.free(p).unwrap();
+        }
+        assert_eq!(used_blocks(arenas, 1), 0);
+        // A grandchild forked while the spare is busy too.
+        core::mem::forget(acquire(&arenas.heaps[1].0));
+        // SAFETY: a simulated child.
+        unsafe { arenas.after_fork_in_child() };
+        assert_eq!(arenas.abandoned(), 0b11);
+        assert_eq!(arenas.count(), 2, "no spare left");
+        assert!(!arenas.has_usable_heap());
+        assert!(arenas.allocate(&mut 0, layout(16)).is_none());
+        assert_eq!(
+            arenas.allocate_batch(&mut 1, layout(16), &mut [core::ptr::null_mut(); 4]),
+            0
+        );
     }
 
     /// The signed counter itself: `handed_out()` clamps a drift below zero.

@@ -25,6 +25,46 @@
 //! (a cached block's links could land on guard bytes): see
 //! `raw::EXACT_USABLE`.
 //!
+//! Fork: [`fork_child`] is the only `pthread_atfork` handler; nothing is
+//! locked before `fork`. Taking every lock in a prepare handler (as this
+//! module once did) hangs correct programs: the forking thread would hold
+//! the heaps and then wait, inside glibc's `fork`, for stdio's list lock,
+//! held by a thread in `fflush(NULL)` that waits for a `FILE` lock, held
+//! by a thread in `getline` that waits for a heap (glibc bug 19431); and a
+//! signal handler that forks while its thread is inside `malloc` would
+//! wait for the lock that very call holds. Instead, the child looks at
+//! every lock as `fork` copied it (each module's `after_fork_in_child`):
+//! a lock copied free guards a consistent structure, used as before; a
+//! lock copied held means a thread, gone in the child, was changing the
+//! structure. What the child then may and may not do:
+//! - it may call every function of the allocator, from any thread it
+//!   creates: no call waits for a thread of the parent;
+//! - a heap whose lock was held is abandoned (see `arenas`): it serves no
+//!   allocation, a free of one of its blocks is dropped (the block leaks
+//!   in the child, which usually execs or exits soon), `realloc` moves
+//!   such a block and `malloc_usable_size` reads its header. `get_stat`
+//!   works. A double free of such a block is not always detected;
+//! - if every heap was abandoned, a spare heap serves the child; past the
+//!   spares, every request is served by a large mapping (slow, sound);
+//! - the large-block cache, if its lock was held, is emptied (its ranges
+//!   leak), and large blocks work as before;
+//! - the thread registry keeps only the forking thread; its thread cache
+//!   stays in use, the other threads' caches leak; their counters are
+//!   kept if the registry's lock was free, else dropped from `get_stat`;
+//! - a fork during the allocator's start-up in another thread leaves the
+//!   child without an allocator: every allocation fails with `ENOMEM`;
+//! - a fork from a signal handler that interrupted an allocator call
+//!   does not hang, in the parent or the child; the child may then only
+//!   make async-signal-safe calls (`_exit`, `exec`...), as POSIX and glibc
+//!   say: the heap the interrupted call held is abandoned, but that
+//!   thread's own cache may be half updated;
+//! - a `pthread_atfork` child handler registered before this library's
+//!   (by a library initialised earlier) that allocates runs before
+//!   [`fork_child`] and may wait for a held lock; glibc's own fork code
+//!   does not allocate there.
+//!
+//! The parent needs nothing: its threads go on.
+//!
 //! Invariants: nothing on these paths allocates through the allocator;
 //! every pointer handed out is 16-aligned and is either a used region
 //! block or a large block.
@@ -193,8 +233,8 @@ fn allocate_slow(size: usize, counter: Option<Counter>) -> Option<(NonNull<u8>, 
         if size > MAX_REQUEST || !ensure_init() {
             return None;
         }
-        if size >= large::THRESHOLD {
-            return LARGE.allocate(size, 16).map(|g| (g.ptr, g.zeroed));
+        if size >= large::THRESHOLD || !ARENAS.has_usable_heap() {
+            return LARGE.allocate(size.max(1), 16).map(|g| (g.ptr, g.zeroed));
         }
         let cache_on = t.activate();
         if CACHE_ENABLED && size <= tcache::MAX_SIZE && cache_on {
@@ -239,8 +279,8 @@ pub fn allocate_aligned(size: usize, align: usize, counter: Counter) -> Option<N
         if size > MAX_REQUEST || !ensure_init() {
             return None;
         }
-        if size >= large::THRESHOLD || align >= large::THRESHOLD {
-            return LARGE.allocate(size, align).map(|g| g.ptr);
+        if size >= large::THRESHOLD || align >= large::THRESHOLD || !ARENAS.has_usable_heap() {
+            return LARGE.allocate(size.max(1), align).map(|g| g.ptr);
         }
         t.activate();
         let layout = Layout::from_size_align(size.max(1), align).ok()?;
@@ -640,44 +680,47 @@ pub fn print_stat(heaps: bool) {
     line.write_stderr();
 }
 
-/// `pthread_atfork` prepare handler: takes every lock of the allocator so
-/// that the child does not inherit one held by a thread that does not
-/// exist there.
-pub fn fork_prepare() {
-    if STATE.load(Ordering::Acquire) != READY {
-        return;
+/// `pthread_atfork` child handler (the only fork handler: see the module
+/// docs): abandons the heaps whose lock `fork` copied held, empties the
+/// large-block cache if its lock was held, and keeps only this thread on
+/// the registry; resets every lock copied held.
+///
+/// # Safety
+/// Only as the atfork child handler: in a child just forked, in its one
+/// thread, before it makes any other allocator call.
+pub unsafe fn fork_child() {
+    match STATE.load(Ordering::Acquire) {
+        READY => {}
+        RUNNING => {
+            // Start-up was under way in a thread the child does not have.
+            STATE.store(FAILED, Ordering::Release);
+            return;
+        }
+        _ => return,
     }
-    ARENAS.lock_all();
-    LARGE.lock();
-    thread::lock_registry();
-}
-
-/// `pthread_atfork` parent handler: releases the locks.
-pub fn fork_parent() {
-    if STATE.load(Ordering::Acquire) != READY {
-        return;
-    }
-    // SAFETY: `fork_prepare` took them in this thread.
+    // SAFETY: in the child's one thread (caller).
     unsafe {
-        thread::unlock_registry();
-        LARGE.unlock();
-        ARENAS.unlock_all();
-    }
-}
-
-/// `pthread_atfork` child handler: releases the locks and forgets the
-/// threads that did not follow into the child.
-pub fn fork_child() {
-    if STATE.load(Ordering::Acquire) != READY {
-        return;
-    }
-    // SAFETY: `fork_prepare` took them in the parent's forking thread,
-    // which is this thread's original.
-    unsafe {
+        ARENAS.after_fork_in_child();
+        LARGE.after_fork_in_child();
         thread::after_fork_in_child();
-        LARGE.unlock();
-        ARENAS.unlock_all();
     }
+}
+
+/// The heap owning the used region block at `ptr`, if it is one (tests,
+/// diagnostics).
+///
+/// # Safety
+/// `ptr` is a live block of this allocator.
+pub unsafe fn heap_of_block(ptr: NonNull<u8>) -> Option<usize> {
+    // SAFETY: a live block's owner word is readable (caller).
+    let owner = unsafe { owner_word(ptr.as_ptr()) };
+    used_owner(owner).and_then(|region| ARENAS.heap_of(region))
+}
+
+/// Heaps a forked child found locked and abandoned, as a bit set (bit `i`:
+/// heap `i`); 0 in a process that never forked.
+pub fn abandoned_heaps() -> u64 {
+    ARENAS.abandoned()
 }
 
 /// Initialises the allocator off the break, for tests in a process whose

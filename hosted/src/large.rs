@@ -27,6 +27,15 @@
 //! - `realloc` of a large block resizes its range with `mremap`: no copy,
 //!   and a shrink gives the tail pages back.
 //!
+//! Fork: in a child whose copy of the cache's lock was held (a thread,
+//! gone in the child, was changing the cache),
+//! [`LargeBlocks::after_fork_in_child`] empties the cache instead of
+//! abandoning it: the cache only lists ranges nobody uses, so forgetting
+//! them leaks address space in the child and nothing else, and large
+//! blocks work as before. The live and peak byte counts are kept (each is
+//! one word, written whole); they may miss the interrupted operation, so
+//! they saturate instead of wrapping.
+//!
 //! Invariants: every cached range is page-aligned, unused, and lies inside
 //! the one kernel mapping its `origin` names (ranges are split, remapped —
 //! which gives them a new origin when they move — and merged only with a
@@ -217,7 +226,7 @@ impl LargeBlocks {
 
     fn note_live(&self, delta: isize) {
         let mut cache = acquire(&self.cache);
-        cache.live_bytes = cache.live_bytes.wrapping_add_signed(delta);
+        cache.live_bytes = cache.live_bytes.saturating_add_signed(delta);
         cache.peak_live = cache.peak_live.max(cache.live_bytes);
     }
 
@@ -261,7 +270,7 @@ impl LargeBlocks {
         let mut n = 0;
         {
             let mut cache = acquire(&self.cache);
-            cache.live_bytes -= freed.len;
+            cache.live_bytes = cache.live_bytes.saturating_sub(freed.len);
             let merged = cache.merge_neighbours(freed);
             let budget = (cache.peak_live + cache.peak_live / 4).max(CACHE_FLOOR);
             let fits = |c: &Cache| {
@@ -315,18 +324,23 @@ impl LargeBlocks {
         Some(new_data)
     }
 
-    /// Takes the cache's lock and keeps it (before `fork`).
-    pub fn lock(&self) {
-        core::mem::forget(acquire(&self.cache));
-    }
-
-    /// Releases the lock [`LargeBlocks::lock`] took.
+    /// The `pthread_atfork` child handler's part for large blocks: if
+    /// `fork` copied the cache's lock held, resets the lock and empties
+    /// the cache (see the module docs). Returns whether it did.
     ///
     /// # Safety
-    /// Only after `lock`, by its thread (or the child it forked).
-    pub unsafe fn unlock(&self) {
-        // SAFETY: `lock` took it and forgot the guard.
+    /// Only in a child just forked, in its one thread, before the child
+    /// makes any other call into the large blocks.
+    pub unsafe fn after_fork_in_child(&self) -> bool {
+        if !self.cache.is_locked() {
+            return false;
+        }
+        // SAFETY: its holder does not exist in the child.
         unsafe { self.cache.force_unlock() };
+        let mut cache = acquire(&self.cache);
+        cache.count = 0;
+        cache.cached_bytes = 0;
+        true
     }
 }
 
@@ -575,6 +589,36 @@ mod tests {
             let (count, cached, live) = large.footprint();
             assert!(count <= MAX_CACHED);
             assert!(cached + live <= bound, "{cached} + {live} > {bound}");
+        }
+        assert_eq!(large.footprint().2, 0);
+    }
+
+    /// A forked child whose copy of the cache's lock was held empties the
+    /// cache (its ranges leak) and goes on using large blocks; one whose
+    /// copy was free keeps the cache.
+    #[test]
+    fn a_child_empties_a_cache_locked_at_fork() {
+        let large = LargeBlocks::new();
+        let kept = large.allocate(1 << 20, 16).unwrap();
+        let cached = large.allocate(2 << 20, 16).unwrap();
+        // SAFETY: live, freed once.
+        unsafe { large.free(cached.ptr) };
+        // SAFETY: a simulated child, no other thread uses `large`.
+        assert!(!unsafe { large.after_fork_in_child() }, "lock copied free");
+        assert_eq!(large.footprint().0, 1, "the cache is kept");
+        core::mem::forget(acquire(&large.cache));
+        // SAFETY: as above.
+        assert!(unsafe { large.after_fork_in_child() });
+        let (count, bytes, live) = large.footprint();
+        assert_eq!((count, bytes), (0, 0), "the cache was emptied");
+        assert!(live >= 1 << 20);
+        let fresh = large.allocate(2 << 20, 16).unwrap();
+        assert!(fresh.zeroed, "a fresh mapping, not the forgotten range");
+        fill(fresh.ptr, 2 << 20, 5);
+        // SAFETY: live blocks, freed once.
+        unsafe {
+            large.free(kept.ptr);
+            large.free(fresh.ptr);
         }
         assert_eq!(large.footprint().2, 0);
     }

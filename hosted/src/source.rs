@@ -352,6 +352,21 @@ impl SharedBreak {
     }
 }
 
+impl SharedBreak {
+    /// In a forked child: frees the lock if `fork` copied it held. The
+    /// lock guards no memory of ours, only the order of the two calls, and
+    /// [`SharedBreak::grow`] asks the kernel where the break is each time.
+    ///
+    /// # Safety
+    /// Only in a child just forked, in its one thread.
+    pub unsafe fn after_fork_in_child(&self) {
+        if self.lock.is_locked() {
+            // SAFETY: its holder does not exist in the child.
+            unsafe { self.lock.force_unlock() };
+        }
+    }
+}
+
 impl Default for SharedBreak {
     fn default() -> Self {
         Self::new()

@@ -23,6 +23,10 @@
 //!   may still free), or when the key could not be created: every call goes
 //!   straight to the heaps, counted in the shared counters.
 //!
+//! Fork: nothing is locked before `fork`; in the child,
+//! [`after_fork_in_child`] keeps only the forking thread on the registry
+//! (it checks the registry's lock word as `fork` copied it, see there).
+//!
 //! Invariants: a state is on the registry iff it is `Active` (or a dead
 //! thread's state in a forked child, dropped by [`after_fork_in_child`]);
 //! only its own thread writes its bins and counters.
@@ -278,33 +282,41 @@ pub fn sum_counts(into: &Counts) {
     }
 }
 
-/// Takes the registry's lock and keeps it (before `fork`).
-pub fn lock_registry() {
-    core::mem::forget(acquire(&REGISTRY));
-}
-
-/// Releases the lock [`lock_registry`] took, in the parent after `fork`.
+/// In the child after `fork`: only the calling thread survives, and the
+/// registry keeps only it. The other threads' cached blocks stay
+/// allocated in their heaps (a bounded leak: they cannot be reached
+/// safely); the calling thread's own cache is consistent (only it ever
+/// touched it) and stays in use.
+///
+/// If `fork` copied the registry's lock free, the list is consistent and
+/// the other threads' counters join the shared ones. If it copied it held
+/// (a thread was linking or unlinking itself), the list may be half
+/// changed: it is not walked, the lock is reset and the other threads'
+/// counters are dropped (`get_stat` in the child then counts fewer calls
+/// than were made; it never hangs).
 ///
 /// # Safety
-/// Only after `lock_registry`, by its thread.
-pub unsafe fn unlock_registry() {
-    // SAFETY: `lock_registry` took it and forgot the guard.
-    unsafe { REGISTRY.force_unlock() };
-}
-
-/// In the child after `fork`: only the calling thread survives. The other
-/// threads' counters join the shared ones (their cached blocks stay
-/// allocated: a bounded leak, they cannot be reached safely) and the
-/// registry keeps only this thread; then its lock is released.
-///
-/// # Safety
-/// Only in the child, after `lock_registry` in the parent's `prepare`.
+/// Only in a child just forked, in its one thread (the atfork child
+/// handler), before the child makes any other allocator call.
 pub unsafe fn after_fork_in_child() {
-    // SAFETY: `prepare` took the lock in the thread this one copies; no
-    // other thread exists in the child to hold it.
-    unsafe { REGISTRY.force_unlock() };
-    let mut registry = acquire(&REGISTRY);
     let me = with(|s| s as *const ThreadState);
+    if REGISTRY.is_locked() {
+        // SAFETY: its holder does not exist in the child.
+        unsafe { REGISTRY.force_unlock() };
+        let mut registry = acquire(&REGISTRY);
+        // SAFETY: this thread's own state.
+        let s = unsafe { &*me };
+        if s.is_active() {
+            // An active state is on the registry (module invariant).
+            s.next.set(null());
+            s.prev.set(null());
+            registry.head = me;
+        } else {
+            registry.head = null();
+        }
+        return;
+    }
+    let mut registry = acquire(&REGISTRY);
     let mut state = registry.head;
     registry.head = null();
     while !state.is_null() {

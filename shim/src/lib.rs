@@ -7,10 +7,12 @@
 //! per-CPU region heaps of `region_heap_hosted`, whose `malloc` module
 //! holds the semantics (glibc's errno and NULL rules). This crate only
 //! exports them and installs the process hooks:
-//! - a constructor registers `pthread_atfork` handlers (every allocator
-//!   lock is taken before `fork` and released on both sides, so a child
-//!   never inherits a lock held by a thread it does not have) and reads
-//!   `REGIONHEAP_STATS`;
+//! - a constructor registers a `pthread_atfork` child handler and reads
+//!   `REGIONHEAP_STATS`. Nothing is locked before `fork` (that deadlocks
+//!   with stdio and with signal handlers that fork); the child handler
+//!   abandons every heap whose lock the child inherited held, so the
+//!   child never waits for a thread it does not have (see
+//!   `region_heap_hosted::global` for what the child may do);
 //! - a destructor prints `get_stat()` to stderr at exit when
 //!   `REGIONHEAP_STATS` is set to anything but `0` (`2` adds one line per
 //!   heap and the large-block cache).
@@ -127,16 +129,9 @@ extern "C" {
     ) -> c_int;
 }
 
-unsafe extern "C" fn fork_prepare() {
-    global::fork_prepare();
-}
-
-unsafe extern "C" fn fork_parent() {
-    global::fork_parent();
-}
-
 unsafe extern "C" fn fork_child() {
-    global::fork_child();
+    // SAFETY: registered as the atfork child handler only.
+    unsafe { global::fork_child() };
 }
 
 /// 0: no report at exit; 1: the counters; 2: also one line per heap.
@@ -144,8 +139,8 @@ static PRINT_STATS: AtomicU8 = AtomicU8::new(0);
 
 /// Runs when the library is loaded.
 extern "C" fn on_load() {
-    // SAFETY: three handlers with the expected signature.
-    unsafe { pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    // SAFETY: a child handler with the expected signature.
+    unsafe { pthread_atfork(None, None, Some(fork_child)) };
     // SAFETY: a NUL-terminated name; `getenv` does not allocate.
     let value = unsafe { libc::getenv(c"REGIONHEAP_STATS".as_ptr()) };
     // SAFETY: a non-null result is a NUL-terminated string.

@@ -10,6 +10,10 @@
 //!   misaligned and stack pointers, `realloc` of a freed block: each must
 //!   die of `SIGABRT` after naming the address on stderr;
 //! - `fork`: forks while threads allocate; the children allocate;
+//! - `fork_stdio`: forks while threads run `getline` and `fflush(NULL)`
+//!   (glibc bug 19431); a hang makes its watchdog fail it;
+//! - `fork_signal`: a signal handler forks while the only thread is inside
+//!   `malloc`, `free` or `realloc`; a hang makes its watchdog fail it;
 //! - `threads`: short-lived threads exiting with cached blocks, blocks freed
 //!   by other threads;
 //! - `seed002`: producers load 1-8 MiB images and captions, a consumer
@@ -21,7 +25,15 @@ use std::process::{Command, Output};
 
 use crate::setup::{apt_install, repo_root, run, target_dir};
 
-const PROGRAMS: [&str; 5] = ["api", "misuse", "fork", "threads", "seed002"];
+const PROGRAMS: [&str; 7] = [
+    "api",
+    "misuse",
+    "fork",
+    "fork_stdio",
+    "fork_signal",
+    "threads",
+    "seed002",
+];
 const MISUSES: [&str; 7] = [
     "double-small",
     "double-heap",
@@ -51,7 +63,14 @@ pub fn test(quick: bool) -> Result<(), String> {
         compile(program, &out, Some(&lib_dir))?;
     }
     let frames = if quick { "40" } else { "160" };
-    for program in ["api", "fork", "threads", "seed002"] {
+    for program in [
+        "api",
+        "fork",
+        "fork_stdio",
+        "fork_signal",
+        "threads",
+        "seed002",
+    ] {
         for linked in [false, true] {
             let output = run_program(&out, program, linked, &lib, &[("FRAMES", frames)], &[])?;
             expect_success(program, linked, &output)?;
