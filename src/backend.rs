@@ -39,6 +39,7 @@
 //! that was not given to them.
 
 use core::alloc::Layout;
+use core::fmt;
 use core::ptr::NonNull;
 
 use crate::error::HeapError;
@@ -146,6 +147,14 @@ pub unsafe trait Backend: Send + Sized {
         Ok(())
     }
 
+    /// Writes what the backend can show of its memory to `out`: region-heap
+    /// lists every region, chunk and block; the default writes the name and
+    /// the [`Backend::stats`] table.
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        writeln!(out, "{}", Self::NAME)?;
+        write!(out, "{}", self.stats())
+    }
+
     /// Gives the blocks a backend keeps cached after a free back to its
     /// free memory (region-heap's quick lists), so that statistics show the
     /// heap fully merged; backends without caches do nothing.
@@ -220,6 +229,10 @@ unsafe impl<P: FitPolicy> Backend for Heap<P> {
 
     fn check(&self) -> Result<(), HeapError> {
         Heap::check(self)
+    }
+
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        Heap::dump(self, out)
     }
 
     fn growth_hint(&self, layout: Layout) -> usize {

@@ -806,6 +806,30 @@ impl<P: FitPolicy> Heap<P> {
         }
         Ok(())
     }
+
+    /// Adds `memory` as a new region of priority 0, without `unsafe`: a
+    /// `&'static mut` slice is memory nothing else will ever use (like
+    /// `linked_list_allocator`'s `init_from_slice`). The slice needs at
+    /// least [`REGION_SIZE`](crate::REGION_SIZE) +
+    /// [`MIN_BLOCK`](crate::MIN_BLOCK) + [`SENTINEL_SIZE`](crate::SENTINEL_SIZE)
+    /// bytes after aligning its ends to [`GRANULE`](crate::GRANULE).
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// static mut ARENA: [MaybeUninit<u8>; 1 << 16] = [MaybeUninit::uninit(); 1 << 16];
+    /// let mut heap = region_heap::Heap::new();
+    /// // The one `unsafe` is taking the `static mut` itself, once.
+    /// let memory = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// heap.add_region_from_slice(memory).unwrap();
+    /// ```
+    pub fn add_region_from_slice(
+        &mut self,
+        memory: &'static mut [core::mem::MaybeUninit<u8>],
+    ) -> Result<(), HeapError> {
+        // SAFETY: a `'static` exclusive borrow: valid for reads and writes,
+        // used by nothing else, for as long as the program runs.
+        unsafe { self.add_region(memory.as_mut_ptr().cast(), memory.len()) }
+    }
 }
 
 fn add_region_stats(stats: &mut Stats, region: &Region) {

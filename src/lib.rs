@@ -69,6 +69,7 @@ macro_rules! trace {
     };
 }
 
+mod arena;
 pub mod backend;
 mod block;
 mod check;
@@ -86,9 +87,11 @@ mod quick;
 pub mod raw;
 mod region;
 mod stats;
+mod sync;
 #[cfg(feature = "trace")]
 mod trace;
 
+pub use arena::StaticArena;
 pub use backend::Backend;
 #[cfg(feature = "buddy")]
 pub use backend::BuddyBackend;
@@ -97,7 +100,9 @@ pub use backend::LinkedListBackend;
 pub use block::{BLOCK_OVERHEAD, GRANULE, GUARD_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
 pub use error::{Corruption, HeapError};
 pub use heap::{Heap, RegionId, MAX_REGIONS};
-pub use locked::{ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler};
+pub use locked::{
+    ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler, DUMP_BUFFER,
+};
 pub use policy::{BestFit, FirstFit, FitPolicy};
 pub use quick::{DEFAULT_QUICK_DEPTH, QUICK_MAX};
 pub use region::{MAX_CHUNKS, REGION_SIZE, SENTINEL_SIZE};
