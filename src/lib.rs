@@ -50,6 +50,7 @@
 //! }
 //! ```
 #![no_std]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -69,6 +70,8 @@ macro_rules! trace {
     };
 }
 
+#[cfg(any(feature = "allocator-api2", feature = "nightly"))]
+mod allocator;
 mod arena;
 pub mod backend;
 mod block;

@@ -269,6 +269,18 @@ impl<B: Backend> LockedHeap<B> {
         self.hooks.lock().source = Some(source);
     }
 
+    /// Frees a block; a misuse goes to the report handler (lock released).
+    ///
+    /// # Safety
+    /// As for [`Backend::deallocate`].
+    pub(crate) unsafe fn deallocate_reporting(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        let result = unsafe { self.heap.lock().deallocate(ptr, layout) };
+        if let Err(error) = result {
+            self.report(&error);
+        }
+    }
+
     fn report(&self, error: &HeapError) {
         let handler = self.hooks.lock().report;
         handler(error);
@@ -278,7 +290,7 @@ impl<B: Backend> LockedHeap<B> {
     /// memory (lock released), adds it and tries again. Damage met on the
     /// way (`Corrupted`) is reported, lock released, and the request tried
     /// again: the heap quarantined it, so the retry does not meet it.
-    fn with_growth<T>(
+    pub(crate) fn with_growth<T>(
         &self,
         layout: Layout,
         mut op: impl FnMut(&mut B) -> Result<T, HeapError>,
@@ -349,10 +361,7 @@ unsafe impl<B: Backend> GlobalAlloc for LockedHeap<B> {
             return;
         };
         // SAFETY: the GlobalAlloc caller owns the block and stops using it.
-        let result = unsafe { self.heap.lock().deallocate(ptr, layout) };
-        if let Err(error) = result {
-            self.report(&error);
-        }
+        unsafe { self.deallocate_reporting(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
