@@ -14,6 +14,7 @@ mod osmem;
 mod qemu;
 mod realprogs;
 mod setup;
+mod targets;
 
 use std::process::ExitCode;
 
@@ -102,6 +103,11 @@ fn test(args: &[String]) -> Result<(), String> {
     ];
     for (name, cmd) in &steps {
         setup::cargo_step(name, cmd)?;
+        if *name == "no_std build" {
+            // Every bare-metal target the crate supports, right after the
+            // first no_std build.
+            targets::test()?;
+        }
     }
     // The benchmarks are measured by hand (README); here they only have to
     // build and run to the end: a short smoke run.
