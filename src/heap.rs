@@ -19,7 +19,7 @@ use core::ptr::NonNull;
 use crate::block::{block_size_for, Block, BLOCK_OVERHEAD, DATA_OFFSET, GRANULE, MAX_CHUNK_SIZE};
 use crate::error::{Corruption, HeapError};
 use crate::integrity;
-use crate::policy::{FirstFit, FitPolicy};
+use crate::policy::{FitPolicy, GoodFit};
 use crate::quick::DEFAULT_QUICK_DEPTH;
 use crate::region::{Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
 use crate::stats::Stats;
@@ -53,8 +53,8 @@ struct Ops {
 
 /// A region heap: the raw allocator, without a lock.
 ///
-/// `P` is the [`FitPolicy`]; [`Heap::new`] uses [`FirstFit`].
-pub struct Heap<P: FitPolicy = FirstFit> {
+/// `P` is the [`FitPolicy`]; [`Heap::new`] uses [`GoodFit`].
+pub struct Heap<P: FitPolicy = GoodFit> {
     regions: [NonNull<Region>; MAX_REGIONS],
     count: usize,
     in_use: usize,
@@ -75,14 +75,14 @@ pub struct Heap<P: FitPolicy = FirstFit> {
 // contract); nothing in it is tied to a thread.
 unsafe impl<P: FitPolicy> Send for Heap<P> {}
 
-impl Heap<FirstFit> {
-    /// An empty heap with the default [`FirstFit`] policy.
+impl Heap<GoodFit> {
+    /// An empty heap with the default [`GoodFit`] policy.
     pub const fn new() -> Self {
         Self::with_policy()
     }
 }
 
-impl Default for Heap<FirstFit> {
+impl Default for Heap<GoodFit> {
     fn default() -> Self {
         Self::new()
     }

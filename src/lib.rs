@@ -106,7 +106,9 @@ pub use heap::{Heap, RegionId, MAX_REGIONS};
 pub use locked::{
     ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler, DUMP_BUFFER,
 };
-pub use policy::{BestFit, FirstFit, FitPolicy};
+#[allow(deprecated)]
+pub use policy::FirstFit;
+pub use policy::{BestFit, FitPolicy, GoodFit};
 pub use quick::{DEFAULT_QUICK_DEPTH, QUICK_MAX};
 pub use region::{MAX_CHUNKS, REGION_SIZE, SENTINEL_SIZE};
 pub use spin;

@@ -25,7 +25,7 @@ use crate::arena::StaticArena;
 use crate::backend::Backend;
 use crate::error::HeapError;
 use crate::heap::Heap;
-use crate::policy::{FirstFit, FitPolicy};
+use crate::policy::{FitPolicy, GoodFit};
 use crate::stats::Stats;
 
 /// A supplier of fresh memory: a kernel mapping new pages, a hosted
@@ -122,11 +122,11 @@ const DAMAGE_RETRIES: usize = 4;
 /// one type:
 ///
 /// ```ignore
-/// static HEAP: LockedHeap = LockedHeap::empty();                          // region-heap, first fit
+/// static HEAP: LockedHeap = LockedHeap::empty();                          // region-heap, good fit
 /// static HEAP: LockedHeap<Heap<BestFit>> = LockedHeap::with_backend(None); // region-heap, best fit
 /// static HEAP: LockedHeap<LinkedListBackend> = LockedHeap::with_backend(None); // feature `linked-list`
 /// ```
-pub struct LockedHeap<B: Backend = Heap<FirstFit>> {
+pub struct LockedHeap<B: Backend = Heap<GoodFit>> {
     heap: Mutex<B>,
     hooks: Mutex<Hooks>,
 }
@@ -582,9 +582,10 @@ mod tests {
             // `'static` slice over it is never used after it is freed.
             let slice: &'static mut [MaybeUninit<u8>] =
                 unsafe { core::slice::from_raw_parts_mut(memory, len) };
-            let mut heap = Heap::new();
-            assert_eq!(heap.add_region_from_slice(slice).is_ok(), ok, "{len} bytes");
-            drop(heap);
+            {
+                let mut heap = Heap::new();
+                assert_eq!(heap.add_region_from_slice(slice).is_ok(), ok, "{len} bytes");
+            }
             drop(arena);
         }
     }
