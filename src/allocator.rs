@@ -43,11 +43,12 @@ impl<B: Backend> LockedHeap<B> {
 }
 
 macro_rules! impl_allocator {
-    ($allocator:path, $error:path) => {
+    ($allocator:path, $error:path, $feature:literal) => {
         // SAFETY: blocks come from the backend, which hands out aligned,
         // disjoint blocks of at least the layout's size (`Backend`'s
         // contract) that stay valid while the heap lives (`&'a`); a block
         // may be freed through any copy of the reference.
+        #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         unsafe impl<'a, B: Backend> $allocator for &'a LockedHeap<B> {
             fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, $error> {
                 self.allocator_allocate(layout, false).ok_or($error)
@@ -108,8 +109,9 @@ macro_rules! impl_allocator {
 #[cfg(feature = "allocator-api2")]
 impl_allocator!(
     allocator_api2::alloc::Allocator,
-    allocator_api2::alloc::AllocError
+    allocator_api2::alloc::AllocError,
+    "allocator-api2"
 );
 
 #[cfg(feature = "nightly")]
-impl_allocator!(core::alloc::Allocator, core::alloc::AllocError);
+impl_allocator!(core::alloc::Allocator, core::alloc::AllocError, "nightly");

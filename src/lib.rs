@@ -53,6 +53,8 @@
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(test)]
 extern crate std;
@@ -97,8 +99,10 @@ mod trace;
 pub use arena::StaticArena;
 pub use backend::Backend;
 #[cfg(feature = "buddy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "buddy")))]
 pub use backend::BuddyBackend;
 #[cfg(feature = "linked-list")]
+#[cfg_attr(docsrs, doc(cfg(feature = "linked-list")))]
 pub use backend::LinkedListBackend;
 pub use block::{BLOCK_OVERHEAD, GRANULE, GUARD_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
 pub use error::{Corruption, HeapError};
@@ -114,6 +118,7 @@ pub use region::{MAX_CHUNKS, REGION_SIZE, SENTINEL_SIZE};
 pub use spin;
 pub use stats::Stats;
 #[cfg(feature = "trace")]
+#[cfg_attr(docsrs, doc(cfg(feature = "trace")))]
 pub use trace::{TraceEvent, TraceSink};
 
 #[cfg(test)]

@@ -343,6 +343,24 @@ impl<P: FitPolicy> LockedHeap<Heap<P>> {
     }
 }
 
+impl<B: Backend> fmt::Debug for LockedHeap<B> {
+    /// The backend's name and statistics, or `<locked>` if the lock is
+    /// held: formatting never waits for the lock.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.heap.try_lock() {
+            Some(heap) => {
+                let stats = heap.stats();
+                drop(heap);
+                f.debug_struct("LockedHeap")
+                    .field("backend", &B::NAME)
+                    .field("stats", &stats)
+                    .finish_non_exhaustive()
+            }
+            None => f.write_str("LockedHeap { <locked> }"),
+        }
+    }
+}
+
 // SAFETY: every method returns blocks from the heap, which never hands out
 // overlapping live blocks and honours each layout's size and alignment.
 unsafe impl<B: Backend> GlobalAlloc for LockedHeap<B> {

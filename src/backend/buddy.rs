@@ -245,3 +245,9 @@ unsafe impl<const ORDER: usize> Backend for BuddyBackend<ORDER> {
         Self::class_layout(layout).map_or(usize::MAX, |class| 2 * class.size())
     }
 }
+
+impl<const ORDER: usize> core::fmt::Debug for BuddyBackend<ORDER> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        super::debug_backend(self, f)
+    }
+}

@@ -209,3 +209,9 @@ unsafe impl Backend for LinkedListBackend {
             .saturating_add(2 * HOLE)
     }
 }
+
+impl core::fmt::Debug for LinkedListBackend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        super::debug_backend(self, f)
+    }
+}

@@ -240,6 +240,19 @@ unsafe impl<P: FitPolicy> Backend for Heap<P> {
     }
 }
 
+/// The debug form of a backend: its name and a statistics snapshot.
+fn debug_backend<B: Backend>(backend: &B, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.debug_struct(B::NAME)
+        .field("stats", &backend.stats())
+        .finish_non_exhaustive()
+}
+
+impl<P: FitPolicy> fmt::Debug for Heap<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_backend(self, f)
+    }
+}
+
 /// Operation counters the adapters keep for [`Backend::stats`], since the
 /// upstream allocators keep none.
 #[cfg(any(feature = "linked-list", feature = "buddy"))]
