@@ -101,6 +101,26 @@ fn test(args: &[String]) -> Result<(), String> {
             vec!["run", "--example", "std_global"],
         ),
     ];
+    // The API documentation as docs.rs builds it (stable features), with
+    // every rustdoc warning an error: broken links, bad code blocks.
+    let doc_features = STABLE_FEATURES.replace("region-heap/", "");
+    setup::cargo_step_env(
+        "docs",
+        &[
+            "doc",
+            "--no-deps",
+            "-p",
+            "region-heap",
+            "--features",
+            &doc_features,
+        ],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    // The package users get (`include` in Cargo.toml) builds on its own.
+    setup::cargo_step(
+        "package",
+        &["package", "-p", "region-heap", "--allow-dirty"],
+    )?;
     for (name, cmd) in &steps {
         setup::cargo_step(name, cmd)?;
         if *name == "no_std build" {
