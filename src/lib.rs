@@ -123,3 +123,13 @@ pub use trace::{TraceEvent, TraceSink};
 
 #[cfg(test)]
 mod testutil;
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// The kernel demo's README (the integration walk-through), as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../kernel-demo/README.md")]
+pub struct KernelDemoReadmeDoctests;
