@@ -100,6 +100,36 @@ fn test(args: &[String]) -> Result<(), String> {
             "example: std global allocator",
             vec!["run", "--example", "std_global"],
         ),
+        (
+            "example: backend swap",
+            vec![
+                "run",
+                "--example",
+                "backend_swap",
+                "--features",
+                "linked-list,buddy",
+            ],
+        ),
+        (
+            "example: Allocator trait",
+            vec![
+                "run",
+                "--example",
+                "allocator_api",
+                "--features",
+                "allocator-api2",
+            ],
+        ),
+        (
+            "example: no_std kernel heap (its own crate)",
+            vec![
+                "build",
+                "--manifest-path",
+                "examples/kernel-heap/Cargo.toml",
+                "--target",
+                "x86_64-unknown-none",
+            ],
+        ),
     ];
     // The API documentation as docs.rs builds it (stable features), with
     // every rustdoc warning an error: broken links, bad code blocks.
