@@ -121,10 +121,15 @@ const DAMAGE_RETRIES: usize = 4;
 /// [`Backend`](crate::Backend) fits, so a kernel swaps heaps by changing
 /// one type:
 ///
-/// ```ignore
-/// static HEAP: LockedHeap = LockedHeap::empty();                          // region-heap, good fit
-/// static HEAP: LockedHeap<Heap<BestFit>> = LockedHeap::with_backend(None); // region-heap, best fit
+/// ```
+/// # use region_heap::*;
+/// static HEAP: LockedHeap = LockedHeap::empty();                               // region-heap, good fit
+/// # mod a { use region_heap::*;
+/// static HEAP: LockedHeap<Heap<BestFit>> = LockedHeap::with_backend(None);    // region-heap, best fit
+/// # }
+/// # #[cfg(feature = "linked-list")] mod b { use region_heap::*;
 /// static HEAP: LockedHeap<LinkedListBackend> = LockedHeap::with_backend(None); // feature `linked-list`
+/// # }
 /// ```
 pub struct LockedHeap<B: Backend = Heap<GoodFit>> {
     heap: Mutex<B>,
