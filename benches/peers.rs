@@ -215,7 +215,7 @@ impl<P: region_heap::FitPolicy> RegionHeap<P> {
     }
 }
 
-impl Peer for RegionHeap<region_heap::FirstFit> {
+impl Peer for RegionHeap<region_heap::GoodFit> {
     const NAME: &'static str = "region-heap";
     unsafe fn new(arena: &Arena, size: usize) -> Self {
         // SAFETY: forwarded.
@@ -651,7 +651,7 @@ fn median(samples: &[f64]) -> f64 {
 }
 
 const PEERS: [&str; 8] = [
-    <RegionHeap<region_heap::FirstFit> as Peer>::NAME,
+    <RegionHeap<region_heap::GoodFit> as Peer>::NAME,
     <RegionHeap<region_heap::BestFit> as Peer>::NAME,
     LinkedList::NAME,
     Buddy::NAME,
@@ -682,7 +682,7 @@ macro_rules! each_peer {
                 });
             };
         }
-        one!(RegionHeap<region_heap::FirstFit>);
+        one!(RegionHeap<region_heap::GoodFit>);
         one!(RegionHeap<region_heap::BestFit>);
         one!(LinkedList);
         one!(Buddy);

@@ -19,7 +19,7 @@ use core::ptr::NonNull;
 use crate::block::{block_size_for, Block, BLOCK_OVERHEAD, DATA_OFFSET, GRANULE, MAX_CHUNK_SIZE};
 use crate::error::{Corruption, HeapError};
 use crate::integrity;
-use crate::policy::{FirstFit, FitPolicy};
+use crate::policy::{FitPolicy, GoodFit};
 use crate::quick::DEFAULT_QUICK_DEPTH;
 use crate::region::{Proven, Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
 use crate::stats::Stats;
@@ -53,8 +53,8 @@ struct Ops {
 
 /// A region heap: the raw allocator, without a lock.
 ///
-/// `P` is the [`FitPolicy`]; [`Heap::new`] uses [`FirstFit`].
-pub struct Heap<P: FitPolicy = FirstFit> {
+/// `P` is the [`FitPolicy`]; [`Heap::new`] uses [`GoodFit`].
+pub struct Heap<P: FitPolicy = GoodFit> {
     regions: [NonNull<Region>; MAX_REGIONS],
     count: usize,
     in_use: usize,
@@ -75,14 +75,14 @@ pub struct Heap<P: FitPolicy = FirstFit> {
 // contract); nothing in it is tied to a thread.
 unsafe impl<P: FitPolicy> Send for Heap<P> {}
 
-impl Heap<FirstFit> {
-    /// An empty heap with the default [`FirstFit`] policy.
+impl Heap<GoodFit> {
+    /// An empty heap with the default [`GoodFit`] policy.
     pub const fn new() -> Self {
         Self::with_policy()
     }
 }
 
-impl Default for Heap<FirstFit> {
+impl Default for Heap<GoodFit> {
     fn default() -> Self {
         Self::new()
     }
@@ -838,6 +838,30 @@ impl<P: FitPolicy> Heap<P> {
             region.dump(out)?;
         }
         Ok(())
+    }
+
+    /// Adds `memory` as a new region of priority 0, without `unsafe`: a
+    /// `&'static mut` slice is memory nothing else will ever use (like
+    /// `linked_list_allocator`'s `init_from_slice`). The slice needs at
+    /// least [`REGION_SIZE`](crate::REGION_SIZE) +
+    /// [`MIN_BLOCK`](crate::MIN_BLOCK) + [`SENTINEL_SIZE`](crate::SENTINEL_SIZE)
+    /// bytes after aligning its ends to [`GRANULE`](crate::GRANULE).
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// static mut ARENA: [MaybeUninit<u8>; 1 << 16] = [MaybeUninit::uninit(); 1 << 16];
+    /// let mut heap = region_heap::Heap::new();
+    /// // The one `unsafe` is taking the `static mut` itself, once.
+    /// let memory = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// heap.add_region_from_slice(memory).unwrap();
+    /// ```
+    pub fn add_region_from_slice(
+        &mut self,
+        memory: &'static mut [core::mem::MaybeUninit<u8>],
+    ) -> Result<(), HeapError> {
+        // SAFETY: a `'static` exclusive borrow: valid for reads and writes,
+        // used by nothing else, for as long as the program runs.
+        unsafe { self.add_region(memory.as_mut_ptr().cast(), memory.len()) }
     }
 }
 

@@ -218,7 +218,7 @@ mod tests {
         let (fl, _) = class_of(MAX_CHUNK_SIZE);
         assert!(fl < FL_COUNT);
         assert!(class_at_least(MAX_CHUNK_SIZE).is_some());
-        assert_eq!(class_at_least(MAX_CHUNK_SIZE * 4), None);
+        assert_eq!(class_at_least(MAX_CHUNK_SIZE.saturating_mul(4)), None);
         assert_eq!(class_at_least(usize::MAX), None);
     }
 

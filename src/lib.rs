@@ -50,8 +50,11 @@
 //! }
 //! ```
 #![no_std]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(test)]
 extern crate std;
@@ -69,6 +72,9 @@ macro_rules! trace {
     };
 }
 
+#[cfg(any(feature = "allocator-api2", feature = "nightly"))]
+mod allocator;
+mod arena;
 pub mod backend;
 mod block;
 mod check;
@@ -86,25 +92,44 @@ mod quick;
 pub mod raw;
 mod region;
 mod stats;
+mod sync;
 #[cfg(feature = "trace")]
 mod trace;
 
+pub use arena::StaticArena;
 pub use backend::Backend;
 #[cfg(feature = "buddy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "buddy")))]
 pub use backend::BuddyBackend;
 #[cfg(feature = "linked-list")]
+#[cfg_attr(docsrs, doc(cfg(feature = "linked-list")))]
 pub use backend::LinkedListBackend;
 pub use block::{BLOCK_OVERHEAD, GRANULE, GUARD_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
 pub use error::{Corruption, HeapError};
 pub use heap::{Heap, RegionId, MAX_REGIONS};
-pub use locked::{ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler};
-pub use policy::{BestFit, FirstFit, FitPolicy};
+pub use locked::{
+    ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler, DUMP_BUFFER,
+};
+#[allow(deprecated)]
+pub use policy::FirstFit;
+pub use policy::{BestFit, FitPolicy, GoodFit};
 pub use quick::{DEFAULT_QUICK_DEPTH, QUICK_MAX};
 pub use region::{MAX_CHUNKS, REGION_SIZE, SENTINEL_SIZE};
 pub use spin;
 pub use stats::Stats;
 #[cfg(feature = "trace")]
+#[cfg_attr(docsrs, doc(cfg(feature = "trace")))]
 pub use trace::{TraceEvent, TraceSink};
 
 #[cfg(test)]
 mod testutil;
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// The kernel demo's README (the integration walk-through), as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../kernel-demo/README.md")]
+pub struct KernelDemoReadmeDoctests;

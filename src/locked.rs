@@ -15,14 +15,18 @@
 //! both may allocate (a panic message does), and would otherwise deadlock.
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::fmt;
+use core::mem::MaybeUninit;
 use core::ptr::{null_mut, NonNull};
 
 use spin::{Mutex, MutexGuard};
 
+use crate::arena::StaticArena;
 use crate::backend::Backend;
 use crate::error::HeapError;
 use crate::heap::Heap;
-use crate::policy::{FirstFit, FitPolicy};
+use crate::policy::{FitPolicy, GoodFit};
+use crate::stats::Stats;
 
 /// A supplier of fresh memory: a kernel mapping new pages, a hosted
 /// program calling `mmap` or `brk`.
@@ -47,6 +51,58 @@ pub fn panic_on_misuse(error: &HeapError) {
 /// the call returns (null for allocations), like an `errno` return.
 pub fn ignore_misuse(_: &HeapError) {}
 
+/// Bytes of the stack buffer [`LockedHeap::dump`] renders into.
+pub const DUMP_BUFFER: usize = 2048;
+
+/// Whole lines of text in a fixed buffer; what does not fit is dropped
+/// from the first line that does not fit on.
+struct LineBuffer<const N: usize> {
+    bytes: [u8; N],
+    /// Bytes of whole lines.
+    len: usize,
+    /// Bytes of the current, unfinished line.
+    pending: usize,
+    cut: bool,
+}
+
+impl<const N: usize> LineBuffer<N> {
+    fn new() -> Self {
+        LineBuffer {
+            bytes: [0; N],
+            len: 0,
+            pending: 0,
+            cut: false,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only whole `str`s are copied in, and cut at a newline.
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl<const N: usize> fmt::Write for LineBuffer<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.cut {
+            return Err(fmt::Error);
+        }
+        let start = self.len + self.pending;
+        if N - start < s.len() {
+            self.cut = true;
+            self.pending = 0;
+            return Err(fmt::Error);
+        }
+        self.bytes[start..start + s.len()].copy_from_slice(s.as_bytes());
+        self.pending += s.len();
+        if let Some(end) = s.rfind('\n') {
+            let whole = start + end + 1;
+            self.pending = start + s.len() - whole;
+            self.len = whole;
+        }
+        Ok(())
+    }
+}
+
 struct Hooks {
     report: ReportHandler,
     source: Option<&'static dyn MemorySource>,
@@ -65,12 +121,17 @@ const DAMAGE_RETRIES: usize = 4;
 /// [`Backend`](crate::Backend) fits, so a kernel swaps heaps by changing
 /// one type:
 ///
-/// ```ignore
-/// static HEAP: LockedHeap = LockedHeap::empty();                          // region-heap, first fit
-/// static HEAP: LockedHeap<Heap<BestFit>> = LockedHeap::with_backend(None); // region-heap, best fit
-/// static HEAP: LockedHeap<LinkedListBackend> = LockedHeap::with_backend(None); // feature `linked-list`
 /// ```
-pub struct LockedHeap<B: Backend = Heap<FirstFit>> {
+/// # use region_heap::*;
+/// static HEAP: LockedHeap = LockedHeap::empty();                               // region-heap, good fit
+/// # mod a { use region_heap::*;
+/// static HEAP: LockedHeap<Heap<BestFit>> = LockedHeap::with_backend(None);    // region-heap, best fit
+/// # }
+/// # #[cfg(feature = "linked-list")] mod b { use region_heap::*;
+/// static HEAP: LockedHeap<LinkedListBackend> = LockedHeap::with_backend(None); // feature `linked-list`
+/// # }
+/// ```
+pub struct LockedHeap<B: Backend = Heap<GoodFit>> {
     heap: Mutex<B>,
     hooks: Mutex<Hooks>,
 }
@@ -125,9 +186,82 @@ impl<B: Backend> LockedHeap<B> {
         unsafe { self.heap.lock().add_memory(start, size) }
     }
 
-    /// Locks the heap for direct use (stats, check, dump, the raw API).
+    /// An empty heap that takes `arena` whole on its first allocation: the
+    /// way to make a `LockedHeap` the `#[global_allocator]` of a std
+    /// program, which allocates before `main` could call
+    /// [`init`](LockedHeap::init).
+    pub const fn with_static_arena<const N: usize>(arena: &'static StaticArena<N>) -> Self {
+        Self::with_backend(Some(arena))
+    }
+
+    /// Gives `memory` to the heap without `unsafe` (its first region when
+    /// the heap is empty): a `&'static mut` slice is memory nothing else
+    /// will ever use. See [`Heap::add_region_from_slice`] for the smallest
+    /// slice region-heap accepts.
+    ///
+    /// # Panics
+    /// If the slice is refused (too small, overlapping the heap).
+    pub fn init_from_slice(&self, memory: &'static mut [MaybeUninit<u8>]) {
+        // SAFETY: a `'static` exclusive borrow: valid for reads and writes,
+        // used by nothing else, for as long as the program runs.
+        unsafe { self.init(memory.as_mut_ptr().cast(), memory.len()) }
+    }
+
+    /// Locks the heap for direct use (the raw API).
+    ///
+    /// Never allocate from this heap while holding the guard (it is a spin
+    /// lock): `format!("{}", HEAP.lock().stats())` hangs forever, since the
+    /// guard lives until the end of the statement and `format!` allocates.
+    /// [`LockedHeap::stats`], [`LockedHeap::check`] and
+    /// [`LockedHeap::dump`] take the lock only to copy what they need.
     pub fn lock(&self) -> MutexGuard<'_, B> {
         self.heap.lock()
+    }
+
+    /// A statistics snapshot ([`Backend::stats`]); the lock is released
+    /// before it returns, so `format!("{}", HEAP.stats())` is fine.
+    pub fn stats(&self) -> Stats {
+        self.heap.lock().stats()
+    }
+
+    /// Walks the heap ([`Backend::check`]) under the lock and returns the
+    /// first inconsistency.
+    pub fn check(&self) -> Result<(), HeapError> {
+        self.heap.lock().check()
+    }
+
+    /// Gives cached blocks back to the free memory ([`Backend::flush`]).
+    pub fn flush(&self) -> Result<(), HeapError> {
+        self.heap.lock().flush()
+    }
+
+    /// Writes the block list ([`Backend::dump`]) to `out`, which may
+    /// allocate from this very heap (a `String`).
+    ///
+    /// The dump is rendered under the lock into a buffer of
+    /// [`DUMP_BUFFER`] bytes on the stack, and written to `out` once the
+    /// lock is released; a longer dump is cut at the last whole line that
+    /// fits and ends with a line saying so. For a bigger buffer use
+    /// [`LockedHeap::dump_buffered`]; for the whole list of a large heap,
+    /// `HEAP.lock().dump(out)` with a writer that does not allocate from
+    /// this heap (a serial port).
+    pub fn dump(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        self.dump_buffered::<DUMP_BUFFER>(out)
+    }
+
+    /// [`LockedHeap::dump`] with an `N`-byte stack buffer.
+    pub fn dump_buffered<const N: usize>(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        let mut buffer = LineBuffer::<N>::new();
+        // An error here only means the buffer is full.
+        let _ = self.heap.lock().dump(&mut buffer);
+        out.write_str(buffer.as_str())?;
+        if buffer.cut {
+            writeln!(
+                out,
+                "... cut: the dump is longer than {N} bytes (dump_buffered::<N>, or lock().dump() with a writer that does not allocate from this heap)"
+            )?;
+        }
+        Ok(())
     }
 
     /// Sets the handler for misuses detected on the `GlobalAlloc` path.
@@ -140,6 +274,18 @@ impl<B: Backend> LockedHeap<B> {
         self.hooks.lock().source = Some(source);
     }
 
+    /// Frees a block; a misuse goes to the report handler (lock released).
+    ///
+    /// # Safety
+    /// As for [`Backend::deallocate`].
+    pub(crate) unsafe fn deallocate_reporting(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        let result = unsafe { self.heap.lock().deallocate(ptr, layout) };
+        if let Err(error) = result {
+            self.report(&error);
+        }
+    }
+
     fn report(&self, error: &HeapError) {
         let handler = self.hooks.lock().report;
         handler(error);
@@ -149,7 +295,7 @@ impl<B: Backend> LockedHeap<B> {
     /// memory (lock released), adds it and tries again. Damage met on the
     /// way (`Corrupted`) is reported, lock released, and the request tried
     /// again: the heap quarantined it, so the retry does not meet it.
-    fn with_growth<T>(
+    pub(crate) fn with_growth<T>(
         &self,
         layout: Layout,
         mut op: impl FnMut(&mut B) -> Result<T, HeapError>,
@@ -202,6 +348,24 @@ impl<P: FitPolicy> LockedHeap<Heap<P>> {
     }
 }
 
+impl<B: Backend> fmt::Debug for LockedHeap<B> {
+    /// The backend's name and statistics, or `<locked>` if the lock is
+    /// held: formatting never waits for the lock.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.heap.try_lock() {
+            Some(heap) => {
+                let stats = heap.stats();
+                drop(heap);
+                f.debug_struct("LockedHeap")
+                    .field("backend", &B::NAME)
+                    .field("stats", &stats)
+                    .finish_non_exhaustive()
+            }
+            None => f.write_str("LockedHeap { <locked> }"),
+        }
+    }
+}
+
 // SAFETY: every method returns blocks from the heap, which never hands out
 // overlapping live blocks and honours each layout's size and alignment.
 unsafe impl<B: Backend> GlobalAlloc for LockedHeap<B> {
@@ -220,10 +384,7 @@ unsafe impl<B: Backend> GlobalAlloc for LockedHeap<B> {
             return;
         };
         // SAFETY: the GlobalAlloc caller owns the block and stops using it.
-        let result = unsafe { self.heap.lock().deallocate(ptr, layout) };
-        if let Err(error) = result {
-            self.report(&error);
-        }
+        unsafe { self.deallocate_reporting(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -383,6 +544,73 @@ mod tests {
         // SAFETY: `ptr` came from `Box::into_raw` and was not freed.
         drop(unsafe { std::boxed::Box::from_raw(ptr) });
         heap.lock().check().unwrap();
+    }
+
+    #[test]
+    fn conveniences_take_the_lock_only_to_copy() {
+        let arena = Arena::new(256 << 10);
+        let heap = LockedHeap::empty();
+        // SAFETY: the arena outlives the heap.
+        unsafe { heap.init(arena.ptr(), arena.len()) };
+        let layout = Layout::from_size_align(48, 8).unwrap();
+        // SAFETY: GlobalAlloc calls with a valid layout.
+        let blocks: std::vec::Vec<_> = (0..200).map(|_| unsafe { heap.alloc(layout) }).collect();
+        assert_eq!(heap.stats().used_blocks, 200);
+        heap.check().unwrap();
+        // The lock is free again after each call.
+        assert!(heap.heap.try_lock().is_some());
+
+        let mut full = std::string::String::new();
+        heap.lock().dump(&mut full).unwrap();
+        assert!(full.len() > DUMP_BUFFER, "{} bytes", full.len());
+        let mut cut = std::string::String::new();
+        heap.dump(&mut cut).unwrap();
+        let (head, note) = cut.rsplit_once("... cut:").expect("a cut dump says so");
+        assert!(head.len() <= DUMP_BUFFER && head.ends_with('\n'));
+        assert!(full.starts_with(head), "whole lines of the same dump");
+        assert!(note.contains("2048 bytes"));
+        let mut big = std::string::String::new();
+        heap.dump_buffered::<{ 64 << 10 }>(&mut big).unwrap();
+        assert_eq!(big, full, "a large enough buffer holds all of it");
+
+        for p in blocks {
+            // SAFETY: live blocks of this heap.
+            unsafe { heap.dealloc(p, layout) };
+        }
+        heap.flush().unwrap();
+        assert_eq!(heap.stats().free_blocks, 1);
+        drop(arena);
+    }
+
+    #[test]
+    fn init_from_slice_needs_no_unsafe() {
+        let memory =
+            std::boxed::Box::leak(std::vec![MaybeUninit::uninit(); 64 << 10].into_boxed_slice());
+        let heap = LockedHeap::empty();
+        heap.init_from_slice(memory);
+        // SAFETY: a valid layout.
+        let p = unsafe { heap.alloc(Layout::new::<u64>()) };
+        assert!(!p.is_null());
+        assert_eq!(heap.stats().regions, 1);
+    }
+
+    #[test]
+    fn smallest_slice_is_region_control_plus_a_chunk() {
+        use crate::{Heap, MIN_BLOCK, REGION_SIZE, SENTINEL_SIZE};
+        let min = REGION_SIZE + MIN_BLOCK + SENTINEL_SIZE;
+        for (len, ok) in [(min - crate::GRANULE, false), (min, true)] {
+            let arena = Arena::new(8192 + min);
+            let memory = arena.ptr().cast::<MaybeUninit<u8>>();
+            // SAFETY: test-only: the heap is dropped before the arena, so a
+            // `'static` slice over it is never used after it is freed.
+            let slice: &'static mut [MaybeUninit<u8>] =
+                unsafe { core::slice::from_raw_parts_mut(memory, len) };
+            {
+                let mut heap = Heap::new();
+                assert_eq!(heap.add_region_from_slice(slice).is_ok(), ok, "{len} bytes");
+            }
+            drop(arena);
+        }
     }
 
     #[test]

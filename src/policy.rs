@@ -1,7 +1,7 @@
 //! Fit policies: how a region picks a free block for a request.
 //!
 //! Both policies are O(1) on the way to success:
-//! - [`FirstFit`] (TLSF "good fit"): the first block of the smallest size
+//! - [`GoodFit`] (TLSF "good fit"): the first block of the smallest size
 //!   class whose every block is large enough. Fastest; a request may be
 //!   served from a class one step larger than needed, which costs some
 //!   fragmentation on mixed sizes.
@@ -26,19 +26,38 @@ pub trait FitPolicy: sealed::Sealed {
 
 /// TLSF good fit: O(1), the default.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct FirstFit;
+pub struct GoodFit;
+
+/// The old name of [`GoodFit`]: the policy never was first fit (it takes
+/// the head of the first class whose blocks all fit, TLSF's good fit).
+#[deprecated(since = "0.1.0", note = "renamed `GoodFit` (TLSF good fit)")]
+pub type FirstFit = GoodFit;
 
 /// Bounded best fit within the request's class, then good fit.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BestFit;
 
-impl sealed::Sealed for FirstFit {}
+impl sealed::Sealed for GoodFit {}
 impl sealed::Sealed for BestFit {}
 
-impl FitPolicy for FirstFit {
+impl FitPolicy for GoodFit {
     const BEST_FIT: bool = false;
 }
 
 impl FitPolicy for BestFit {
     const BEST_FIT: bool = true;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[allow(deprecated)]
+    fn first_fit_is_the_old_name_of_good_fit() {
+        let heap: crate::Heap<super::FirstFit> = crate::Heap::<super::GoodFit>::new();
+        assert_eq!(heap.region_count(), 0);
+        assert_eq!(
+            core::any::TypeId::of::<super::FirstFit>(),
+            core::any::TypeId::of::<super::GoodFit>()
+        );
+    }
 }

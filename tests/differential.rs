@@ -61,7 +61,7 @@ use std::ptr::NonNull;
 
 use proptest::prelude::*;
 use region_heap::{
-    Backend, BestFit, BuddyBackend, FirstFit, Heap, HeapError, LinkedListBackend, Stats,
+    Backend, BestFit, BuddyBackend, GoodFit, Heap, HeapError, LinkedListBackend, Stats,
     BLOCK_OVERHEAD, GRANULE, MIN_BLOCK, REGION_SIZE, SENTINEL_SIZE,
 };
 
@@ -353,7 +353,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Refusals where the heaps disagreed, per region-heap lane (first fit,
+/// Refusals where the heaps disagreed, per region-heap lane (good fit,
 /// best fit): why region-heap refused what the reference served, and how
 /// often the reference refused what region-heap served.
 #[derive(Clone, Copy, Debug, Default)]
@@ -383,7 +383,7 @@ struct Lockstep {
 impl Lockstep {
     fn new(reference: Box<dyn Lane>) -> Self {
         let lanes: Vec<Box<dyn Lane>> = vec![
-            Box::new(Backed::<Heap<FirstFit>>::new(true)),
+            Box::new(Backed::<Heap<GoodFit>>::new(true)),
             Box::new(Backed::<Heap<BestFit>>::new(true)),
             reference,
         ];
@@ -858,7 +858,7 @@ fn growth_at_the_top() {
         // SAFETY: just allocated.
         unsafe { ll.deallocate(p, big) }.unwrap();
     }
-    let mut rh = Heap::<FirstFit>::EMPTY;
+    let mut rh = Heap::<GoodFit>::EMPTY;
     // SAFETY: as above; the list no longer exists.
     unsafe {
         Backend::add_memory(&mut rh, arena.ptr, half).unwrap();

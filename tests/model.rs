@@ -13,7 +13,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use proptest::prelude::*;
-use region_heap::{BestFit, FirstFit, FitPolicy, Heap, HeapError, RegionId, GRANULE, MIN_BLOCK};
+use region_heap::{BestFit, FitPolicy, GoodFit, Heap, HeapError, RegionId, GRANULE, MIN_BLOCK};
 
 const PIECES: usize = 8;
 const PIECE: usize = 32 << 10;
@@ -248,7 +248,7 @@ proptest! {
 
     #[test]
     fn first_fit_matches_the_model(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
-        let mut model = Model::new(Heap::<FirstFit>::with_policy());
+        let mut model = Model::new(Heap::<GoodFit>::with_policy());
         for op in &ops {
             model.step(op);
         }

@@ -14,6 +14,7 @@ mod osmem;
 mod qemu;
 mod realprogs;
 mod setup;
+mod targets;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every stable cargo feature of the library: what `--all-features` meant
+/// before the `nightly` feature (which only builds on nightly Rust, and is
+/// tested under Miri, see `setup::miri`).
+pub const STABLE_FEATURES: &str =
+    "region-heap/crc,region-heap/guard,region-heap/scramble,region-heap/trace,region-heap/linked-list,region-heap/buddy,region-heap/allocator-api2,region-heap/portable-atomic";
+
 /// Every test and check of the project, in order of increasing cost.
 fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
@@ -53,7 +60,8 @@ fn test(args: &[String]) -> Result<(), String> {
                 "clippy",
                 "--workspace",
                 "--all-targets",
-                "--all-features",
+                "--features",
+                STABLE_FEATURES,
                 "--",
                 "-D",
                 "warnings",
@@ -64,14 +72,15 @@ fn test(args: &[String]) -> Result<(), String> {
             vec![
                 "build",
                 "--lib",
-                "--all-features",
+                "--features",
+                STABLE_FEATURES,
                 "--target",
                 "x86_64-unknown-none",
             ],
         ),
         (
             "unit, property, differential and integration tests",
-            vec!["test", "--workspace", "--all-features"],
+            vec!["test", "--workspace", "--features", STABLE_FEATURES],
         ),
         (
             "differential tests, plain build",
@@ -87,9 +96,68 @@ fn test(args: &[String]) -> Result<(), String> {
             "release tests",
             vec!["test", "--release", "--test", "global_alloc"],
         ),
+        (
+            "example: std global allocator",
+            vec!["run", "--example", "std_global"],
+        ),
+        (
+            "example: backend swap",
+            vec![
+                "run",
+                "--example",
+                "backend_swap",
+                "--features",
+                "linked-list,buddy",
+            ],
+        ),
+        (
+            "example: Allocator trait",
+            vec![
+                "run",
+                "--example",
+                "allocator_api",
+                "--features",
+                "allocator-api2",
+            ],
+        ),
+        (
+            "example: no_std kernel heap (its own crate)",
+            vec![
+                "build",
+                "--manifest-path",
+                "examples/kernel-heap/Cargo.toml",
+                "--target",
+                "x86_64-unknown-none",
+            ],
+        ),
     ];
+    // The API documentation as docs.rs builds it (stable features), with
+    // every rustdoc warning an error: broken links, bad code blocks.
+    let doc_features = STABLE_FEATURES.replace("region-heap/", "");
+    setup::cargo_step_env(
+        "docs",
+        &[
+            "doc",
+            "--no-deps",
+            "-p",
+            "region-heap",
+            "--features",
+            &doc_features,
+        ],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    // The package users get (`include` in Cargo.toml) builds on its own.
+    setup::cargo_step(
+        "package",
+        &["package", "-p", "region-heap", "--allow-dirty"],
+    )?;
     for (name, cmd) in &steps {
         setup::cargo_step(name, cmd)?;
+        if *name == "no_std build" {
+            // Every bare-metal target the crate supports, right after the
+            // first no_std build.
+            targets::test()?;
+        }
     }
     // The benchmarks are measured by hand (README); here they only have to
     // build and run to the end: a short smoke run.

@@ -159,7 +159,7 @@ pub fn miri() -> Result<(), String> {
         "--component",
         "miri,rust-src",
     ]))?;
-    let runs: [&[&str]; 4] = [
+    let runs: [&[&str]; 5] = [
         &[
             "--lib",
             "--test",
@@ -191,6 +191,15 @@ pub fn miri() -> Result<(), String> {
             "fuzz_regressions",
         ],
         &["-p", "osmem", "--lib"],
+        // `core::alloc::Allocator` (nightly only) and allocator-api2's.
+        &[
+            "--features",
+            "nightly,allocator-api2",
+            "--test",
+            "nightly_allocator",
+            "--test",
+            "allocator_api2",
+        ],
     ];
     for args in runs {
         println!("==> miri: cargo +nightly miri test {}", args.join(" "));

@@ -1,0 +1,8 @@
+//! Atomics for the library's own flags: `core`'s, or `portable-atomic`'s
+//! (feature `portable-atomic`) on targets without compare-and-swap such as
+//! `thumbv6m-none-eabi`.
+
+#[cfg(not(feature = "portable-atomic"))]
+pub(crate) use core::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "portable-atomic")]
+pub(crate) use portable_atomic::{AtomicBool, Ordering};
