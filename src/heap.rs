@@ -379,12 +379,26 @@ impl<P: FitPolicy> Heap<P> {
         &mut self,
         release: &mut dyn FnMut(NonNull<u8>, usize),
     ) -> Result<usize, HeapError> {
+        self.trim_at_most(usize::MAX, release)
+    }
+
+    /// [`Heap::trim`], giving back at most `max` chunks (a caller that
+    /// collects them in a fixed buffer calls it again until fewer come).
+    pub fn trim_at_most(
+        &mut self,
+        max: usize,
+        release: &mut dyn FnMut(NonNull<u8>, usize),
+    ) -> Result<usize, HeapError> {
         self.flush_quick_lists()?;
-        let mut released = 0;
+        let (mut released, mut count) = (0, 0);
         for i in 0..self.count {
-            while let Some((start, len)) = self.region_mut(i).take_free_chunk() {
+            while count < max {
+                let Some((start, len)) = self.region_mut(i).take_free_chunk() else {
+                    break;
+                };
                 release(start, len);
                 released += len;
+                count += 1;
             }
         }
         Ok(released)
