@@ -218,7 +218,11 @@ impl<P: FitPolicy> Heap<P> {
     ///
     /// # Safety
     /// The range is valid for reads and writes, used by nothing else, and
-    /// stays so while the heap (or any block it handed out) is in use.
+    /// stays so while the heap (or any block it handed out) is in use. Its
+    /// bytes are initialised (any values: RAM, or zeroed memory in a
+    /// hosted test): to check a pointer a program hands back, the heap
+    /// reads the words where a header would be, and after damage it scans
+    /// the damaged range for cut-off headers.
     pub unsafe fn add_region(&mut self, start: *mut u8, size: usize) -> Result<(), HeapError> {
         // SAFETY: forwarded from the caller.
         unsafe { self.add_region_with_priority(start, size, 0) }.map(|_| ())
