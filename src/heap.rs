@@ -877,8 +877,12 @@ impl<P: FitPolicy> Heap<P> {
         &mut self,
         memory: &'static mut [core::mem::MaybeUninit<u8>],
     ) -> Result<(), HeapError> {
-        // SAFETY: a `'static` exclusive borrow: valid for reads and writes,
-        // used by nothing else, for as long as the program runs.
+        // The contract of `add_region` wants initialised bytes: zero them
+        // once (a kernel heap of a few MiB takes a moment).
+        memory.fill(core::mem::MaybeUninit::new(0));
+        // SAFETY: a `'static` exclusive borrow, now initialised: valid for
+        // reads and writes, used by nothing else, for as long as the
+        // program runs.
         unsafe { self.add_region(memory.as_mut_ptr().cast(), memory.len()) }
     }
 }

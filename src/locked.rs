@@ -213,8 +213,12 @@ impl<B: Backend> LockedHeap<B> {
     /// # Panics
     /// If the slice is refused (too small, overlapping the heap).
     pub fn init_from_slice(&self, memory: &'static mut [MaybeUninit<u8>]) {
-        // SAFETY: a `'static` exclusive borrow: valid for reads and writes,
-        // used by nothing else, for as long as the program runs.
+        // The heap's contract wants initialised bytes (see
+        // `Heap::add_region`): zero them once.
+        memory.fill(MaybeUninit::new(0));
+        // SAFETY: a `'static` exclusive borrow, now initialised: valid for
+        // reads and writes, used by nothing else, for as long as the
+        // program runs.
         unsafe { self.init(memory.as_mut_ptr().cast(), memory.len()) }
     }
 
