@@ -39,8 +39,9 @@ use crate::sync::{AtomicBool, Ordering};
 /// ```
 ///
 /// The array is aligned to 16 bytes (the heap's granule) and handed out
-/// whole, once, whatever size the first request asks for. It is not
-/// zeroed: the heap never reads memory it did not write.
+/// whole, once, whatever size the first request asks for. It starts
+/// zeroed (in `.bss`: no cost in the binary), as `Heap::add_region`'s
+/// contract wants initialised memory.
 #[repr(C, align(16))]
 pub struct StaticArena<const N: usize> {
     memory: UnsafeCell<[MaybeUninit<u8>; N]>,
@@ -55,7 +56,7 @@ impl<const N: usize> StaticArena<N> {
     /// An arena not yet given to any heap.
     pub const fn new() -> Self {
         StaticArena {
-            memory: UnsafeCell::new([MaybeUninit::uninit(); N]),
+            memory: UnsafeCell::new([MaybeUninit::new(0); N]),
             given: AtomicBool::new(false),
         }
     }

@@ -218,7 +218,11 @@ impl<P: FitPolicy> Heap<P> {
     ///
     /// # Safety
     /// The range is valid for reads and writes, used by nothing else, and
-    /// stays so while the heap (or any block it handed out) is in use.
+    /// stays so while the heap (or any block it handed out) is in use. Its
+    /// bytes are initialised (any values: RAM, or zeroed memory in a
+    /// hosted test): to check a pointer a program hands back, the heap
+    /// reads the words where a header would be, and after damage it scans
+    /// the damaged range for cut-off headers.
     pub unsafe fn add_region(&mut self, start: *mut u8, size: usize) -> Result<(), HeapError> {
         // SAFETY: forwarded from the caller.
         unsafe { self.add_region_with_priority(start, size, 0) }.map(|_| ())
@@ -379,12 +383,26 @@ impl<P: FitPolicy> Heap<P> {
         &mut self,
         release: &mut dyn FnMut(NonNull<u8>, usize),
     ) -> Result<usize, HeapError> {
+        self.trim_at_most(usize::MAX, release)
+    }
+
+    /// [`Heap::trim`], giving back at most `max` chunks (a caller that
+    /// collects them in a fixed buffer calls it again until fewer come).
+    pub fn trim_at_most(
+        &mut self,
+        max: usize,
+        release: &mut dyn FnMut(NonNull<u8>, usize),
+    ) -> Result<usize, HeapError> {
         self.flush_quick_lists()?;
-        let mut released = 0;
+        let (mut released, mut count) = (0, 0);
         for i in 0..self.count {
-            while let Some((start, len)) = self.region_mut(i).take_free_chunk() {
+            while count < max {
+                let Some((start, len)) = self.region_mut(i).take_free_chunk() else {
+                    break;
+                };
                 release(start, len);
                 released += len;
+                count += 1;
             }
         }
         Ok(released)
@@ -859,8 +877,12 @@ impl<P: FitPolicy> Heap<P> {
         &mut self,
         memory: &'static mut [core::mem::MaybeUninit<u8>],
     ) -> Result<(), HeapError> {
-        // SAFETY: a `'static` exclusive borrow: valid for reads and writes,
-        // used by nothing else, for as long as the program runs.
+        // The contract of `add_region` wants initialised bytes: zero them
+        // once (a kernel heap of a few MiB takes a moment).
+        memory.fill(core::mem::MaybeUninit::new(0));
+        // SAFETY: a `'static` exclusive borrow, now initialised: valid for
+        // reads and writes, used by nothing else, for as long as the
+        // program runs.
         unsafe { self.add_region(memory.as_mut_ptr().cast(), memory.len()) }
     }
 }

@@ -37,6 +37,17 @@ use crate::stats::Stats;
 pub unsafe trait MemorySource: Sync {
     /// Returns a fresh range of at least `min_size` bytes, or `None`.
     fn grow(&self, min_size: usize) -> Option<(NonNull<u8>, usize)>;
+
+    /// Takes back `[start, start + size)`, which the heap gave up
+    /// ([`LockedHeap::trim`]): nothing in the heap uses it any more, and
+    /// the source may unmap it or hand it out again. The range is a whole
+    /// chunk of the heap, which may have come from `grow` or from memory
+    /// the kernel added itself: a source takes back only what it owns and
+    /// ignores the rest. Called with the heap's lock released. The default
+    /// keeps everything.
+    fn release(&self, start: NonNull<u8>, size: usize) {
+        let _ = (start, size);
+    }
 }
 
 /// What to do with a misuse detected on the `GlobalAlloc` path.
@@ -202,8 +213,12 @@ impl<B: Backend> LockedHeap<B> {
     /// # Panics
     /// If the slice is refused (too small, overlapping the heap).
     pub fn init_from_slice(&self, memory: &'static mut [MaybeUninit<u8>]) {
-        // SAFETY: a `'static` exclusive borrow: valid for reads and writes,
-        // used by nothing else, for as long as the program runs.
+        // The heap's contract wants initialised bytes (see
+        // `Heap::add_region`): zero them once.
+        memory.fill(MaybeUninit::new(0));
+        // SAFETY: a `'static` exclusive borrow, now initialised: valid for
+        // reads and writes, used by nothing else, for as long as the
+        // program runs.
         unsafe { self.init(memory.as_mut_ptr().cast(), memory.len()) }
     }
 
@@ -336,7 +351,46 @@ impl<B: Backend> LockedHeap<B> {
     }
 }
 
+/// Chunks taken out of the heap per lock acquisition by
+/// [`LockedHeap::trim`].
+const TRIM_BATCH: usize = 8;
+
 impl<P: FitPolicy> LockedHeap<Heap<P>> {
+    /// Gives every chunk that holds no live block back to the memory
+    /// source ([`MemorySource::release`]; see [`Heap::trim`]), taking the
+    /// lock only to take the chunks out, a few at a time, and releasing
+    /// them with the lock dropped. Returns the bytes given back; without a
+    /// source, the chunks stay in the heap.
+    ///
+    /// ```
+    /// # use region_heap::LockedHeap;
+    /// static HEAP: LockedHeap = LockedHeap::empty();
+    /// assert_eq!(HEAP.trim(), Ok(0)); // no source: nothing is given back
+    /// ```
+    pub fn trim(&self) -> Result<usize, HeapError> {
+        let Some(source) = self.hooks.lock().source else {
+            return Ok(0);
+        };
+        let mut total = 0;
+        loop {
+            let mut taken = [None; TRIM_BATCH];
+            let mut count = 0;
+            self.heap
+                .lock()
+                .trim_at_most(TRIM_BATCH, &mut |start, len| {
+                    taken[count] = Some((start, len));
+                    count += 1;
+                })?;
+            for (start, len) in taken.into_iter().flatten() {
+                source.release(start, len);
+                total += len;
+            }
+            if count < TRIM_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Adds a region of priority 0 (region-heap only: the reference
     /// backends have no regions, use [`LockedHeap::add_memory`]).
     ///
@@ -503,6 +557,80 @@ mod tests {
         }
         heap.lock().check().unwrap();
         // The heap must not be used once the arena is gone.
+        drop(arena);
+    }
+
+    /// A source that records what the heap gives back.
+    struct Returns {
+        base: AtomicPtr<u8>,
+        given: AtomicUsize,
+        released: AtomicUsize,
+        releases: AtomicUsize,
+    }
+
+    // SAFETY: each grow hands out the next 64 KiB piece of the test's arena,
+    // never twice, while the arena outlives the heap.
+    unsafe impl MemorySource for Returns {
+        fn grow(&self, min_size: usize) -> Option<(NonNull<u8>, usize)> {
+            let piece = 64 << 10;
+            let size = min_size.next_multiple_of(piece);
+            let offset = self.given.fetch_add(size, Ordering::SeqCst);
+            if offset + size > 1 << 20 {
+                return None;
+            }
+            NonNull::new(self.base.load(Ordering::SeqCst).wrapping_add(offset)).map(|p| (p, size))
+        }
+
+        fn release(&self, _start: NonNull<u8>, size: usize) {
+            self.released.fetch_add(size, Ordering::SeqCst);
+            self.releases.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn trim_gives_free_chunks_back_to_the_source() {
+        let arena = Arena::new(1 << 20);
+        static SOURCE: Returns = Returns {
+            base: AtomicPtr::new(core::ptr::null_mut()),
+            given: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
+            releases: AtomicUsize::new(0),
+        };
+        SOURCE.base.store(arena.ptr(), Ordering::SeqCst);
+        let heap = LockedHeap::empty();
+        // The region lives in the first 64 KiB, given by hand; the rest
+        // comes from the source, in pieces that do not touch it.
+        // SAFETY: the first piece of the arena, which outlives the heap.
+        unsafe { heap.init(arena.ptr(), 64 << 10) };
+        SOURCE.given.store(128 << 10, Ordering::SeqCst);
+        heap.set_memory_source(&SOURCE);
+        let layout = Layout::from_size_align(100 << 10, 8).unwrap();
+        // SAFETY: GlobalAlloc calls with a valid layout.
+        let p = unsafe { heap.alloc(layout) };
+        assert!(!p.is_null());
+        let before = heap.stats();
+        assert_eq!(
+            before.chunks, 2,
+            "the grown chunk sits apart from the region's"
+        );
+        assert_eq!(heap.trim(), Ok(0), "a chunk with a live block stays");
+        // SAFETY: the block allocated above.
+        unsafe { heap.dealloc(p, layout) };
+        let released = heap.trim().unwrap();
+        assert!(released >= 100 << 10, "{released}");
+        assert_eq!(SOURCE.released.load(Ordering::SeqCst), released);
+        assert_eq!(SOURCE.releases.load(Ordering::SeqCst), 1);
+        let after = heap.stats();
+        assert_eq!(after.chunks, 1);
+        assert_eq!(after.total_bytes, before.total_bytes - released);
+        heap.check().unwrap();
+        // The heap goes on, growing again when it must.
+        // SAFETY: as above.
+        let q = unsafe { heap.alloc(layout) };
+        assert!(!q.is_null());
+        // SAFETY: the block allocated just above.
+        unsafe { heap.dealloc(q, layout) };
+        heap.check().unwrap();
         drop(arena);
     }
 

@@ -25,7 +25,7 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 use crate::plan::HUGE_PAGE;
-use crate::range::RangeSet;
+use crate::range::{Range, RangeSet};
 
 /// Start of the growth window.
 pub const WINDOW_BASE: usize = 0x80_0000_0000;
@@ -80,6 +80,9 @@ pub struct GrowthStats {
     pub mapped: usize,
     /// Bytes left in the pool.
     pub remaining: usize,
+    /// Bytes the heap gave back (`LockedHeap::trim`), unmapped and
+    /// returned to the pool.
+    pub released: usize,
 }
 
 struct State {
@@ -103,6 +106,7 @@ pub static GROWTH: Growth = Growth {
             refused: 0,
             mapped: 0,
             remaining: 0,
+            released: 0,
         },
     }),
 };
@@ -122,9 +126,11 @@ impl Growth {
     }
 }
 
-// SAFETY: every range returned is freshly mapped, writable, unused by anything
-// else (its frames leave the pool for good and the window only grows), and
-// stays mapped for the rest of the kernel's life.
+// SAFETY: every range returned is freshly mapped, writable and unused by
+// anything else (its frames leave the pool, and the window only grows, so a
+// virtual range is never handed out twice); it stays mapped until the heap
+// gives it back through `release`, which only a trim does, once nothing in
+// it is used.
 unsafe impl MemorySource for Growth {
     fn grow(&self, min_size: usize) -> Option<(NonNull<u8>, usize)> {
         let mut state = self.state.lock();
@@ -174,6 +180,55 @@ unsafe impl MemorySource for Growth {
         );
         NonNull::new(start as *mut u8).map(|p| (p, size))
     }
+
+    /// Unmaps the 2 MiB pages of the window that lie wholly inside the
+    /// range the heap gave back, and returns their frames to the pool.
+    /// Anything outside the window (memory the heap got at boot) is kept.
+    fn release(&self, start: NonNull<u8>, size: usize) {
+        let begin = (start.as_ptr() as usize).next_multiple_of(HUGE_PAGE);
+        let end = (start.as_ptr() as usize + size) & !(HUGE_PAGE - 1);
+        let mut state = self.state.lock();
+        let (pml4_frame, _) = Cr3::read();
+        let pml4 = pml4_frame.start_address().as_u64() as *mut PageTable;
+        // SAFETY: as in `grow`: identity-mapped page tables, and this mapper
+        // is the only one while the growth state's lock is held.
+        let mut mapper = unsafe { OffsetPageTable::new(&mut *pml4, VirtAddr::new(0)) };
+        let window = WINDOW_BASE..WINDOW_BASE + WINDOW_SIZE;
+        for virt in (begin..end).step_by(HUGE_PAGE) {
+            if !window.contains(&virt) {
+                continue;
+            }
+            let Ok(page) = Page::<Size2MiB>::from_start_address(VirtAddr::new(virt as u64)) else {
+                continue;
+            };
+            let Ok((frame, flush)) = mapper.unmap(page) else {
+                continue;
+            };
+            flush.flush();
+            let phys = frame.start_address().as_u64() as usize;
+            if state
+                .pool
+                .insert(Range::new(phys, phys + HUGE_PAGE))
+                .is_ok()
+            {
+                state.stats.released += HUGE_PAGE;
+            }
+        }
+        state.stats.remaining = state.pool.total();
+    }
+}
+
+/// Whether `virt` is mapped (the trim self-test checks that released pages
+/// are gone).
+pub fn is_mapped(virt: usize) -> bool {
+    use x86_64::structures::paging::mapper::Translate;
+    let (pml4_frame, _) = Cr3::read();
+    let pml4 = pml4_frame.start_address().as_u64() as *mut PageTable;
+    // SAFETY: identity-mapped page tables, only read here; the growth
+    // state's lock keeps the growth hook from changing them meanwhile.
+    let _state = GROWTH.state.lock();
+    let mapper = unsafe { OffsetPageTable::new(&mut *pml4, VirtAddr::new(0)) };
+    mapper.translate_addr(VirtAddr::new(virt as u64)).is_some()
 }
 
 /// Maps one 2 MiB frame from `pool` at `virt`.

@@ -132,10 +132,11 @@ extern "C" fn kernel_main(boot_info: usize) -> ! {
         Ok(()) => {
             let growth = GROWTH.stats();
             println!(
-                "growth hook: {} grow(s), {} refused, {} MiB mapped",
+                "growth hook: {} grow(s), {} refused, {} MiB mapped, {} MiB given back by trim",
                 growth.grows,
                 growth.refused,
-                growth.mapped >> 20
+                growth.mapped >> 20,
+                growth.released >> 20
             );
             println!("ALL TESTS PASSED");
             exit(Status::Success)

@@ -19,6 +19,7 @@ use region_heap::{Heap, HeapError};
 use crate::grow::GROWTH;
 use crate::heap::{self, HEAP};
 use crate::memmap::BootInfo;
+use crate::plan::HUGE_PAGE;
 use crate::println;
 use crate::serial::Console;
 
@@ -47,6 +48,7 @@ const STAGES: &[Stage] = &[
     ("realloc in place", test_realloc_in_place),
     ("allocation failure through try_reserve", test_try_reserve),
     ("growth hook", test_growth),
+    ("trim gives memory back", test_trim),
     ("double free on a private heap", test_double_free),
     ("header corruption detected", test_corruption),
 ];
@@ -475,6 +477,50 @@ fn test_growth() -> Outcome {
     Ok(())
 }
 
+/// The grown chunk holds no live block after the growth test: a trim gives
+/// it back to the growth hook, which unmaps its pages; the heap goes on and
+/// grows again when it must.
+fn test_trim() -> Outcome {
+    let before = HEAP.lock().stats();
+    let released_before = GROWTH.stats().released;
+    let given = HEAP.trim().map_err(|e| format!("trim: {e}"))?;
+    let after = HEAP.lock().stats();
+    let unmapped = GROWTH.stats().released - released_before;
+    ensure!(given > 0, "trim gave nothing back");
+    ensure!(
+        after.total_bytes == before.total_bytes - given && after.chunks < before.chunks,
+        "trim gave {given} bytes, but the heap went from {} to {} bytes",
+        before.total_bytes,
+        after.total_bytes
+    );
+    ensure!(
+        unmapped >= HUGE_PAGE,
+        "the growth hook unmapped {unmapped} bytes"
+    );
+    ensure!(
+        !crate::grow::is_mapped(crate::grow::WINDOW_BASE),
+        "the first grown page is still mapped"
+    );
+    println!(
+        "  gave back {} KiB in {} chunk(s); {} MiB unmapped and back in the pool",
+        given >> 10,
+        before.chunks - after.chunks,
+        unmapped >> 20
+    );
+    // The heap grows again: more than every free byte.
+    let bytes = after.free_bytes + (4 << 20);
+    let mut v: Vec<u8> = Vec::new();
+    ensure!(
+        v.try_reserve_exact(bytes).is_ok(),
+        "no growth after the trim"
+    );
+    v.resize(bytes, 0x5a);
+    ensure!(
+        v.iter().all(|&b| b == 0x5a),
+        "regrown memory lost its pattern"
+    );
+    Ok(())
+}
 fn test_double_free() -> Outcome {
     let mut arena: Vec<u64> = vec![0; 8192];
     let mut private = Heap::new();

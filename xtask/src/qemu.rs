@@ -48,6 +48,8 @@ const EXPECTED: &[&str] = &[
     "[test] allocation failure through try_reserve: ok, check ok",
     "[grow] heap asked for ",
     "[test] growth hook: ok, check ok",
+    "  gave back ",
+    "[test] trim gives memory back: ok, check ok",
     "[test] double free on a private heap: ok, check ok",
     "heap corrupted at ",
     "[test] header corruption detected: ok, check ok",
