@@ -497,6 +497,48 @@ mod tests {
         heap.lock().check().unwrap();
     }
 
+    /// A write after free into a freed block's free-list link: the next
+    /// allocation of that size meets the damage. Through `GlobalAlloc` the
+    /// damage goes to the handler, and the allocation is tried again and
+    /// served, elsewhere: the damaged block was quarantined.
+    #[test]
+    fn damage_met_while_allocating_is_reported_and_the_allocation_served() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let arena = Arena::new(64 << 10);
+        let heap = LockedHeap::empty();
+        // SAFETY: the arena outlives the heap.
+        unsafe { heap.init(arena.ptr(), arena.len()) };
+        heap.set_report_handler(record);
+        heap.lock().set_quick_depth(0).unwrap();
+        // Under 256 bytes classes are exact: the freed block is the first
+        // pick for the same size.
+        let layout = Layout::from_size_align(100, 8).unwrap();
+        // SAFETY: GlobalAlloc calls with a valid layout; the write after
+        // free lands in the freed block's own list link, inside the arena.
+        unsafe {
+            let a = heap.alloc(layout);
+            let _fence = heap.alloc(layout);
+            assert!(!a.is_null());
+            heap.dealloc(a, layout);
+            // The free-list link sits right before the data with `guard`,
+            // at the data without it.
+            let link = a.wrapping_sub(crate::GUARD_SIZE).cast::<usize>();
+            link.write(0x1000);
+            let b = heap.alloc(layout);
+            assert!(!b.is_null(), "the retry was served");
+            assert_ne!(b, a, "not from the damaged block");
+            b.write_bytes(0x5a, layout.size());
+            let reported = REPORTED.lock().take();
+            assert!(
+                matches!(reported, Some(HeapError::Corrupted { .. })),
+                "{reported:?}"
+            );
+            assert_eq!(heap.stats().quarantined_blocks, 1);
+            heap.dealloc(b, layout);
+        }
+        heap.check().unwrap();
+    }
+
     /// Hands out consecutive 64 KiB pieces of one arena.
     struct Pieces {
         base: AtomicPtr<u8>,
