@@ -754,14 +754,21 @@ mod tests {
 
     #[test]
     fn init_from_slice_needs_no_unsafe() {
-        let memory =
-            std::boxed::Box::leak(std::vec![MaybeUninit::uninit(); 64 << 10].into_boxed_slice());
+        let raw = std::boxed::Box::into_raw(
+            std::vec![MaybeUninit::uninit(); 64 << 10].into_boxed_slice(),
+        );
+        // SAFETY: a live box, given back below once the heap is gone (Miri
+        // reports leaks).
+        let memory: &'static mut [MaybeUninit<u8>] = unsafe { &mut *raw };
         let heap = LockedHeap::empty();
         heap.init_from_slice(memory);
         // SAFETY: a valid layout.
         let p = unsafe { heap.alloc(Layout::new::<u64>()) };
         assert!(!p.is_null());
         assert_eq!(heap.stats().regions, 1);
+        drop(heap);
+        // SAFETY: from `Box::into_raw` above; the heap that used it is gone.
+        drop(unsafe { std::boxed::Box::from_raw(raw) });
     }
 
     #[test]
