@@ -766,8 +766,8 @@ mod tests {
         let p = unsafe { heap.alloc(Layout::new::<u64>()) };
         assert!(!p.is_null());
         assert_eq!(heap.stats().regions, 1);
-        drop(heap);
-        // SAFETY: from `Box::into_raw` above; the heap that used it is gone.
+        // SAFETY: from `Box::into_raw` above; the heap that holds it is
+        // not used after this point.
         drop(unsafe { std::boxed::Box::from_raw(raw) });
     }
 
