@@ -355,6 +355,10 @@ pub struct Adversary {
     fill: u8,
     step: usize,
     outcome: Outcome,
+    /// The metadata bytes the first damaging write changed, with their
+    /// values before it: a later misuse that writes every one of them back
+    /// undoes the damage before the heap could see it.
+    pending_metadata: Vec<(usize, u8)>,
 }
 
 impl Default for Adversary {
@@ -387,6 +391,7 @@ impl Adversary {
             fill: 0,
             step: 0,
             outcome: Outcome::default(),
+            pending_metadata: Vec::new(),
         }
     }
 
@@ -630,7 +635,7 @@ impl Adversary {
         self.store(addr, len, value, own);
         let after = self.memory.read(addr, len);
         let mut outside = false;
-        let mut in_metadata = false;
+        let mut changed_metadata = Vec::new();
         for (j, (b, a)) in before.iter().zip(&after).enumerate() {
             if b == a {
                 continue;
@@ -641,12 +646,29 @@ impl Adversary {
                 live.expected[offset] = *a;
             } else {
                 outside = true;
-                in_metadata |= metadata.as_ref().is_some_and(|m| m.contains(at));
+                if metadata.as_ref().is_some_and(|m| m.contains(at)) {
+                    changed_metadata.push((at, *b));
+                }
             }
         }
         if outside && !self.outcome.damaged {
             self.outcome.damaged = true;
-            self.outcome.metadata_damaged = in_metadata;
+            self.outcome.metadata_damaged = !changed_metadata.is_empty();
+            self.pending_metadata = changed_metadata;
+        } else if !self.pending_metadata.is_empty() {
+            self.forget_undone_metadata();
+        }
+    }
+
+    /// Drops the pending metadata bytes that hold their first value again;
+    /// once none is left and nothing was detected, the damage was undone
+    /// by the program before the heap could see it: nothing to report.
+    fn forget_undone_metadata(&mut self) {
+        let memory = &self.memory;
+        self.pending_metadata
+            .retain(|&(at, original)| memory.read(at, 1)[0] != original);
+        if self.pending_metadata.is_empty() && !self.outcome.detected {
+            self.outcome.metadata_damaged = false;
         }
     }
 
