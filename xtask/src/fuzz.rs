@@ -31,8 +31,11 @@ fn install() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the target for `seconds` with the given features (`""`: plain).
-pub fn run(seconds: u64, features: &str) -> Result<(), String> {
+/// Runs the target for `seconds` with the given features (`""`: plain),
+/// from a fixed libFuzzer seed when one is given (the CI step: the same
+/// inputs every run, so a finding is a regression, not luck), else from a
+/// random one (the long exploratory runs).
+pub fn run(seconds: u64, features: &str, seed: Option<u64>) -> Result<(), String> {
     install()?;
     let label = if features.is_empty() {
         "plain"
@@ -52,18 +55,21 @@ pub fn run(seconds: u64, features: &str) -> Result<(), String> {
     cmd.args(["adversarial", "--"])
         .arg(format!("-max_total_time={seconds}"))
         .arg("-timeout=10");
+    if let Some(seed) = seed {
+        cmd.arg(format!("-seed={seed}"));
+    }
     setup::run(&mut cmd).map_err(|e| format!("fuzz [{label}]: {e}"))
 }
 
-/// The fuzz step of `cargo xtask test`: 60 s plain, 30 s with `crc`;
-/// skipped with `--quick`.
+/// The fuzz step of `cargo xtask test`: 60 s plain, 30 s with `crc`, from
+/// fixed seeds; skipped with `--quick`.
 pub fn test(quick: bool) -> Result<(), String> {
     if quick {
         println!("==> fuzz: skipped (--quick)");
         return Ok(());
     }
-    run(60, "")?;
-    run(30, "crc")
+    run(60, "", Some(1))?;
+    run(30, "crc", Some(2))
 }
 
 /// `cargo xtask fuzz [--seconds N] [--features F]`: a longer run (default
@@ -84,5 +90,5 @@ pub fn command(args: &[String]) -> Result<(), String> {
             _ => return Err(format!("unknown option {arg}")),
         }
     }
-    run(seconds, &features)
+    run(seconds, &features, None)
 }
