@@ -324,6 +324,13 @@ unsafe fn classify(ptr: NonNull<u8>, call: &'static str) -> Kind {
     unsafe { misuse_of(ptr, owner, region, call) }
 }
 
+/// Reports the misuse a pointer that `classify` refused stands for (a
+/// double free, or whatever the owning heap finds), then aborts.
+///
+/// # Safety
+/// As for [`classify`]: `ptr` came from the C caller as a block to free,
+/// and `region` is true only if its owner word names a per-CPU heap's
+/// region (the heap then validates it before anything is read past it).
 #[cold]
 unsafe fn misuse_of(ptr: NonNull<u8>, owner: usize, region: bool, call: &'static str) -> ! {
     let addr = ptr.as_ptr() as usize;
