@@ -1,7 +1,7 @@
-//! The `Allocator` trait for `&LockedHeap<B>`: allocator-api2's (feature
-//! `allocator-api2`, stable Rust) and core's (feature `nightly`, nightly
-//! Rust's `allocator_api`), so collections can live in a heap of their
-//! own: `Vec::new_in(&heap)`.
+//! The `Allocator` trait for `&LockedHeap` and `&PerCpuHeap`:
+//! allocator-api2's (feature `allocator-api2`, stable Rust) and core's
+//! (feature `nightly`, nightly Rust's `allocator_api`), so collections can
+//! live in a heap of their own: `Vec::new_in(&heap)`.
 //!
 //! Both go through the same paths as `GlobalAlloc`: an allocation that
 //! fails asks the growth hook, a misuse goes to the report handler, a grow
@@ -15,9 +15,12 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use crate::backend::Backend;
+use crate::lock::RawLock;
 use crate::locked::LockedHeap;
+use crate::percpu::PerCpuHeap;
+use crate::policy::FitPolicy;
 
-impl<B: Backend> LockedHeap<B> {
+impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     fn allocator_allocate(&self, layout: Layout, zeroed: bool) -> Option<NonNull<[u8]>> {
         let ptr = if zeroed {
             self.with_growth(layout, |heap| heap.allocate_zeroed(layout))?
@@ -42,14 +45,42 @@ impl<B: Backend> LockedHeap<B> {
     }
 }
 
+impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
+    fn allocator_allocate(&self, layout: Layout, zeroed: bool) -> Option<NonNull<[u8]>> {
+        let ptr = if zeroed {
+            self.allocate_zeroed(layout).ok()?
+        } else {
+            self.allocate(layout).ok()?
+        };
+        Some(NonNull::slice_from_raw_parts(ptr, layout.size()))
+    }
+
+    /// # Safety
+    /// `ptr` is a live block of this heap allocated with `old`; `new` has
+    /// the same alignment.
+    unsafe fn allocator_realloc(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        // SAFETY: forwarded from the caller; on failure the block is intact.
+        let moved = NonNull::new(unsafe { self.realloc_reporting(ptr, old, new.size()) })?;
+        Some(NonNull::slice_from_raw_parts(moved, new.size()))
+    }
+}
+
+/// Implements `$allocator` for `&'a $heap`, a heap type with the three
+/// paths above (`allocator_allocate`, `allocator_realloc`,
+/// `deallocate_reporting`), generic over `$generics`.
 macro_rules! impl_allocator {
-    ($allocator:path, $error:path, $feature:literal) => {
+    ($allocator:path, $error:path, $feature:literal, [$($generics:tt)*], $heap:ty) => {
         // SAFETY: blocks come from the backend, which hands out aligned,
         // disjoint blocks of at least the layout's size (`Backend`'s
         // contract) that stay valid while the heap lives (`&'a`); a block
         // may be freed through any copy of the reference.
         #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
-        unsafe impl<'a, B: Backend> $allocator for &'a LockedHeap<B> {
+        unsafe impl<'a, $($generics)*> $allocator for &'a $heap {
             fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, $error> {
                 self.allocator_allocate(layout, false).ok_or($error)
             }
@@ -110,8 +141,34 @@ macro_rules! impl_allocator {
 impl_allocator!(
     allocator_api2::alloc::Allocator,
     allocator_api2::alloc::AllocError,
-    "allocator-api2"
+    "allocator-api2",
+    [B: Backend, L: RawLock],
+    LockedHeap<B, L>
+);
+
+#[cfg(feature = "allocator-api2")]
+impl_allocator!(
+    allocator_api2::alloc::Allocator,
+    allocator_api2::alloc::AllocError,
+    "allocator-api2",
+    [const CPUS: usize, P: FitPolicy, L: RawLock],
+    PerCpuHeap<CPUS, P, L>
 );
 
 #[cfg(feature = "nightly")]
-impl_allocator!(core::alloc::Allocator, core::alloc::AllocError, "nightly");
+impl_allocator!(
+    core::alloc::Allocator,
+    core::alloc::AllocError,
+    "nightly",
+    [B: Backend, L: RawLock],
+    LockedHeap<B, L>
+);
+
+#[cfg(feature = "nightly")]
+impl_allocator!(
+    core::alloc::Allocator,
+    core::alloc::AllocError,
+    "nightly",
+    [const CPUS: usize, P: FitPolicy, L: RawLock],
+    PerCpuHeap<CPUS, P, L>
+);

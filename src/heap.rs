@@ -784,6 +784,12 @@ impl<P: FitPolicy> Heap<P> {
         Err(unavailable)
     }
 
+    /// Whether a region of this heap spans `addr` (its control structure
+    /// or one of its chunks).
+    pub(crate) fn spans(&self, addr: usize) -> bool {
+        self.regions().any(|r| r.spans(addr))
+    }
+
     /// Regions in the heap.
     pub fn region_count(&self) -> usize {
         self.count

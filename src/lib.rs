@@ -86,7 +86,9 @@ mod freelist;
 mod heap;
 mod index;
 pub mod integrity;
+mod lock;
 mod locked;
+mod percpu;
 mod policy;
 mod quick;
 pub mod raw;
@@ -95,6 +97,9 @@ mod stats;
 mod sync;
 #[cfg(feature = "trace")]
 mod trace;
+#[cfg(all(feature = "x86_64", target_arch = "x86_64"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "x86_64")))]
+pub mod x86_64;
 
 pub use arena::StaticArena;
 pub use backend::Backend;
@@ -107,9 +112,11 @@ pub use backend::LinkedListBackend;
 pub use block::{BLOCK_OVERHEAD, GRANULE, GUARD_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
 pub use error::{Corruption, HeapError};
 pub use heap::{Heap, RegionId, MAX_REGIONS};
+pub use lock::{InterruptControl, IrqSafeLock, LockGuard, RawLock, SpinLock};
 pub use locked::{
     ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler, DUMP_BUFFER,
 };
+pub use percpu::{CpuCounters, PerCpuHeap};
 #[allow(deprecated)]
 pub use policy::FirstFit;
 pub use policy::{BestFit, FitPolicy, GoodFit};

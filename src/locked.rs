@@ -1,4 +1,4 @@
-//! `LockedHeap`: a spin-locked heap usable as `#[global_allocator]`.
+//! `LockedHeap`: a heap behind a lock, usable as `#[global_allocator]`.
 //!
 //! It is generic over the [`Backend`](crate::Backend) it locks, region-heap's
 //! [`Heap`] by default, so a kernel swaps heaps by changing one type; the
@@ -19,12 +19,11 @@ use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr::{null_mut, NonNull};
 
-use spin::{Mutex, MutexGuard};
-
 use crate::arena::StaticArena;
 use crate::backend::Backend;
 use crate::error::HeapError;
 use crate::heap::Heap;
+use crate::lock::{LockGuard, Mutex, RawLock, SpinLock};
 use crate::policy::{FitPolicy, GoodFit};
 use crate::stats::Stats;
 
@@ -126,11 +125,13 @@ const GROW_ATTEMPTS: usize = 4;
 /// heap quarantined what it met).
 const DAMAGE_RETRIES: usize = 4;
 
-/// A heap behind a spin lock, with a report handler and a growth hook.
+/// A heap behind a lock, with a report handler and a growth hook.
 ///
 /// The backend `B` is region-heap's [`Heap`] by default; any
 /// [`Backend`](crate::Backend) fits, so a kernel swaps heaps by changing
-/// one type:
+/// one type. The lock `L` is a [`SpinLock`] by default; a kernel whose
+/// interrupt handlers allocate picks an [`IrqSafeLock`](crate::IrqSafeLock)
+/// (see the [`lock`](crate::RawLock) rules):
 ///
 /// ```
 /// # use region_heap::*;
@@ -142,9 +143,9 @@ const DAMAGE_RETRIES: usize = 4;
 /// static HEAP: LockedHeap<LinkedListBackend> = LockedHeap::with_backend(None); // feature `linked-list`
 /// # }
 /// ```
-pub struct LockedHeap<B: Backend = Heap<GoodFit>> {
-    heap: Mutex<B>,
-    hooks: Mutex<Hooks>,
+pub struct LockedHeap<B: Backend = Heap<GoodFit>, L: RawLock = SpinLock> {
+    heap: Mutex<B, L>,
+    hooks: Mutex<Hooks, L>,
 }
 
 impl LockedHeap {
@@ -160,7 +161,7 @@ impl LockedHeap {
     }
 }
 
-impl<B: Backend> LockedHeap<B> {
+impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     /// An empty heap of backend `B` with an optional growth hook.
     pub const fn with_backend(source: Option<&'static dyn MemorySource>) -> Self {
         LockedHeap {
@@ -224,13 +225,18 @@ impl<B: Backend> LockedHeap<B> {
 
     /// Locks the heap for direct use (the raw API).
     ///
-    /// Never allocate from this heap while holding the guard (it is a spin
-    /// lock): `format!("{}", HEAP.lock().stats())` hangs forever, since the
+    /// Never allocate from this heap while holding the guard (the lock
+    /// spins): `format!("{}", HEAP.lock().stats())` hangs forever, since the
     /// guard lives until the end of the statement and `format!` allocates.
     /// [`LockedHeap::stats`], [`LockedHeap::check`] and
     /// [`LockedHeap::dump`] take the lock only to copy what they need.
-    pub fn lock(&self) -> MutexGuard<'_, B> {
+    pub fn lock(&self) -> LockGuard<'_, B, L> {
         self.heap.lock()
+    }
+
+    /// Locks the heap if nobody holds it; never waits.
+    pub fn try_lock(&self) -> Option<LockGuard<'_, B, L>> {
+        self.heap.try_lock()
     }
 
     /// A statistics snapshot ([`Backend::stats`]); the lock is released
@@ -301,7 +307,7 @@ impl<B: Backend> LockedHeap<B> {
         }
     }
 
-    fn report(&self, error: &HeapError) {
+    pub(crate) fn report(&self, error: &HeapError) {
         let handler = self.hooks.lock().report;
         handler(error);
     }
@@ -355,7 +361,7 @@ impl<B: Backend> LockedHeap<B> {
 /// [`LockedHeap::trim`].
 const TRIM_BATCH: usize = 8;
 
-impl<P: FitPolicy> LockedHeap<Heap<P>> {
+impl<P: FitPolicy, L: RawLock> LockedHeap<Heap<P>, L> {
     /// Gives every chunk that holds no live block back to the memory
     /// source ([`MemorySource::release`]; see [`Heap::trim`]), taking the
     /// lock only to take the chunks out, a few at a time, and releasing
@@ -402,7 +408,7 @@ impl<P: FitPolicy> LockedHeap<Heap<P>> {
     }
 }
 
-impl<B: Backend> fmt::Debug for LockedHeap<B> {
+impl<B: Backend, L: RawLock> fmt::Debug for LockedHeap<B, L> {
     /// The backend's name and statistics, or `<locked>` if the lock is
     /// held: formatting never waits for the lock.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -422,7 +428,7 @@ impl<B: Backend> fmt::Debug for LockedHeap<B> {
 
 // SAFETY: every method returns blocks from the heap, which never hands out
 // overlapping live blocks and honours each layout's size and alignment.
-unsafe impl<B: Backend> GlobalAlloc for LockedHeap<B> {
+unsafe impl<B: Backend, L: RawLock> GlobalAlloc for LockedHeap<B, L> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.with_growth(layout, |heap| heap.allocate(layout))
             .map_or(null_mut(), NonNull::as_ptr)

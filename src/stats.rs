@@ -56,6 +56,59 @@ pub struct Stats {
     pub misuses: u64,
 }
 
+impl Stats {
+    /// Adds `other` (another heap's snapshot) to these: every count and
+    /// byte total is summed; `largest_free` is the larger of the two; the
+    /// peak is the sum of the peaks, an upper bound of the combined heaps'
+    /// peak (they need not have peaked at once).
+    pub fn accumulate(&mut self, other: &Stats) {
+        let Stats {
+            regions,
+            chunks,
+            total_bytes,
+            in_use_bytes,
+            allocated_bytes,
+            peak_in_use_bytes,
+            free_bytes,
+            cached_bytes,
+            largest_free,
+            metadata_bytes,
+            used_blocks,
+            free_blocks,
+            cached_blocks,
+            quarantined_bytes,
+            quarantined_blocks,
+            allocations,
+            frees,
+            reallocations,
+            in_place_reallocations,
+            failures,
+            misuses,
+        } = *other;
+        self.regions += regions;
+        self.chunks += chunks;
+        self.total_bytes += total_bytes;
+        self.in_use_bytes += in_use_bytes;
+        self.allocated_bytes += allocated_bytes;
+        self.peak_in_use_bytes += peak_in_use_bytes;
+        self.free_bytes += free_bytes;
+        self.cached_bytes += cached_bytes;
+        self.largest_free = self.largest_free.max(largest_free);
+        self.metadata_bytes += metadata_bytes;
+        self.used_blocks += used_blocks;
+        self.free_blocks += free_blocks;
+        self.cached_blocks += cached_blocks;
+        self.quarantined_bytes += quarantined_bytes;
+        self.quarantined_blocks += quarantined_blocks;
+        self.allocations += allocations;
+        self.frees += frees;
+        self.reallocations += reallocations;
+        self.in_place_reallocations += in_place_reallocations;
+        self.failures += failures;
+        self.misuses += misuses;
+    }
+}
+
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rows: [(&str, u64); 21] = [

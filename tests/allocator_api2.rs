@@ -66,3 +66,27 @@ fn grow_with_a_larger_alignment_and_zero_sizes() {
     assert_eq!(heap.stats().used_blocks, 0);
     heap.check().unwrap();
 }
+
+#[test]
+fn a_vec_in_a_per_cpu_heap_keeps_its_pattern() {
+    use region_heap::{MemorySource, PerCpuHeap};
+    static ARENAS: [StaticArena<{ 128 << 10 }>; 2] = [StaticArena::new(), StaticArena::new()];
+    fn cpu() -> usize {
+        1
+    }
+    let heap: PerCpuHeap<2> = PerCpuHeap::new(cpu);
+    for (i, arena) in ARENAS.iter().enumerate() {
+        let (start, len) = arena.grow(0).expect("each arena is taken once");
+        // SAFETY: a static arena, taken once, given to one heap.
+        unsafe { heap.add_memory(i, start.as_ptr(), len) }.unwrap();
+    }
+    let mut v = Vec::new_in(&heap);
+    for i in 0..10_000u32 {
+        v.push(i ^ 0x5A5A);
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 ^ 0x5A5A));
+    assert_eq!(heap.heap(1).stats().used_blocks, 1, "cpu 1's heap serves");
+    drop(v);
+    assert_eq!(heap.stats().used_blocks, 0);
+    heap.check().unwrap();
+}

@@ -14,6 +14,9 @@ pub struct Arena {
     layout: Layout,
 }
 
+// SAFETY: an arena owns its memory exclusively, as a `Box` would.
+unsafe impl Send for Arena {}
+
 impl Arena {
     pub fn new(size: usize) -> Arena {
         let layout = Layout::from_size_align(size, 4096).unwrap();

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 /// before the `nightly` feature (which only builds on nightly Rust, and is
 /// tested under Miri, see `setup::miri`).
 pub const STABLE_FEATURES: &str =
-    "region-heap/crc,region-heap/guard,region-heap/scramble,region-heap/trace,region-heap/linked-list,region-heap/buddy,region-heap/allocator-api2,region-heap/portable-atomic";
+    "region-heap/crc,region-heap/guard,region-heap/scramble,region-heap/trace,region-heap/linked-list,region-heap/buddy,region-heap/allocator-api2,region-heap/portable-atomic,region-heap/x86_64";
 
 /// Every test and check of the project, in order of increasing cost.
 fn test(args: &[String]) -> Result<(), String> {

@@ -168,6 +168,8 @@ pub fn miri() -> Result<(), String> {
             "errors",
             "--test",
             "integrity",
+            "--test",
+            "percpu",
         ],
         &[
             "--features",

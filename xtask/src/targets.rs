@@ -9,7 +9,7 @@ use crate::setup;
 /// `(target, extra features, RUSTFLAGS)`: thumbv6m has no compare-and-swap,
 /// so it takes atomics from `portable-atomic`, assuming a single core.
 const TARGETS: [(&str, &str, &str); 6] = [
-    ("x86_64-unknown-none", "", ""),
+    ("x86_64-unknown-none", "x86_64", ""),
     (
         "thumbv6m-none-eabi",
         "portable-atomic",

@@ -1,0 +1,631 @@
+//! `PerCpuHeap`: one region-heap [`Heap`] per CPU, each behind its own
+//! lock, so that CPUs allocating at once do not wait for each other.
+//!
+//! **Allocation** goes to the heap of the CPU that asks (the kernel
+//! supplies the function that says which CPU runs, `cpu_id`). If that
+//! heap's lock is held (an allocation from another CPU that fell back to
+//! it, a free of one of its blocks from another CPU) or the heap has no
+//! room, the other heaps are tried without waiting; if none can serve,
+//! the caller waits for its own heap, which grows through the growth hook
+//! ([`MemorySource`]) as a [`LockedHeap`] does.
+//!
+//! **A free** goes to the heap that owns the block, whichever CPU frees
+//! it. The block's header names its region (the owner word, read with
+//! [`raw::owner_word`]); a table of region addresses, `owners`, says which
+//! heap holds that region: an O(1) lookup without a lock. That heap then
+//! validates the block under its lock as any free is validated, so a
+//! forged or stale owner word cannot steer the free: at worst it names a
+//! heap that refuses the pointer. The table learns a region the first time
+//! a block of it is freed, by asking each heap in turn whether it holds
+//! the block ([`PerCpuHeap::free`] on a pointer the table does not place):
+//! regions are few and never removed, so this happens once per region,
+//! and for pointers that are not blocks of the heap at all (a misuse),
+//! where asking every heap also finds the precise error.
+//!
+//! **Remote frees** (a block freed by another CPU than the one whose heap
+//! owns it) take the owner's lock, one free at a time. Batching them (a
+//! per-heap list the owner drains) would save lock traffic, but a block
+//! waiting on such a list is neither used nor free to the heap's checks,
+//! and a double free pushed twice makes the list a cycle that the owner
+//! cannot detect before it follows it; the benchmark in the README
+//! measures what the direct free costs.
+//!
+//! **Interrupt handlers**: behind an [`IrqSafeLock`](crate::IrqSafeLock),
+//! a handler may allocate and free as any code does. Behind the default
+//! [`SpinLock`](crate::SpinLock) it may only use
+//! [`PerCpuHeap::try_allocate`] and [`PerCpuHeap::try_free`], which never
+//! wait for a lock (the interrupted code may hold the one it would wait
+//! for, on the same CPU).
+//!
+//! Invariants: a region belongs to one heap for ever (regions are never
+//! removed from a heap, and a range given to one heap is never given to
+//! another); an entry of `owners` maps a region address to the heap that
+//! holds that region, and is written once; the counters of CPU `c` count
+//! the calls made on CPU `c`, whichever heap served them.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::fmt;
+use core::ptr::{null_mut, NonNull};
+
+use crate::error::HeapError;
+use crate::heap::Heap;
+use crate::lock::{LockGuard, RawLock, SpinLock};
+use crate::locked::{LockedHeap, MemorySource, ReportHandler};
+use crate::policy::{FitPolicy, GoodFit};
+use crate::raw;
+use crate::stats::Stats;
+use crate::sync::{AtomicUsize, Ordering};
+
+/// Slots of the region table (a power of two). Lookups stay short while
+/// at most half the slots are used; past [`OWNER_LIMIT`] regions the
+/// table records no more, and frees of the others ask every heap.
+const OWNER_SLOTS: usize = 256;
+
+/// Regions the table records at most (half its slots).
+const OWNER_LIMIT: usize = OWNER_SLOTS / 2;
+
+/// A slot no region uses.
+const EMPTY: usize = 0;
+
+/// A slot being written: taken by a region whose heap is not stored yet.
+const CLAIMED: usize = 1;
+
+/// Which heap holds each region: an open-addressed table of region
+/// addresses, read without a lock. A slot goes from [`EMPTY`] to
+/// [`CLAIMED`] (compare-and-swap, so two writers never share a slot) to
+/// the region's address (stored after its heap index, with release
+/// ordering), and never changes again.
+struct RegionOwners {
+    regions: [AtomicUsize; OWNER_SLOTS],
+    heaps: [AtomicUsize; OWNER_SLOTS],
+    recorded: AtomicUsize,
+}
+
+impl RegionOwners {
+    const fn new() -> Self {
+        RegionOwners {
+            regions: [const { AtomicUsize::new(EMPTY) }; OWNER_SLOTS],
+            heaps: [const { AtomicUsize::new(0) }; OWNER_SLOTS],
+            recorded: AtomicUsize::new(0),
+        }
+    }
+
+    /// The first slot to look at for `region` (Fibonacci hashing of the
+    /// address without its always-zero low bits).
+    fn home_slot(region: usize) -> usize {
+        const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+        let hash = ((region >> 4) as u64).wrapping_mul(GOLDEN);
+        (hash >> (64 - OWNER_SLOTS.trailing_zeros())) as usize
+    }
+
+    /// The heap that holds `region`, if the table knows it.
+    #[inline]
+    fn heap_of(&self, region: usize) -> Option<usize> {
+        if region <= CLAIMED {
+            return None;
+        }
+        let mut slot = Self::home_slot(region);
+        for _ in 0..OWNER_SLOTS {
+            match self.regions[slot].load(Ordering::Acquire) {
+                EMPTY => return None,
+                found if found == region => {
+                    return Some(self.heaps[slot].load(Ordering::Relaxed));
+                }
+                _ => slot = (slot + 1) % OWNER_SLOTS,
+            }
+        }
+        None
+    }
+
+    /// Records that `heap` holds `region` (nothing if the table knows it
+    /// already or is full).
+    fn record(&self, region: usize, heap: usize) {
+        if region <= CLAIMED || self.heap_of(region).is_some() {
+            return;
+        }
+        if self.recorded.fetch_add(1, Ordering::Relaxed) >= OWNER_LIMIT {
+            self.recorded.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let mut slot = Self::home_slot(region);
+        loop {
+            let claimed = self.regions[slot].compare_exchange(
+                EMPTY,
+                CLAIMED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            if claimed.is_ok() {
+                self.heaps[slot].store(heap, Ordering::Relaxed);
+                self.regions[slot].store(region, Ordering::Release);
+                return;
+            }
+            // At most OWNER_LIMIT slots are taken, so an empty one exists.
+            slot = (slot + 1) % OWNER_SLOTS;
+        }
+    }
+}
+
+/// Calls made on one CPU (see [`PerCpuHeap::cpu_counters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuCounters {
+    /// Blocks allocated by this CPU, from whichever heap.
+    pub allocations: u64,
+    /// Blocks freed by this CPU, to whichever heap.
+    pub frees: u64,
+    /// Of those frees, blocks owned by another CPU's heap.
+    pub remote_frees: u64,
+}
+
+/// One CPU's heap and counters, on cache lines of their own.
+#[repr(align(128))]
+struct PerCpu<P: FitPolicy, L: RawLock> {
+    heap: LockedHeap<Heap<P>, L>,
+    allocations: AtomicUsize,
+    frees: AtomicUsize,
+    remote_frees: AtomicUsize,
+}
+
+impl<P: FitPolicy, L: RawLock> PerCpu<P, L> {
+    const fn new() -> Self {
+        PerCpu {
+            heap: LockedHeap::with_backend(None),
+            allocations: AtomicUsize::new(0),
+            frees: AtomicUsize::new(0),
+            remote_frees: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// One region-heap per CPU, each behind its own lock `L`: allocation from
+/// the running CPU's heap, frees to the owning heap from any CPU (see the
+/// module documentation of `percpu` for the paths and their invariants).
+///
+/// ```
+/// use core::alloc::Layout;
+/// use region_heap::PerCpuHeap;
+///
+/// fn cpu_id() -> usize {
+///     0 // a kernel reads its per-CPU data (GS base, the local APIC ID...)
+/// }
+///
+/// static HEAP: PerCpuHeap<4> = PerCpuHeap::new(cpu_id);
+///
+/// # #[repr(align(16))] struct A([u8; 1 << 16]);
+/// # static mut ARENAS: [A; 4] = [const { A([0; 1 << 16]) }; 4];
+/// for cpu in 0..4 {
+///     // SAFETY: each arena is given to one heap, once, and used by nothing else.
+///     let arena = unsafe { &mut (*core::ptr::addr_of_mut!(ARENAS))[cpu].0 };
+///     unsafe { HEAP.add_memory(cpu, arena.as_mut_ptr(), arena.len()) }.unwrap();
+/// }
+/// let block = HEAP.allocate(Layout::new::<[u64; 4]>()).unwrap();
+/// // SAFETY: a live block of this heap, no longer used.
+/// unsafe { HEAP.free(block) }.unwrap();
+/// assert_eq!(HEAP.cpu_counters(0).frees, 1);
+/// HEAP.check().unwrap();
+/// ```
+pub struct PerCpuHeap<const CPUS: usize, P: FitPolicy = GoodFit, L: RawLock = SpinLock> {
+    cpus: [PerCpu<P, L>; CPUS],
+    owners: RegionOwners,
+    cpu_id: fn() -> usize,
+}
+
+impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
+    /// `CPUS` empty heaps; `cpu_id` says which CPU runs the caller (an
+    /// index below `CPUS`; a larger one is taken modulo `CPUS`). It must
+    /// not allocate, and should be cheap: every call asks it.
+    pub const fn new(cpu_id: fn() -> usize) -> Self {
+        assert!(CPUS > 0, "a PerCpuHeap needs at least one CPU");
+        PerCpuHeap {
+            cpus: [const { PerCpu::new() }; CPUS],
+            owners: RegionOwners::new(),
+            cpu_id,
+        }
+    }
+
+    /// The index of the heap of the running CPU.
+    #[inline]
+    fn current(&self) -> usize {
+        (self.cpu_id)() % CPUS
+    }
+
+    /// The heap of CPU `cpu` (modulo `CPUS`), for what concerns one heap:
+    /// its statistics, check or dump, or adding memory to it.
+    pub fn heap(&self, cpu: usize) -> &LockedHeap<Heap<P>, L> {
+        &self.cpus[cpu % CPUS].heap
+    }
+
+    /// Gives `[start, start + size)` to the heap of CPU `cpu`
+    /// ([`Heap::add_memory`]).
+    ///
+    /// # Safety
+    /// As for [`Heap::add_memory`]; the range is given to this one heap.
+    pub unsafe fn add_memory(
+        &self,
+        cpu: usize,
+        start: *mut u8,
+        size: usize,
+    ) -> Result<(), HeapError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.heap(cpu).add_memory(start, size) }
+    }
+
+    /// Sets the growth hook of every heap: a heap that cannot serve its
+    /// CPU asks it for memory.
+    pub fn set_memory_source(&self, source: &'static dyn MemorySource) {
+        for cpu in &self.cpus {
+            cpu.heap.set_memory_source(source);
+        }
+    }
+
+    /// Sets the handler for misuses detected on the `GlobalAlloc` path,
+    /// for every heap.
+    pub fn set_report_handler(&self, handler: ReportHandler) {
+        for cpu in &self.cpus {
+            cpu.heap.set_report_handler(handler);
+        }
+    }
+
+    /// Allocates a block for `layout` from the running CPU's heap, another
+    /// heap if that one is busy or full, else the running CPU's heap once
+    /// it grew. Damage met on the way is reported and avoided.
+    pub fn allocate(&self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
+        self.serve(layout, true, |heap| heap.allocate(layout))
+    }
+
+    /// Like [`PerCpuHeap::allocate`], with the block zeroed.
+    pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
+        self.serve(layout, true, |heap| heap.allocate_zeroed(layout))
+    }
+
+    /// Allocates without ever waiting for a lock: from the first heap,
+    /// starting with the running CPU's, that is not locked and has room;
+    /// `None` if there is none (no heap grows). The path for an interrupt
+    /// handler behind a [`SpinLock`].
+    pub fn try_allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.serve(layout, false, |heap| heap.allocate(layout)).ok()
+    }
+
+    /// Runs `op` on a heap: the running CPU's, then any other that is not
+    /// locked; then, if `wait`, the running CPU's with growth.
+    fn serve<T>(
+        &self,
+        layout: Layout,
+        wait: bool,
+        mut op: impl FnMut(&mut Heap<P>) -> Result<T, HeapError>,
+    ) -> Result<T, HeapError> {
+        let home = self.current();
+        let mut failure = HeapError::OutOfMemory {
+            size: layout.size(),
+            align: layout.align(),
+        };
+        for k in 0..CPUS {
+            let i = (home + k) % CPUS;
+            let Some(mut heap) = self.cpus[i].heap.try_lock() else {
+                continue;
+            };
+            match op(&mut heap) {
+                Ok(value) => {
+                    drop(heap);
+                    self.count(home, |c| &c.allocations);
+                    return Ok(value);
+                }
+                Err(HeapError::OutOfMemory { .. }) => {}
+                Err(error) => {
+                    drop(heap);
+                    if !error.is_misuse() {
+                        // A request no heap can serve (size, alignment).
+                        return Err(error);
+                    }
+                    // Damage, now quarantined: report it, go on.
+                    self.cpus[i].heap.report(&error);
+                    failure = error;
+                }
+            }
+        }
+        if !wait {
+            return Err(failure);
+        }
+        let value = self.cpus[home]
+            .heap
+            .with_growth(layout, op)
+            .ok_or(failure)?;
+        self.count(home, |c| &c.allocations);
+        Ok(value)
+    }
+
+    fn count(&self, cpu: usize, counter: impl Fn(&PerCpu<P, L>) -> &AtomicUsize) {
+        counter(&self.cpus[cpu]).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The heap the owner word before `ptr` names, if the region table
+    /// knows that region. Reads nothing unless `ptr` is aligned as a
+    /// block's data is.
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`].
+    #[inline]
+    unsafe fn owner_hint(&self, ptr: NonNull<u8>) -> Option<usize> {
+        if !ptr.as_ptr().addr().is_multiple_of(crate::GRANULE) {
+            return None;
+        }
+        // SAFETY: the caller guarantees the word is readable; `ptr` is
+        // aligned; the value is only a hint, validated under the lock of
+        // the heap it names.
+        let word = unsafe { raw::owner_word(ptr.as_ptr()) };
+        self.owners.heap_of(raw::owner_region(word))
+    }
+
+    /// Frees the block at `ptr`, from any CPU, in the heap that owns it;
+    /// returns the bytes it occupied ([`Heap::free`]). Fails, changing
+    /// nothing, with the error the owning heap gives (`DoubleFree`,
+    /// `NotBlockStart`, `Corrupted`), or `NotFromHeap` if no heap holds it.
+    ///
+    /// # Safety
+    /// If `ptr` is a live block of this heap, nothing uses it any more.
+    /// Otherwise (a misuse to be reported), the `usize` [`raw::OWNER_OFFSET`]
+    /// bytes before `ptr` must be readable, as they are before any pointer
+    /// another allocator handed out: a free reads that word first.
+    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release(ptr, true, |heap| heap.free(ptr)) }?.ok_or(HeapError::NotFromHeap {
+            addr: ptr.as_ptr().addr(),
+        })
+    }
+
+    /// [`PerCpuHeap::free`] that never waits for a lock: `None` if the
+    /// owning heap is locked (the block is untouched; free it later).
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`].
+    pub unsafe fn try_free(&self, ptr: NonNull<u8>) -> Option<Result<usize, HeapError>> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release(ptr, false, |heap| heap.free(ptr)) }.transpose()
+    }
+
+    /// Runs `op` (a free of `ptr`) on the heap that owns `ptr` and counts
+    /// it; `Ok(None)` when `wait` is false and a heap it needs is locked.
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`]; `op` frees `ptr` and nothing else.
+    #[inline]
+    unsafe fn release<T>(
+        &self,
+        ptr: NonNull<u8>,
+        wait: bool,
+        mut op: impl FnMut(&mut Heap<P>) -> Result<T, HeapError>,
+    ) -> Result<Option<T>, HeapError> {
+        // SAFETY: forwarded from the caller.
+        if let Some(owner) = unsafe { self.owner_hint(ptr) } {
+            let Some(mut heap) = self.lock_heap(owner, wait) else {
+                return Ok(None);
+            };
+            if heap.spans(ptr.as_ptr().addr()) {
+                let value = op(&mut heap)?;
+                drop(heap);
+                self.count_free(owner);
+                return Ok(Some(value));
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        let heap = match unsafe { self.ask_every_heap(ptr, wait) } {
+            Found::Owner(i) => i,
+            // That heap refuses `ptr`: `op` returns its precise error (and
+            // quarantines damage), changing nothing else.
+            Found::Refused(i) => i,
+            Found::Nowhere => {
+                return Err(HeapError::NotFromHeap {
+                    addr: ptr.as_ptr().addr(),
+                })
+            }
+            Found::Busy => return Ok(None),
+        };
+        let Some(mut locked) = self.lock_heap(heap, wait) else {
+            return Ok(None);
+        };
+        let value = op(&mut locked)?;
+        drop(locked);
+        self.count_free(heap);
+        Ok(Some(value))
+    }
+
+    /// Locks heap `i`, waiting if `wait`, else only if it is free.
+    fn lock_heap(&self, i: usize, wait: bool) -> Option<LockGuard<'_, Heap<P>, L>> {
+        let heap = &self.cpus[i].heap;
+        if wait {
+            Some(heap.lock())
+        } else {
+            heap.try_lock()
+        }
+    }
+
+    /// The slow path of finding a block's heap: asks each heap whether it
+    /// holds `ptr` as a used block, and records the region of the one that
+    /// does. If none does, the first heap whose memory holds the address
+    /// is the one to give the precise error.
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`].
+    #[cold]
+    unsafe fn ask_every_heap(&self, ptr: NonNull<u8>, wait: bool) -> Found {
+        let mut refused = None;
+        for i in 0..CPUS {
+            let Some(heap) = self.lock_heap(i, wait) else {
+                return Found::Busy;
+            };
+            // SAFETY: `usable_size` reads only memory of the heap's own
+            // regions, whatever `ptr` is.
+            match unsafe { heap.usable_size(ptr) } {
+                Ok(_) => {
+                    // SAFETY: a used block of this heap, validated under
+                    // the lock still held: its owner word names its region.
+                    let word = unsafe { raw::owner_word(ptr.as_ptr()) };
+                    drop(heap);
+                    self.owners.record(raw::owner_region(word), i);
+                    return Found::Owner(i);
+                }
+                Err(HeapError::NotFromHeap { .. }) => {}
+                Err(_) => refused = refused.or(Some(i)),
+            }
+        }
+        refused.map_or(Found::Nowhere, Found::Refused)
+    }
+
+    fn count_free(&self, owner: usize) {
+        let cpu = self.current();
+        self.count(cpu, |c| &c.frees);
+        if owner != cpu {
+            self.count(cpu, |c| &c.remote_frees);
+        }
+    }
+
+    /// The calls made on CPU `cpu` (modulo `CPUS`) so far.
+    pub fn cpu_counters(&self, cpu: usize) -> CpuCounters {
+        let c = &self.cpus[cpu % CPUS];
+        CpuCounters {
+            allocations: c.allocations.load(Ordering::Relaxed) as u64,
+            frees: c.frees.load(Ordering::Relaxed) as u64,
+            remote_frees: c.remote_frees.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// Statistics of every heap added up (each heap locked in turn; see
+    /// [`Stats::accumulate`] for the peak).
+    pub fn stats(&self) -> Stats {
+        let mut total = Stats::default();
+        for cpu in &self.cpus {
+            total.accumulate(&cpu.heap.stats());
+        }
+        total
+    }
+
+    /// Walks every heap ([`Heap::check`]); the first inconsistency.
+    pub fn check(&self) -> Result<(), HeapError> {
+        self.cpus.iter().try_for_each(|cpu| cpu.heap.check())
+    }
+
+    /// Gives every heap's cached blocks back to its free memory.
+    pub fn flush(&self) -> Result<(), HeapError> {
+        self.cpus.iter().try_for_each(|cpu| cpu.heap.flush())
+    }
+
+    /// Gives every chunk without a live block back to the memory source
+    /// ([`LockedHeap::trim`] on each heap); the bytes given back.
+    pub fn trim(&self) -> Result<usize, HeapError> {
+        self.cpus
+            .iter()
+            .try_fold(0, |total, cpu| Ok(total + cpu.heap.trim()?))
+    }
+
+    /// Writes each heap's block list, headed `heap N:` (see
+    /// [`LockedHeap::dump`] for the buffer each heap is rendered into).
+    pub fn dump(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        for (i, cpu) in self.cpus.iter().enumerate() {
+            writeln!(out, "heap {i}:")?;
+            cpu.heap.dump(out)?;
+        }
+        Ok(())
+    }
+
+    /// Frees a block allocated with `layout`; a misuse goes to the report
+    /// handler.
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`].
+    pub(crate) unsafe fn deallocate_reporting(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        let result = unsafe { self.release(ptr, true, |heap| heap.deallocate(ptr, layout)) };
+        let error = match result {
+            Ok(Some(())) => return,
+            Ok(None) => HeapError::NotFromHeap {
+                addr: ptr.as_ptr().addr(),
+            },
+            Err(error) => error,
+        };
+        self.cpus[self.current()].heap.report(&error);
+    }
+
+    /// Resizes a block in the heap that owns it (moving it within that
+    /// heap if it cannot grow in place): `GlobalAlloc::realloc` of that
+    /// heap. Null, and a report, if no heap holds the block.
+    ///
+    /// # Safety
+    /// As for `GlobalAlloc::realloc`.
+    pub(crate) unsafe fn realloc_reporting(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> *mut u8 {
+        let addr = ptr.as_ptr().addr();
+        // SAFETY: forwarded from the caller.
+        let hinted =
+            unsafe { self.owner_hint(ptr) }.filter(|&i| self.cpus[i].heap.lock().spans(addr));
+        // SAFETY: forwarded from the caller.
+        let heap =
+            match hinted.map_or_else(|| unsafe { self.ask_every_heap(ptr, true) }, Found::Owner) {
+                Found::Owner(i) | Found::Refused(i) => i,
+                Found::Nowhere | Found::Busy => {
+                    self.cpus[self.current()]
+                        .heap
+                        .report(&HeapError::NotFromHeap { addr });
+                    return null_mut();
+                }
+            };
+        // SAFETY: forwarded from the caller; that heap validates the block.
+        unsafe { GlobalAlloc::realloc(&self.cpus[heap].heap, ptr.as_ptr(), layout, new_size) }
+    }
+}
+
+/// What asking every heap about a pointer found.
+enum Found {
+    /// This heap holds it as a used block.
+    Owner(usize),
+    /// No heap holds it as a used block; this heap's memory holds the
+    /// address (an interior pointer, a double free, damage).
+    Refused(usize),
+    /// No heap's memory holds the address.
+    Nowhere,
+    /// A heap was locked and the caller would not wait.
+    Busy,
+}
+
+// SAFETY: blocks come from the heaps, which hand out aligned, disjoint
+// blocks of at least the layout's size; a block is freed or resized only
+// in the heap that owns it.
+unsafe impl<const CPUS: usize, P: FitPolicy, L: RawLock> GlobalAlloc for PerCpuHeap<CPUS, P, L> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.allocate(layout).map_or(null_mut(), NonNull::as_ptr)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.allocate_zeroed(layout)
+            .map_or(null_mut(), NonNull::as_ptr)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let Some(ptr) = NonNull::new(ptr) else {
+            return;
+        };
+        // SAFETY: the GlobalAlloc caller owns the block (so its header is
+        // readable) and stops using it.
+        unsafe { self.deallocate_reporting(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Some(ptr) = NonNull::new(ptr) else {
+            return null_mut();
+        };
+        // SAFETY: the GlobalAlloc caller owns the block.
+        unsafe { self.realloc_reporting(ptr, layout, new_size) }
+    }
+}
+
+impl<const CPUS: usize, P: FitPolicy, L: RawLock> fmt::Debug for PerCpuHeap<CPUS, P, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let heaps: [&LockedHeap<Heap<P>, L>; CPUS] = core::array::from_fn(|i| &self.cpus[i].heap);
+        f.debug_struct("PerCpuHeap")
+            .field("heaps", &heaps)
+            .finish_non_exhaustive()
+    }
+}

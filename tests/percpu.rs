@@ -1,0 +1,404 @@
+//! `PerCpuHeap` under threads that play CPUs: allocation from the own
+//! heap, fallback to the others when it is busy or full, frees from any
+//! CPU to the owning heap, growth per heap, misuse reported precisely,
+//! counters and statistics that add up.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use common::Arena;
+use region_heap::{HeapError, MemorySource, PerCpuHeap};
+
+thread_local! {
+    /// The CPU this test thread plays.
+    static CPU: Cell<usize> = const { Cell::new(0) };
+}
+
+fn cpu_id() -> usize {
+    CPU.with(Cell::get)
+}
+
+fn play_cpu(cpu: usize) {
+    CPU.with(|c| c.set(cpu));
+}
+
+const ARENA: usize = if cfg!(miri) { 1 << 16 } else { 1 << 20 };
+
+/// A heap of `N` CPUs, each given its own arena.
+fn heap_over<const N: usize>(arenas: &[Arena]) -> PerCpuHeap<N> {
+    let heap = PerCpuHeap::new(cpu_id);
+    for (cpu, arena) in arenas.iter().enumerate() {
+        // SAFETY: each arena outlives the heap and is given to one heap.
+        unsafe { heap.add_memory(cpu, arena.ptr, arena.len()) }.unwrap();
+    }
+    heap
+}
+
+fn arenas(n: usize, size: usize) -> Vec<Arena> {
+    (0..n).map(|_| Arena::new(size)).collect()
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+/// Which CPU's arena holds `ptr`.
+fn arena_of(arenas: &[Arena], ptr: NonNull<u8>) -> usize {
+    let addr = ptr.as_ptr().addr();
+    arenas
+        .iter()
+        .position(|a| (a.ptr.addr()..a.ptr.addr() + a.len()).contains(&addr))
+        .expect("a block of the heap lies in an arena")
+}
+
+fn fill(ptr: NonNull<u8>, size: usize, seed: u8) {
+    // SAFETY: a live block of at least `size` bytes, the caller's.
+    unsafe { ptr.as_ptr().write_bytes(seed, size) };
+}
+
+fn holds(ptr: NonNull<u8>, size: usize, seed: u8) -> bool {
+    // SAFETY: as above.
+    unsafe { std::slice::from_raw_parts(ptr.as_ptr(), size) }
+        .iter()
+        .all(|&b| b == seed)
+}
+
+#[test]
+fn each_cpu_allocates_from_its_own_heap() {
+    let arenas = arenas(3, ARENA);
+    let heap = heap_over::<3>(&arenas);
+    for cpu in 0..3 {
+        play_cpu(cpu);
+        let p = heap.allocate(layout(64)).unwrap();
+        assert_eq!(arena_of(&arenas, p), cpu);
+        // SAFETY: a live block, no longer used.
+        unsafe { heap.free(p) }.unwrap();
+        assert_eq!(heap.cpu_counters(cpu).allocations, 1);
+        assert_eq!(heap.cpu_counters(cpu).frees, 1);
+        assert_eq!(heap.cpu_counters(cpu).remote_frees, 0);
+    }
+    heap.check().unwrap();
+}
+
+#[test]
+fn a_busy_heap_sends_the_allocation_to_another_without_waiting() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    play_cpu(0);
+    let held = heap.heap(0).lock();
+    // Cpu 0's heap is locked (as by an interrupted holder): both paths
+    // take heap 1 instead of spinning.
+    let p = heap.allocate(layout(100)).unwrap();
+    assert_eq!(arena_of(&arenas, p), 1);
+    let q = heap.try_allocate(layout(100)).unwrap();
+    assert_eq!(arena_of(&arenas, q), 1);
+    let other = heap.heap(1).lock();
+    assert_eq!(heap.try_allocate(layout(100)), None, "every heap is locked");
+    drop(other);
+    // A free whose owner is locked does not wait either, and leaves the block.
+    play_cpu(1);
+    let r = heap.allocate(layout(100)).unwrap();
+    let on_zero = {
+        drop(held);
+        play_cpu(0);
+        heap.allocate(layout(100)).unwrap()
+    };
+    assert_eq!(arena_of(&arenas, on_zero), 0);
+    let held = heap.heap(0).lock();
+    // SAFETY: live blocks, no longer used.
+    assert!(unsafe { heap.try_free(on_zero) }.is_none());
+    drop(held);
+    for block in [p, q, r, on_zero] {
+        // SAFETY: as above.
+        unsafe { heap.free(block) }.unwrap();
+    }
+    heap.check().unwrap();
+    assert_eq!(heap.stats().used_blocks, 0);
+}
+
+#[test]
+fn a_full_heap_sends_the_allocation_to_another() {
+    let mut arenas = arenas(1, 8192);
+    arenas.push(Arena::new(ARENA));
+    let heap = heap_over::<2>(&arenas);
+    play_cpu(0);
+    let blocks: Vec<_> = (0..64)
+        .map(|_| heap.allocate(layout(512)).unwrap())
+        .collect();
+    let served: Vec<_> = blocks.iter().map(|&p| arena_of(&arenas, p)).collect();
+    assert!(served.contains(&0) && served.contains(&1), "{served:?}");
+    for p in blocks {
+        // SAFETY: live blocks, no longer used.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    let counters = heap.cpu_counters(0);
+    assert_eq!((counters.allocations, counters.frees), (64, 64));
+    let from_heap_1 = served.iter().filter(|&&h| h == 1).count() as u64;
+    assert_eq!(
+        counters.remote_frees, from_heap_1,
+        "frees of heap 1's blocks by cpu 0"
+    );
+}
+
+/// Hands out fresh arenas and keeps them until the test ends.
+struct Arenas {
+    given: Mutex<Vec<Arena>>,
+    grows: AtomicUsize,
+}
+
+// SAFETY: every range is a fresh arena, used by nothing else and freed
+// only when the source is dropped, after the heap that used it.
+unsafe impl MemorySource for Arenas {
+    fn grow(&self, min_size: usize) -> Option<(NonNull<u8>, usize)> {
+        let arena = Arena::new(min_size.max(1 << 14).next_multiple_of(4096));
+        let range = (NonNull::new(arena.ptr)?, arena.len());
+        self.given.lock().unwrap().push(arena);
+        self.grows.fetch_add(1, Ordering::Relaxed);
+        Some(range)
+    }
+}
+
+#[test]
+fn every_heap_grows_through_the_source() {
+    // The source must outlive the heap: `'static` by leaking is what a
+    // kernel does, but Miri reports leaks, so this test's source is a
+    // static that keeps its arenas for the whole run.
+    static SOURCE: Arenas = Arenas {
+        given: Mutex::new(Vec::new()),
+        grows: AtomicUsize::new(0),
+    };
+    let heap: PerCpuHeap<2> = PerCpuHeap::new(cpu_id);
+    heap.set_memory_source(&SOURCE);
+    let mut blocks = Vec::new();
+    for cpu in 0..2 {
+        play_cpu(cpu);
+        // Cpu 1 would take heap 0's room rather than grow its own heap,
+        // unless heap 0 is busy.
+        let busy = (cpu == 1).then(|| heap.heap(0).lock());
+        let p = heap.allocate(layout(1000)).unwrap();
+        drop(busy);
+        fill(p, 1000, cpu as u8);
+        blocks.push((p, cpu as u8));
+    }
+    assert_eq!(
+        SOURCE.grows.load(Ordering::Relaxed),
+        2,
+        "one growth per heap"
+    );
+    assert_eq!(heap.heap(0).stats().used_blocks, 1);
+    assert_eq!(heap.heap(1).stats().used_blocks, 1);
+    // Cpu 1 frees cpu 0's block: found through the owner word, the first
+    // time by asking each heap.
+    for (p, seed) in blocks {
+        assert!(holds(p, 1000, seed));
+        // SAFETY: live blocks, no longer used.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    assert_eq!(heap.cpu_counters(1).remote_frees, 1);
+    heap.check().unwrap();
+    // The heap (a local) is dead past this point; its memory can go.
+    let _ = heap;
+    SOURCE.given.lock().unwrap().clear();
+}
+
+#[test]
+fn misuse_is_reported_precisely_whichever_cpu_frees() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    play_cpu(0);
+    let keep = heap.allocate(layout(200)).unwrap();
+    fill(keep, 200, 0xA5);
+    let p = heap.allocate(layout(200)).unwrap();
+    let addr = p.as_ptr().addr();
+    play_cpu(1);
+    // SAFETY: a live block, no longer used.
+    assert_eq!(unsafe { heap.free(p) }.map(|_| ()), Ok(()));
+    // A second free, from either CPU.
+    for cpu in [1, 0] {
+        play_cpu(cpu);
+        // SAFETY: a double free: the word before `p` is heap memory.
+        assert_eq!(unsafe { heap.free(p) }, Err(HeapError::DoubleFree { addr }));
+    }
+    // An interior pointer of a live block.
+    let inner = NonNull::new(keep.as_ptr().wrapping_add(16)).unwrap();
+    // SAFETY: the word before `inner` lies in `keep`, readable.
+    assert_eq!(
+        unsafe { heap.free(inner) },
+        Err(HeapError::NotBlockStart {
+            addr: inner.as_ptr().addr()
+        })
+    );
+    // A pointer of another allocator.
+    let foreign = Box::new([7u64; 8]);
+    let f = NonNull::new(foreign.as_ptr().wrapping_add(2) as *mut u8).unwrap();
+    // SAFETY: the word before `f` is in the box.
+    assert_eq!(
+        unsafe { heap.free(f) },
+        Err(HeapError::NotFromHeap {
+            addr: f.as_ptr().addr()
+        })
+    );
+    assert!(holds(keep, 200, 0xA5), "the live block is intact");
+    assert_eq!(*foreign, [7; 8]);
+    // SAFETY: a live block, no longer used.
+    unsafe { heap.free(keep) }.unwrap();
+    heap.check().unwrap();
+    assert_eq!(heap.stats().used_blocks, 0);
+}
+
+#[test]
+fn a_forged_owner_word_cannot_steer_a_free() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    play_cpu(0);
+    let a = heap.allocate(layout(64)).unwrap();
+    play_cpu(1);
+    let b = heap.allocate(layout(256)).unwrap();
+    // Teach the region table both regions.
+    let (a2, b2) = (heap.allocate(layout(64)).unwrap(), {
+        play_cpu(0);
+        heap.allocate(layout(64)).unwrap()
+    });
+    // SAFETY: live blocks, no longer used.
+    unsafe {
+        heap.free(a2).unwrap();
+        heap.free(b2).unwrap();
+    }
+    // A buffer in cpu 1's block whose words look like a header naming cpu
+    // 0's region: a free of a pointer into it goes to heap 0 by the table,
+    // which does not span it, and is then refused precisely by heap 1.
+    // SAFETY: `a` is a live block: its owner word is readable.
+    let owner = unsafe { region_heap::raw::owner_word(a.as_ptr()) };
+    let fake = NonNull::new(b.as_ptr().wrapping_add(128)).unwrap();
+    // SAFETY: `b` holds 256 writable bytes, and the owner word of `fake`
+    // lies at most `DATA_OFFSET` bytes before it, inside `b`.
+    unsafe {
+        fake.as_ptr()
+            .sub(region_heap::raw::OWNER_OFFSET)
+            .cast::<usize>()
+            .write(owner)
+    };
+    // SAFETY: the word before `fake` lies in `b`.
+    let result = unsafe { heap.free(fake) };
+    assert_eq!(
+        result,
+        Err(HeapError::NotBlockStart {
+            addr: fake.as_ptr().addr()
+        })
+    );
+    // SAFETY: live blocks, no longer used.
+    unsafe {
+        heap.free(a).unwrap();
+        heap.free(b).unwrap();
+    }
+    heap.check().unwrap();
+}
+
+#[test]
+fn cpus_hand_blocks_to_each_other_and_everything_adds_up() {
+    const CPUS: usize = 4;
+    let rounds = if cfg!(miri) { 20 } else { 5_000 };
+    let arenas = arenas(CPUS, ARENA * 4);
+    let heap = heap_over::<CPUS>(&arenas);
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..CPUS)
+        .map(|_| mpsc::channel::<(usize, usize, u8)>())
+        .unzip();
+    std::thread::scope(|s| {
+        for (cpu, inbox) in receivers.into_iter().enumerate() {
+            let senders = senders.clone();
+            let heap = &heap;
+            s.spawn(move || {
+                play_cpu(cpu);
+                for i in 0..rounds {
+                    let size = 16 + (i * 37 + cpu * 101) % 700;
+                    let seed = (i + cpu) as u8;
+                    let p = heap.allocate(layout(size)).unwrap();
+                    fill(p, size, seed);
+                    // Every other block goes to the next CPU.
+                    if i % 2 == 0 {
+                        senders[(cpu + 1) % CPUS]
+                            .send((p.as_ptr().addr(), size, seed))
+                            .unwrap();
+                    } else {
+                        assert!(holds(p, size, seed));
+                        // SAFETY: this thread's live block.
+                        unsafe { heap.free(p) }.unwrap();
+                    }
+                    while let Ok((addr, size, seed)) = inbox.try_recv() {
+                        let p = NonNull::new(addr as *mut u8).unwrap();
+                        assert!(holds(p, size, seed), "a received block is intact");
+                        // SAFETY: a live block handed to this thread.
+                        unsafe { heap.free(p) }.unwrap();
+                    }
+                }
+                drop(senders);
+                for (addr, size, seed) in inbox {
+                    let p = NonNull::new(addr as *mut u8).unwrap();
+                    assert!(holds(p, size, seed));
+                    // SAFETY: as above.
+                    unsafe { heap.free(p) }.unwrap();
+                }
+            });
+        }
+        drop(senders);
+    });
+    heap.check().unwrap();
+    let stats = heap.stats();
+    assert_eq!(stats.used_blocks, 0, "no leak");
+    let total: Vec<_> = (0..CPUS).map(|c| heap.cpu_counters(c)).collect();
+    let allocations: u64 = total.iter().map(|c| c.allocations).sum();
+    let frees: u64 = total.iter().map(|c| c.frees).sum();
+    assert_eq!(allocations, (CPUS * rounds) as u64);
+    assert_eq!(frees, allocations);
+    assert_eq!(stats.allocations, allocations, "the heaps count the same");
+    assert_eq!(stats.frees, frees);
+    for (cpu, c) in total.iter().enumerate() {
+        assert!(
+            // Half its frees are of blocks another CPU allocated, most of
+            // them from that CPU's heap (some from a heap it fell back to).
+            c.remote_frees >= (rounds / 4) as u64,
+            "cpu {cpu} freed the blocks it received in their owners' heaps: {c:?}"
+        );
+    }
+}
+
+static REPORTS: Mutex<Vec<HeapError>> = Mutex::new(Vec::new());
+
+fn record(error: &HeapError) {
+    REPORTS.lock().unwrap().push(*error);
+}
+
+#[test]
+fn global_alloc_paths_reallocate_in_the_owner_and_report_misuse() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    heap.set_report_handler(record);
+    play_cpu(0);
+    // SAFETY: GlobalAlloc calls with valid layouts on blocks of this heap.
+    unsafe {
+        let p = heap.alloc(layout(100));
+        assert!(!p.is_null());
+        p.write_bytes(0x3C, 100);
+        play_cpu(1);
+        let q = heap.realloc(p, layout(100), 3000);
+        assert!(!q.is_null());
+        let q = NonNull::new(q).unwrap();
+        assert_eq!(
+            arena_of(&arenas, q),
+            0,
+            "the block stays in its owner's heap"
+        );
+        assert!(holds(q, 100, 0x3C));
+        heap.dealloc(q.as_ptr(), layout(3000));
+        heap.dealloc(q.as_ptr(), layout(3000));
+        let addr = q.as_ptr().addr();
+        assert_eq!(*REPORTS.lock().unwrap(), [HeapError::DoubleFree { addr }]);
+    }
+    heap.check().unwrap();
+}
