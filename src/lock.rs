@@ -54,6 +54,21 @@ pub unsafe trait RawLock: Sync + Send {
 
     /// Whether somebody holds the lock now (a hint: it may change at once).
     fn is_locked(&self) -> bool;
+
+    /// Releases the lock on behalf of a holder that will never run again
+    /// (a thread that `fork` did not copy into the child): the lock only,
+    /// none of the holder's other state. The default is [`RawLock::unlock`];
+    /// a lock whose `unlock` does more than release the lock overrides it
+    /// ([`IrqSafeLock`] does not restore the interrupt state the holder
+    /// saved, which belongs to the holder's CPU).
+    ///
+    /// # Safety
+    /// The lock is held, its holder will never touch the lock or what it
+    /// guards again, and nobody else releases it meanwhile.
+    unsafe fn force_unlock(&self) {
+        // SAFETY: the caller stands in for the holder, which is gone.
+        unsafe { self.unlock() }
+    }
 }
 
 /// The default lock: `spin`'s mutex, which spins until the lock is free
@@ -188,6 +203,12 @@ unsafe impl<C: InterruptControl> RawLock for IrqSafeLock<C> {
     fn is_locked(&self) -> bool {
         self.spin.is_locked()
     }
+
+    unsafe fn force_unlock(&self) {
+        // SAFETY: forwarded from the caller; the saved interrupt state is
+        // the vanished holder's, and is left alone.
+        unsafe { self.spin.unlock() }
+    }
 }
 
 impl<C: InterruptControl> fmt::Debug for IrqSafeLock<C> {
@@ -220,6 +241,20 @@ impl<T, L: RawLock> Mutex<T, L> {
     pub(crate) fn lock(&self) -> LockGuard<'_, T, L> {
         self.lock.lock();
         LockGuard { mutex: self }
+    }
+
+    /// Whether the lock is held now (a hint).
+    pub(crate) fn is_locked(&self) -> bool {
+        self.lock.is_locked()
+    }
+
+    /// [`RawLock::force_unlock`] of the lock.
+    ///
+    /// # Safety
+    /// As for [`RawLock::force_unlock`].
+    pub(crate) unsafe fn force_unlock(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.lock.force_unlock() }
     }
 
     #[inline]

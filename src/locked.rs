@@ -239,6 +239,35 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
         self.heap.try_lock()
     }
 
+    /// Whether the heap's lock is held now (a hint).
+    pub(crate) fn is_locked(&self) -> bool {
+        self.heap.is_locked()
+    }
+
+    /// Releases the heap's lock for a holder that will never run again.
+    ///
+    /// # Safety
+    /// As for [`RawLock::force_unlock`].
+    pub(crate) unsafe fn force_unlock(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.heap.force_unlock() }
+    }
+
+    /// Releases the hook lock (report handler, growth hook) if a holder
+    /// that will never run again left it held. Allocation only reads the
+    /// hooks under it; only the setters write them, which a program calls
+    /// at set-up, so what it guards stays usable.
+    ///
+    /// # Safety
+    /// Nobody else uses this heap during the call, and no holder of its
+    /// hook lock will ever run again.
+    pub(crate) unsafe fn release_hooks_of_vanished_holder(&self) {
+        if self.hooks.is_locked() {
+            // SAFETY: held by a holder that will never run again (caller).
+            unsafe { self.hooks.force_unlock() };
+        }
+    }
+
     /// A statistics snapshot ([`Backend::stats`]); the lock is released
     /// before it returns, so `format!("{}", HEAP.stats())` is fine.
     pub fn stats(&self) -> Stats {

@@ -37,11 +37,47 @@
 //! wait for a lock (the interrupted code may hold the one it would wait
 //! for, on the same CPU).
 //!
+//! **Heaps in use**: `CPUS` is the most heaps the type holds; how many
+//! are in use is decided at run time ([`PerCpuHeap::set_cpu_count`]: a
+//! kernel boots with fewer CPUs than its maximum, a process learns how
+//! many it has), so that heap choice and the walks over all heaps
+//! (`stats`, `check`, `dump`, `trim`, a free the table cannot place) visit
+//! only those. A CPU id, or a heap index a caller names, at or above the
+//! count is taken modulo the count.
+//!
+//! **Callers with their own heap choice**: [`PerCpuHeap::with_heap`] runs
+//! a closure on the heap chosen from a starting heap the caller names (a
+//! per-thread hint in a process, where threads move between CPUs) and
+//! says which heap ran it; the closure may allocate many blocks under the
+//! one lock (a batch) or account for what it changed. [`PerCpuHeap::with_owner`]
+//! and [`PerCpuHeap::free_all`] do the same for the heap that owns a
+//! block, and [`PerCpuHeap::heap_of_region`] answers, without a lock,
+//! whether an owner word names a region of this heap.
+//!
+//! **Regions are recorded when they are made**: memory added through
+//! [`PerCpuHeap::add_memory`] and memory a heap grows by through the
+//! growth hook are recorded in `owners` before any block of it is handed
+//! out, so the table knows every region made through this type (up to its
+//! capacity); only regions added behind its back (`heap(cpu).lock()`) are
+//! learnt at their first free, as described above.
+//!
+//! **Abandoned heaps**: [`PerCpuHeap::abandon_locked_heaps`] is for a
+//! process's child just forked, where the threads that held heap locks do
+//! not exist: a heap whose lock is held then is abandoned for good (its
+//! structure may be half changed). It is never chosen for an allocation,
+//! never visited by the walks, and a block it owns is neither freed nor
+//! resized (it leaks: [`PerCpuHeap::free`] returns `Ok(0)`,
+//! [`PerCpuHeap::with_owner`] `Ok(None)`).
+//!
 //! Invariants: a region belongs to one heap for ever (regions are never
 //! removed from a heap, and a range given to one heap is never given to
 //! another); an entry of `owners` maps a region address to the heap that
-//! holds that region, and is written once; the counters of CPU `c` count
-//! the calls made on CPU `c`, whichever heap served them.
+//! holds that region, and is written once; every region made through
+//! `add_memory` or growth is in `owners` (while it has room) before a block
+//! of it is handed out; the counters of CPU `c` count the calls made on
+//! CPU `c`, whichever heap served them; `1 <= count <= CPUS`; an abandoned
+//! heap's lock is never taken again and its memory is never read by this
+//! type again.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
@@ -54,7 +90,7 @@ use crate::locked::{LockedHeap, MemorySource, ReportHandler};
 use crate::policy::{FitPolicy, GoodFit};
 use crate::raw;
 use crate::stats::Stats;
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 
 /// Slots of the region table (a power of two). Lookups stay short while
 /// at most half the slots are used; past [`OWNER_LIMIT`] regions the
@@ -161,6 +197,11 @@ pub struct CpuCounters {
 #[repr(align(128))]
 struct PerCpu<P: FitPolicy, L: RawLock> {
     heap: LockedHeap<Heap<P>, L>,
+    /// Set for good by [`PerCpuHeap::abandon_locked_heaps`].
+    abandoned: AtomicBool,
+    /// Regions of this heap already recorded in `owners` (written under
+    /// the heap's lock).
+    recorded_regions: AtomicUsize,
     allocations: AtomicUsize,
     frees: AtomicUsize,
     remote_frees: AtomicUsize,
@@ -170,11 +211,28 @@ impl<P: FitPolicy, L: RawLock> PerCpu<P, L> {
     const fn new() -> Self {
         PerCpu {
             heap: LockedHeap::with_backend(None),
+            abandoned: AtomicBool::new(false),
+            recorded_regions: AtomicUsize::new(0),
             allocations: AtomicUsize::new(0),
             frees: AtomicUsize::new(0),
             remote_frees: AtomicUsize::new(0),
         }
     }
+
+    #[inline]
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a block's owning heap was found, and in what state.
+enum Located<'a, P: FitPolicy, L: RawLock> {
+    /// Heap `.0`, locked.
+    Held(usize, LockGuard<'a, Heap<P>, L>),
+    /// A heap that had to be locked was busy and the caller would not wait.
+    Busy,
+    /// The owning heap is abandoned: the block is left alone.
+    Abandoned,
 }
 
 /// One region-heap per CPU, each behind its own lock `L`: allocation from
@@ -208,25 +266,90 @@ pub struct PerCpuHeap<const CPUS: usize, P: FitPolicy = GoodFit, L: RawLock = Sp
     cpus: [PerCpu<P, L>; CPUS],
     owners: RegionOwners,
     cpu_id: fn() -> usize,
+    /// Heaps in use: `1..=CPUS` (see the module docs).
+    count: AtomicUsize,
 }
 
 impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
-    /// `CPUS` empty heaps; `cpu_id` says which CPU runs the caller (an
-    /// index below `CPUS`; a larger one is taken modulo `CPUS`). It must
-    /// not allocate, and should be cheap: every call asks it.
+    /// `CPUS` empty heaps, all in use; `cpu_id` says which CPU runs the
+    /// caller (an index below the heaps in use; a larger one is taken
+    /// modulo their count). It must not allocate, and should be cheap:
+    /// every call asks it.
     pub const fn new(cpu_id: fn() -> usize) -> Self {
         assert!(CPUS > 0, "a PerCpuHeap needs at least one CPU");
         PerCpuHeap {
             cpus: [const { PerCpu::new() }; CPUS],
             owners: RegionOwners::new(),
             cpu_id,
+            count: AtomicUsize::new(CPUS),
+        }
+    }
+
+    /// Heaps in use (`CPUS` unless [`PerCpuHeap::set_cpu_count`] said
+    /// otherwise).
+    #[inline]
+    pub fn cpu_count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Uses the heaps of CPUs `0..n` only (`n` clamped to `1..=CPUS`):
+    /// allocation chooses among them, CPU ids are taken modulo `n`, and
+    /// the walks over all heaps visit them only. Call it before the heaps
+    /// are used (a kernel, once it knows how many CPUs it has), or to
+    /// raise the count later (a CPU brought up, a spare heap put to use):
+    /// a heap past the count keeps its blocks freeable (the region table
+    /// finds their heap), but serves no allocation and is not visited.
+    pub fn set_cpu_count(&self, n: usize) {
+        self.count.store(n.clamp(1, CPUS), Ordering::Release);
+    }
+
+    /// The heap index `i` stands for: itself below the count, else modulo.
+    #[inline]
+    fn index(&self, i: usize) -> usize {
+        let count = self.cpu_count();
+        if i < count {
+            i
+        } else {
+            i % count
         }
     }
 
     /// The index of the heap of the running CPU.
     #[inline]
     fn current(&self) -> usize {
-        (self.cpu_id)() % CPUS
+        self.index((self.cpu_id)())
+    }
+
+    /// The heaps in use that are not abandoned, with their index.
+    fn live(&self) -> impl Iterator<Item = (usize, &PerCpu<P, L>)> {
+        self.cpus[..self.cpu_count()]
+            .iter()
+            .enumerate()
+            .filter(|(_, cpu)| !cpu.is_abandoned())
+    }
+
+    /// The heap the region table says holds the region at address
+    /// `region` (a region address as [`raw::owner_region`] reads it from a
+    /// block's owner word), without a lock; `None` if the table does not
+    /// know it (see the module docs for which regions it knows). An answer
+    /// is only as good as the word it came from: the heap it names still
+    /// validates any block it is given.
+    #[inline]
+    pub fn heap_of_region(&self, region: usize) -> Option<usize> {
+        self.owners.heap_of(region)
+    }
+
+    /// Records the regions of heap `i` the table has not seen yet.
+    /// Called with that heap locked (`heap` is its guarded value).
+    fn record_regions(&self, i: usize, heap: &Heap<P>) {
+        let known = &self.cpus[i].recorded_regions;
+        let regions = heap.region_count();
+        if known.load(Ordering::Relaxed) != regions {
+            for id in heap.region_ids() {
+                self.owners.record(id.addr(), i);
+            }
+            known.store(regions, Ordering::Relaxed);
+        }
     }
 
     /// The heap of CPU `cpu` (modulo `CPUS`), for what concerns one heap:
@@ -246,8 +369,12 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         start: *mut u8,
         size: usize,
     ) -> Result<(), HeapError> {
+        let i = cpu % CPUS;
+        let mut heap = self.cpus[i].heap.lock();
         // SAFETY: forwarded from the caller.
-        unsafe { self.heap(cpu).add_memory(start, size) }
+        unsafe { heap.add_memory(start, size) }?;
+        self.record_regions(i, &heap);
+        Ok(())
     }
 
     /// Sets the growth hook of every heap: a heap that cannot serve its
@@ -270,12 +397,16 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// heap if that one is busy or full, else the running CPU's heap once
     /// it grew. Damage met on the way is reported and avoided.
     pub fn allocate(&self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
-        self.serve(layout, true, |heap| heap.allocate(layout))
+        self.serve(self.current(), layout, true, |heap| heap.allocate(layout))
+            .map(|(block, _)| block)
     }
 
     /// Like [`PerCpuHeap::allocate`], with the block zeroed.
     pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
-        self.serve(layout, true, |heap| heap.allocate_zeroed(layout))
+        self.serve(self.current(), layout, true, |heap| {
+            heap.allocate_zeroed(layout)
+        })
+        .map(|(block, _)| block)
     }
 
     /// Allocates without ever waiting for a lock: from the first heap,
@@ -283,32 +414,71 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// `None` if there is none (no heap grows). The path for an interrupt
     /// handler behind a [`SpinLock`].
     pub fn try_allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
-        self.serve(layout, false, |heap| heap.allocate(layout)).ok()
+        self.serve(self.current(), layout, false, |heap| heap.allocate(layout))
+            .ok()
+            .map(|(block, _)| block)
     }
 
-    /// Runs `op` on a heap: the running CPU's, then any other that is not
-    /// locked; then, if `wait`, the running CPU's with growth.
+    /// Runs `op` on a heap chosen as [`PerCpuHeap::allocate`] chooses, but
+    /// starting from heap `start` (modulo the heaps in use) instead of the
+    /// running CPU's: `start` if its lock is free, else any other heap
+    /// whose lock is free, else `start`, waiting for its lock and growing
+    /// it through the growth hook. Returns what `op` returned and the heap
+    /// that ran it, so that a caller that keeps its own hint (a thread in a
+    /// process, which the scheduler moves between CPUs) can move it there.
+    ///
+    /// `op` runs under that heap's lock and may do several things at once:
+    /// allocate a batch of blocks, or note what the heap's
+    /// [`Heap::in_use_bytes`] changed by. It returns
+    /// `Err(HeapError::OutOfMemory { .. })` when the heap cannot serve it
+    /// (the next heap is then tried, or the heap grown); `layout` is the
+    /// largest block it needs, which sizes the growth. A misuse it returns
+    /// (damage met, now quarantined) is reported and the next heap tried;
+    /// any other error is returned at once. Counted as one allocation of
+    /// the running CPU.
+    pub fn with_heap<T>(
+        &self,
+        start: usize,
+        layout: Layout,
+        op: impl FnMut(&mut Heap<P>) -> Result<T, HeapError>,
+    ) -> Result<(T, usize), HeapError> {
+        self.serve(self.index(start), layout, true, op)
+    }
+
+    /// Runs `op` on a heap: `home`, then any other that is not locked;
+    /// then, if `wait`, `home` with growth. Skips abandoned heaps (an
+    /// abandoned `home` gives its turn to the next live heap).
     fn serve<T>(
         &self,
+        home: usize,
         layout: Layout,
         wait: bool,
         mut op: impl FnMut(&mut Heap<P>) -> Result<T, HeapError>,
-    ) -> Result<T, HeapError> {
-        let home = self.current();
+    ) -> Result<(T, usize), HeapError> {
+        let count = self.cpu_count();
         let mut failure = HeapError::OutOfMemory {
             size: layout.size(),
             align: layout.align(),
         };
-        for k in 0..CPUS {
-            let i = (home + k) % CPUS;
+        let mut first_live = None;
+        for k in 0..count {
+            let i = if home + k < count {
+                home + k
+            } else {
+                home + k - count
+            };
+            if self.cpus[i].is_abandoned() {
+                continue;
+            }
+            first_live = first_live.or(Some(i));
             let Some(mut heap) = self.cpus[i].heap.try_lock() else {
                 continue;
             };
             match op(&mut heap) {
                 Ok(value) => {
                     drop(heap);
-                    self.count(home, |c| &c.allocations);
-                    return Ok(value);
+                    self.count_allocation();
+                    return Ok((value, i));
                 }
                 Err(HeapError::OutOfMemory { .. }) => {}
                 Err(error) => {
@@ -323,15 +493,27 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
                 }
             }
         }
-        if !wait {
+        let Some(grower) = first_live.filter(|_| wait) else {
             return Err(failure);
-        }
-        let value = self.cpus[home]
+        };
+        let value = self.cpus[grower]
             .heap
-            .with_growth(layout, op)
+            .with_growth(layout, |heap| {
+                let value = op(heap);
+                if value.is_ok() {
+                    // Memory the growth added may be a new region: known
+                    // to the table before a block of it leaves the lock.
+                    self.record_regions(grower, heap);
+                }
+                value
+            })
             .ok_or(failure)?;
-        self.count(home, |c| &c.allocations);
-        Ok(value)
+        self.count_allocation();
+        Ok((value, grower))
+    }
+
+    fn count_allocation(&self) {
+        self.count(self.current(), |c| &c.allocations);
     }
 
     fn count(&self, cpu: usize, counter: impl Fn(&PerCpu<P, L>) -> &AtomicUsize) {
@@ -360,6 +542,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// returns the bytes it occupied ([`Heap::free`]). Fails, changing
     /// nothing, with the error the owning heap gives (`DoubleFree`,
     /// `NotBlockStart`, `Corrupted`), or `NotFromHeap` if no heap holds it.
+    /// A block of an abandoned heap is left as it is: `Ok(0)`.
     ///
     /// # Safety
     /// If `ptr` is a live block of this heap, nothing uses it any more.
@@ -368,9 +551,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// another allocator handed out: a free reads that word first.
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.release(ptr, true, |heap| heap.free(ptr)) }?.ok_or(HeapError::NotFromHeap {
-            addr: ptr.as_ptr().addr(),
-        })
+        Ok(unsafe { self.release(ptr, true, |heap| heap.free(ptr)) }?.unwrap_or(0))
     }
 
     /// [`PerCpuHeap::free`] that never waits for a lock: `None` if the
@@ -380,11 +561,119 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// As for [`PerCpuHeap::free`].
     pub unsafe fn try_free(&self, ptr: NonNull<u8>) -> Option<Result<usize, HeapError>> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.release(ptr, false, |heap| heap.free(ptr)) }.transpose()
+        match unsafe { self.locate(ptr, false) } {
+            Ok(Located::Held(owner, mut heap)) => {
+                // SAFETY: forwarded from the caller.
+                let freed = unsafe { heap.free(ptr) };
+                drop(heap);
+                if freed.is_ok() {
+                    self.count_frees(owner, 1);
+                }
+                Some(freed)
+            }
+            Ok(Located::Busy) => None,
+            Ok(Located::Abandoned) => Some(Ok(0)),
+            Err(error) => Some(Err(error)),
+        }
+    }
+
+    /// Frees every pointer `next` yields, each in the heap that owns it,
+    /// holding an owner's lock across a run of consecutive blocks of that
+    /// owner (one lock for a batch of one heap's blocks, as a cache or a
+    /// queue of freed blocks gives back). Returns the bytes the freed
+    /// blocks occupied and the outcome: it stops at the first error, which
+    /// [`PerCpuHeap::free`] would give for that pointer (the blocks before
+    /// it are freed and counted in the bytes, those after it are not
+    /// taken from `next`). Blocks of an abandoned heap are left as they are.
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`], for every pointer.
+    pub unsafe fn free_all(
+        &self,
+        mut next: impl FnMut() -> Option<NonNull<u8>>,
+    ) -> (usize, Result<(), HeapError>) {
+        let mut held: Option<(usize, LockGuard<'_, Heap<P>, L>)> = None;
+        let (mut bytes, mut run) = (0, 0);
+        let mut result = Ok(());
+        while let Some(ptr) = next() {
+            if let Some((owner, heap)) = held.as_mut() {
+                // SAFETY: forwarded from the caller.
+                let hint = unsafe { self.owner_hint(ptr) };
+                if hint == Some(*owner) && heap.spans(ptr.as_ptr().addr()) {
+                    // SAFETY: forwarded from the caller.
+                    match unsafe { heap.free(ptr) } {
+                        Ok(size) => {
+                            bytes += size;
+                            run += 1;
+                            continue;
+                        }
+                        Err(error) => {
+                            result = Err(error);
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some((owner, heap)) = held.take() {
+                drop(heap);
+                self.count_frees(owner, core::mem::take(&mut run));
+            }
+            // SAFETY: forwarded from the caller.
+            match unsafe { self.locate(ptr, true) } {
+                Ok(Located::Held(owner, mut heap)) => {
+                    // SAFETY: forwarded from the caller.
+                    match unsafe { heap.free(ptr) } {
+                        Ok(size) => {
+                            bytes += size;
+                            run = 1;
+                            held = Some((owner, heap));
+                        }
+                        Err(error) => {
+                            result = Err(error);
+                            break;
+                        }
+                    }
+                }
+                Ok(Located::Busy | Located::Abandoned) => {}
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        if let Some((owner, heap)) = held {
+            drop(heap);
+            self.count_frees(owner, run);
+        }
+        (bytes, result)
+    }
+
+    /// Runs `op` on the heap that owns the block at `ptr`, under its lock
+    /// (an in-place resize, a usable size, with whatever accounting the
+    /// caller keeps around it); `Ok(None)` if that heap is abandoned (`op`
+    /// does not run), `NotFromHeap` if no heap holds the address. Found as
+    /// [`PerCpuHeap::free`] finds it, so `op` gets the precise error of the
+    /// owning heap for a pointer that is not a used block; not counted as
+    /// a free.
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`], except that the block stays live: `op`
+    /// is what may change it.
+    pub unsafe fn with_owner<T>(
+        &self,
+        ptr: NonNull<u8>,
+        op: impl FnOnce(&mut Heap<P>) -> Result<T, HeapError>,
+    ) -> Result<Option<T>, HeapError> {
+        // SAFETY: forwarded from the caller.
+        match unsafe { self.locate(ptr, true) }? {
+            Located::Held(_, mut heap) => op(&mut heap).map(Some),
+            Located::Busy | Located::Abandoned => Ok(None),
+        }
     }
 
     /// Runs `op` (a free of `ptr`) on the heap that owns `ptr` and counts
-    /// it; `Ok(None)` when `wait` is false and a heap it needs is locked.
+    /// it; `Ok(None)` when `wait` is false and a heap it needs is locked,
+    /// or when the owning heap is abandoned (`op` does not run).
     ///
     /// # Safety
     /// As for [`PerCpuHeap::free`]; `op` frees `ptr` and nothing else.
@@ -393,40 +682,58 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         &self,
         ptr: NonNull<u8>,
         wait: bool,
-        mut op: impl FnMut(&mut Heap<P>) -> Result<T, HeapError>,
+        op: impl FnOnce(&mut Heap<P>) -> Result<T, HeapError>,
     ) -> Result<Option<T>, HeapError> {
         // SAFETY: forwarded from the caller.
-        if let Some(owner) = unsafe { self.owner_hint(ptr) } {
-            let Some(mut heap) = self.lock_heap(owner, wait) else {
-                return Ok(None);
-            };
-            if heap.spans(ptr.as_ptr().addr()) {
+        match unsafe { self.locate(ptr, wait) }? {
+            Located::Held(owner, mut heap) => {
                 let value = op(&mut heap)?;
                 drop(heap);
-                self.count_free(owner);
-                return Ok(Some(value));
+                self.count_frees(owner, 1);
+                Ok(Some(value))
+            }
+            Located::Busy | Located::Abandoned => Ok(None),
+        }
+    }
+
+    /// The heap that owns `ptr`, locked (waiting if `wait`): the one the
+    /// region table names if its memory holds `ptr`, else the one asking
+    /// every heap finds (see [`PerCpuHeap::ask_every_heap`]). `NotFromHeap`
+    /// if no heap's memory holds `ptr`.
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`].
+    #[inline]
+    unsafe fn locate(&self, ptr: NonNull<u8>, wait: bool) -> Result<Located<'_, P, L>, HeapError> {
+        // SAFETY: forwarded from the caller.
+        if let Some(owner) = unsafe { self.owner_hint(ptr) } {
+            if self.cpus[owner].is_abandoned() {
+                return Ok(Located::Abandoned);
+            }
+            let Some(heap) = self.lock_heap(owner, wait) else {
+                return Ok(Located::Busy);
+            };
+            if heap.spans(ptr.as_ptr().addr()) {
+                return Ok(Located::Held(owner, heap));
             }
         }
         // SAFETY: forwarded from the caller.
         let heap = match unsafe { self.ask_every_heap(ptr, wait) } {
             Found::Owner(i) => i,
-            // That heap refuses `ptr`: `op` returns its precise error (and
-            // quarantines damage), changing nothing else.
+            // That heap refuses `ptr`: the caller's operation returns its
+            // precise error (and quarantines damage), changing nothing else.
             Found::Refused(i) => i,
             Found::Nowhere => {
                 return Err(HeapError::NotFromHeap {
                     addr: ptr.as_ptr().addr(),
                 })
             }
-            Found::Busy => return Ok(None),
+            Found::Busy => return Ok(Located::Busy),
         };
-        let Some(mut locked) = self.lock_heap(heap, wait) else {
-            return Ok(None);
-        };
-        let value = op(&mut locked)?;
-        drop(locked);
-        self.count_free(heap);
-        Ok(Some(value))
+        Ok(match self.lock_heap(heap, wait) {
+            Some(locked) => Located::Held(heap, locked),
+            None => Located::Busy,
+        })
     }
 
     /// Locks heap `i`, waiting if `wait`, else only if it is free.
@@ -439,17 +746,17 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         }
     }
 
-    /// The slow path of finding a block's heap: asks each heap whether it
-    /// holds `ptr` as a used block, and records the region of the one that
-    /// does. If none does, the first heap whose memory holds the address
-    /// is the one to give the precise error.
+    /// The slow path of finding a block's heap: asks each heap in use that
+    /// is not abandoned whether it holds `ptr` as a used block, and records
+    /// the region of the one that does. If none does, the first heap whose
+    /// memory holds the address is the one to give the precise error.
     ///
     /// # Safety
     /// As for [`PerCpuHeap::free`].
     #[cold]
     unsafe fn ask_every_heap(&self, ptr: NonNull<u8>, wait: bool) -> Found {
         let mut refused = None;
-        for i in 0..CPUS {
+        for (i, _) in self.live() {
             let Some(heap) = self.lock_heap(i, wait) else {
                 return Found::Busy;
             };
@@ -471,11 +778,54 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         refused.map_or(Found::Nowhere, Found::Refused)
     }
 
-    fn count_free(&self, owner: usize) {
-        let cpu = self.current();
-        self.count(cpu, |c| &c.frees);
-        if owner != cpu {
-            self.count(cpu, |c| &c.remote_frees);
+    /// Abandons, for good, every heap whose lock is held now, and releases
+    /// that lock ([`RawLock::force_unlock`]); returns how many heaps it
+    /// abandoned. Meant for a process's child just forked, in which the
+    /// threads that held heap locks do not exist: what they were changing
+    /// may be half changed, so such a heap is never used again (see the
+    /// module docs for what that means for its blocks); the heaps whose
+    /// lock is free are consistent and stay in use. Each heap's hook lock
+    /// (report handler, growth hook), if held, is released too: allocation
+    /// only reads the hooks, which their setters write at set-up.
+    ///
+    /// # Safety
+    /// No other thread or CPU uses this heap during the call or will ever
+    /// again run code that holds one of its locks (the holders of the held
+    /// locks will never run again, as in a child after `fork`, which has
+    /// one thread), and the caller itself holds none of its locks and is
+    /// not inside a call on it.
+    pub unsafe fn abandon_locked_heaps(&self) -> usize {
+        let mut abandoned = 0;
+        for cpu in &self.cpus {
+            // SAFETY: no holder will run again (caller).
+            unsafe { cpu.heap.release_hooks_of_vanished_holder() };
+            if cpu.is_abandoned() || !cpu.heap.is_locked() {
+                continue;
+            }
+            cpu.abandoned.store(true, Ordering::Relaxed);
+            // SAFETY: the lock is held by a holder that will never run
+            // again (caller); no code takes an abandoned heap's lock.
+            unsafe { cpu.heap.force_unlock() };
+            abandoned += 1;
+        }
+        // What the heaps whose lock was free hold was written before their
+        // lock was released (release), so before this point (acquire).
+        core::sync::atomic::fence(Ordering::Acquire);
+        abandoned
+    }
+
+    /// Whether heap `i` (modulo `CPUS`) was abandoned
+    /// ([`PerCpuHeap::abandon_locked_heaps`]).
+    pub fn is_abandoned(&self, i: usize) -> bool {
+        self.cpus[i % CPUS].is_abandoned()
+    }
+
+    /// Counts `n` frees of blocks of heap `owner` on the running CPU.
+    fn count_frees(&self, owner: usize, n: usize) {
+        let cpu = &self.cpus[self.current()];
+        cpu.frees.fetch_add(n, Ordering::Relaxed);
+        if !core::ptr::eq(cpu, &self.cpus[owner]) {
+            cpu.remote_frees.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -493,7 +843,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// [`Stats::accumulate`] for the peak).
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
-        for cpu in &self.cpus {
+        for (_, cpu) in self.live() {
             total.accumulate(&cpu.heap.stats());
         }
         total
@@ -501,26 +851,25 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
 
     /// Walks every heap ([`Heap::check`]); the first inconsistency.
     pub fn check(&self) -> Result<(), HeapError> {
-        self.cpus.iter().try_for_each(|cpu| cpu.heap.check())
+        self.live().try_for_each(|(_, cpu)| cpu.heap.check())
     }
 
     /// Gives every heap's cached blocks back to its free memory.
     pub fn flush(&self) -> Result<(), HeapError> {
-        self.cpus.iter().try_for_each(|cpu| cpu.heap.flush())
+        self.live().try_for_each(|(_, cpu)| cpu.heap.flush())
     }
 
     /// Gives every chunk without a live block back to the memory source
     /// ([`LockedHeap::trim`] on each heap); the bytes given back.
     pub fn trim(&self) -> Result<usize, HeapError> {
-        self.cpus
-            .iter()
-            .try_fold(0, |total, cpu| Ok(total + cpu.heap.trim()?))
+        self.live()
+            .try_fold(0, |total, (_, cpu)| Ok(total + cpu.heap.trim()?))
     }
 
     /// Writes each heap's block list, headed `heap N:` (see
     /// [`LockedHeap::dump`] for the buffer each heap is rendered into).
     pub fn dump(&self, out: &mut impl fmt::Write) -> fmt::Result {
-        for (i, cpu) in self.cpus.iter().enumerate() {
+        for (i, cpu) in self.live() {
             writeln!(out, "heap {i}:")?;
             cpu.heap.dump(out)?;
         }
@@ -535,12 +884,9 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     pub(crate) unsafe fn deallocate_reporting(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded from the caller.
         let result = unsafe { self.release(ptr, true, |heap| heap.deallocate(ptr, layout)) };
-        let error = match result {
-            Ok(Some(())) => return,
-            Ok(None) => HeapError::NotFromHeap {
-                addr: ptr.as_ptr().addr(),
-            },
-            Err(error) => error,
+        // `Ok(None)`: a block of an abandoned heap, left alone.
+        let Err(error) = result else {
+            return;
         };
         self.cpus[self.current()].heap.report(&error);
     }
@@ -559,8 +905,8 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     ) -> *mut u8 {
         let addr = ptr.as_ptr().addr();
         // SAFETY: forwarded from the caller.
-        let hinted =
-            unsafe { self.owner_hint(ptr) }.filter(|&i| self.cpus[i].heap.lock().spans(addr));
+        let hinted = unsafe { self.owner_hint(ptr) }
+            .filter(|&i| self.cpus[i].is_abandoned() || self.cpus[i].heap.lock().spans(addr));
         // SAFETY: forwarded from the caller.
         let heap =
             match hinted.map_or_else(|| unsafe { self.ask_every_heap(ptr, true) }, Found::Owner) {
@@ -572,6 +918,25 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
                     return null_mut();
                 }
             };
+        if self.cpus[heap].is_abandoned() {
+            // The block stays where it is (leaked): a copy elsewhere.
+            let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+                return null_mut();
+            };
+            let Ok(moved) = self.allocate(new_layout) else {
+                return null_mut();
+            };
+            // SAFETY: the caller's block holds `layout.size()` bytes; the
+            // new one `new_size`; they are distinct.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    ptr.as_ptr(),
+                    moved.as_ptr(),
+                    layout.size().min(new_size),
+                )
+            };
+            return moved.as_ptr();
+        }
         // SAFETY: forwarded from the caller; that heap validates the block.
         unsafe { GlobalAlloc::realloc(&self.cpus[heap].heap, ptr.as_ptr(), layout, new_size) }
     }

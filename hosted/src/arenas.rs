@@ -1,95 +1,100 @@
-//! Per-CPU heaps: one region-heap [`Heap`] per CPU, each behind its own
-//! lock, carved from one preallocation.
+//! Per-CPU heaps: the core's [`PerCpuHeap`] (one region-heap per CPU,
+//! each behind its own lock, a block freed to the heap that owns it), fed
+//! by the program break and `mmap`, with the accounting, heap hints and
+//! fork handling a process needs on top.
 //!
-//! Layout: at start-up one range of `heaps * SLICE` bytes is taken from the
-//! program break (or, if the break cannot move, from one `mmap`), and heap
-//! `i` gets the slice at `base + i * SLICE` as its only region. A region's
-//! control structure sits at the start of its memory, so the region of heap
-//! `i` has the address `base + i * SLICE`, and every block's header names
-//! its region. Finding the heap that owns a block is therefore arithmetic
-//! on the owner word, with no table and no lock: subtract `base`, check
-//! the remainder modulo `SLICE` is zero, shift (see [`Arenas::heap_of`]).
-//! That is why regions are never added later: a heap grows by adding
-//! *chunks* to its one region ([`Heap::extend`]), wherever the memory comes
-//! from, and the region address (so the lookup) stays the same.
+//! What the core does: the heaps and their locks ([`YieldingLock`], which
+//! yields the CPU while it waits), the choice of a heap with fallback
+//! ([`PerCpuHeap::with_heap`]), finding the heap that owns a block (its
+//! owner word names its region; the core's lock-free region table names
+//! the region's heap, [`PerCpuHeap::heap_of_region`]), frees (one, or a
+//! batch under one lock per run of one heap's blocks), per-heap counters,
+//! and abandoning the heaps a fork copied locked
+//! ([`PerCpuHeap::abandon_locked_heaps`]). What this module adds:
 //!
-//! Growth: a heap that cannot serve a request grows by the request or
-//! [`GROWTH_STEP`] (32 MiB), whichever is larger. Steps stay small because
-//! the core's good fit does not prefer low addresses: after a program frees
-//! most of its memory, new blocks may come from the untouched end of the
-//! last growth rather than from the freed (already resident) memory, so
-//! the untouched end is what a heap can add to the resident size beyond
-//! its peak use. The break comes first (unless `init` was told to keep off
-//! it), so successive growths of a heap are usually adjacent and the core
-//! joins them into one chunk (a freed block's validation walks the chunk
-//! list when a region has several chunks); when the break cannot move (a
-//! limit) the chunk is mapped instead. Another library moving the break
-//! does not get in the way: growth starts wherever the break is.
+//! Layout: at start-up one range of `(heaps + SPARE_HEAPS) * SLICE` bytes
+//! is taken from the program break (or, if the break cannot move, from one
+//! `mmap`), and heap `i` gets the slice at `base + i * SLICE` as its first
+//! region ([`PerCpuHeap::add_memory`], which records the region in the
+//! core's table at once, so a block's heap is known from its first free).
+//! The heaps in use are the online CPUs ([`PerCpuHeap::set_cpu_count`]):
+//! a 2-CPU machine walks 2 heaps, not [`MAX_HEAPS`].
+//!
+//! Growth: a heap that cannot serve a request grows through the core's
+//! growth hook, [`Growth`], by the request or [`GROWTH_STEP`] (32 MiB),
+//! whichever is larger. Steps stay small because the core's good fit does
+//! not prefer low addresses: after a program frees most of its memory, new
+//! blocks may come from the untouched end of the last growth rather than
+//! from the freed (already resident) memory, so the untouched end is what
+//! a heap can add to the resident size beyond its peak use. The break
+//! comes first (unless `init` was told to keep off it), so successive
+//! growths of a heap are usually adjacent and the core joins them into one
+//! chunk of its region; when the break cannot move (a limit) the chunk is
+//! mapped instead. Another library moving the break does not get in the
+//! way: growth starts wherever the break is. A region whose chunk table is
+//! full makes the memory a new region, which the core records in its
+//! table before a block of it is handed out.
 //!
 //! Choosing a heap: callers pass a hint (a thread starts with the CPU it
-//! runs on, see `thread`). The hinted heap is tried first; if its lock is
-//! taken, the others are tried without waiting, and if all are taken the
-//! caller waits for its own. If the hinted heap is out of memory, the
-//! others are tried (without waiting) before it grows. When another heap
-//! serves, the hint moves there, so a thread stays on a heap until it meets
-//! contention or a full heap: a single-threaded program uses one heap even
-//! as the scheduler moves it between CPUs, instead of spreading its memory
-//! (and its resident pages) over all of them. A free always goes to the
-//! owning heap, whichever thread calls it.
+//! runs on, see `thread`), which is the core's starting heap: it is tried
+//! first; if its lock is taken or it is full, the others are tried without
+//! waiting, and if none serves, the caller waits for the hinted heap,
+//! which grows. The hint moves to the heap that served, so a thread stays
+//! on a heap until it meets contention or a full heap: a single-threaded
+//! program uses one heap even as the scheduler moves it between CPUs,
+//! instead of spreading its memory (and its resident pages) over all of
+//! them. The core's "running CPU" (its `cpu_id`, for its counters) is the
+//! calling thread's hint. A free always goes to the owning heap, whichever
+//! thread calls it.
 //!
 //! Accounting: `handed_out` is the bytes of used blocks in all heaps,
 //! headers included (blocks in the thread caches count: the heaps handed
-//! them out). Each operation adds, while it holds its heap's lock, what
-//! that heap's `in_use_bytes` changed by; a free subtracts what
-//! [`Heap::free`] returns (the same change, read from the call, never
-//! from the freed header, which the merge rewrote).
+//! them out). Each operation adds, while it holds its heap's lock (inside
+//! the closure the core runs on the heap), what that heap's `in_use_bytes`
+//! changed by; a free subtracts what the core's free returns (the same
+//! change, read from the call, never from the freed header, which the
+//! merge rewrote).
 //!
 //! Fork: nothing is locked before `fork` (a `pthread_atfork` prepare
 //! handler that takes the heap locks deadlocks against stdio and against
 //! a signal handler that forks, see `global`). In the child, where only
-//! the forking thread is left, [`Arenas::after_fork_in_child`] looks at
-//! each heap's lock word as `fork` copied it, without taking it:
-//! - free: nobody was inside that heap, its structure is consistent, and
-//!   the child uses it as the parent did;
-//! - held: a thread (gone in the child) was in the middle of changing it.
-//!   The heap is *abandoned* for good in this process (and in any process
-//!   it forks): allocation never chooses it, a free of one of its blocks
-//!   is dropped (the block leaks), an in-place resize of one of its blocks
-//!   fails (`realloc` moves the block) and its usable size is read from
-//!   the block's own header without the lock. Its lock is reset so that
-//!   nothing could spin on it, but nothing takes it again anyway.
+//! the forking thread is left, [`Arenas::after_fork_in_child`] has the
+//! core abandon every heap whose lock `fork` copied held (a thread, gone
+//! in the child, was in the middle of changing it): allocation never
+//! chooses it again, in this process or any it forks; a free of one of
+//! its blocks is dropped (the block leaks), an in-place resize of one of
+//! its blocks fails (`realloc` moves the block) and its usable size is
+//! read from the block's own header without the lock. A heap whose lock
+//! was copied free is consistent and used as before.
 //!
 //! If every heap was abandoned (one CPU, or all busy at the fork), the
 //! child activates a *spare* heap: init reserves [`SPARE_HEAPS`] more
-//! slices than it gives heaps, as address space only (never touched
-//! until used), so a spare heap's region lands at `base + i * SLICE` like
-//! any other and [`Arenas::heap_of`] stays arithmetic. A spare is set up
-//! in the child handler, which runs in the only thread, so nobody races
-//! with it. Once the spares are used up too (a child of a child, each
-//! forked with every heap busy), [`Arenas::has_usable_heap`] is false and
-//! `global` serves every request from large mappings instead, which is
-//! slow but always sound.
+//! slices than it gives heaps, as address space only (never touched until
+//! used); a spare becomes heap `count` (the core's count is raised by one)
+//! with its reserved slice as its region. A spare is set up in the child
+//! handler, which runs in the only thread, so nobody races with it. Once
+//! the spares are used up too (a child of a child, each forked with every
+//! heap busy), [`Arenas::has_usable_heap`] is false and `global` serves
+//! every request from large mappings instead, which is slow but always
+//! sound.
 //!
-//! Invariants: `count` heaps are live once `count` is non-zero, and `base`
-//! was stored before `count` (release/acquire); heap `i`'s only region
-//! has the address `base + i * SLICE`; `count <= reserved <= MAX_HEAPS`
-//! and the slices of `count..reserved` are reserved, untouched memory;
-//! memory given to a heap is never given back; an abandoned heap's lock
-//! is never taken; with no operation under way and no heap abandoned,
-//! `handed_out` equals the sum of the heaps' `in_use_bytes`, and it
-//! never drops below zero (a block's bytes are added before its owner can
-//! free it).
+//! Invariants: once `ready` is set, the core's heaps `0..count` each have
+//! their slice as first region, and the slices of the unused spares are
+//! reserved, untouched memory; memory given to a heap is never given
+//! back; with no operation under way and no heap abandoned, `handed_out`
+//! equals the sum of the heaps' `in_use_bytes`, and it never drops below
+//! zero (a block's bytes are added before its owner can free it).
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
 use region_heap::raw::{owner_region, owner_word, usable_size_unlocked};
-use region_heap::{BestFit, Heap, HeapError, RegionId};
-use spin::{Mutex, MutexGuard};
+use region_heap::{ignore_misuse, BestFit, Heap, HeapError, MemorySource, PerCpuHeap};
 
-use crate::lock::{acquire, Padded};
+use crate::lock::YieldingLock;
 use crate::source::{map, page_size, round_up, SharedBreak};
+use crate::thread;
 
 /// The heap type: region-heap with its best-fit policy, which looks for
 /// the tightest block among the first few of the request's own size class
@@ -101,19 +106,20 @@ use crate::source::{map, page_size, round_up, SharedBreak};
 pub type HostHeap = Heap<BestFit>;
 
 /// Most heaps, spares included; machines with more CPUs share them
-/// (`cpu % count`). At most 64: [`Arenas`] keeps one bit per heap.
+/// (`cpu % count`).
 pub const MAX_HEAPS: usize = 64;
 /// Slices reserved at init, beyond one heap per CPU, for a forked child
 /// that finds every heap abandoned (see the module docs).
 pub const SPARE_HEAPS: usize = 1;
-const _: () = assert!(MAX_HEAPS <= 64 && SPARE_HEAPS < MAX_HEAPS);
-/// log2 of [`SLICE`].
-const SLICE_SHIFT: u32 = 25;
+const _: () = assert!(SPARE_HEAPS < MAX_HEAPS);
 /// Bytes each heap starts with (32 MiB of address space; pages are only
 /// backed by memory once touched).
-pub const SLICE: usize = 1 << SLICE_SHIFT;
+pub const SLICE: usize = 1 << 25;
 /// Smallest growth of a heap.
 pub const GROWTH_STEP: usize = 32 << 20;
+
+/// The per-CPU heaps of the core, behind the yielding lock.
+type Heaps = PerCpuHeap<MAX_HEAPS, BestFit, YieldingLock>;
 
 /// Where a heap's memory came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,18 +130,43 @@ pub enum Origin {
     Mapping,
 }
 
-/// The per-CPU heaps.
-pub struct Arenas {
-    heaps: [Padded<Mutex<HostHeap>>; MAX_HEAPS],
-    base: AtomicUsize,
-    count: AtomicUsize,
-    /// Slices reserved at init: heaps `count..reserved` are spares.
-    reserved: AtomicUsize,
-    /// Bit `i`: heap `i` is abandoned (a forked child found its lock held).
-    abandoned: AtomicU64,
+/// The growth hook of the heaps: the break first (if allowed), else a
+/// mapping, at least [`GROWTH_STEP`] bytes.
+pub struct Growth {
     brk: SharedBreak,
     /// Whether growth may use the break (as the preallocation was allowed to).
     use_brk: AtomicBool,
+}
+
+// SAFETY: every range comes fresh from the break or `mmap`, is handed to
+// one heap only, and is never given back (`release` keeps everything).
+unsafe impl MemorySource for Growth {
+    fn grow(&self, min_size: usize) -> Option<(NonNull<u8>, usize)> {
+        let want = round_up(min_size.max(GROWTH_STEP), page_size())?;
+        let from_brk = if self.use_brk.load(Ordering::Relaxed) {
+            self.brk.grow(want)
+        } else {
+            None
+        };
+        Some((from_brk.or_else(|| map(want))?, want))
+    }
+}
+
+/// The core's "running CPU" for the heaps: the calling thread's heap hint.
+fn thread_heap() -> usize {
+    thread::with(|t| t.hint())
+}
+
+/// The per-CPU heaps.
+pub struct Arenas {
+    heaps: Heaps,
+    growth: Growth,
+    /// Set once `init` gave every heap its slice.
+    ready: AtomicBool,
+    /// Address of the first spare slice not used yet.
+    next_spare: AtomicUsize,
+    /// Spare slices left.
+    spares: AtomicUsize,
     /// Bytes of used blocks in all heaps, headers included (see the module
     /// docs); signed so that a fault in the accounting shows as a negative
     /// value in tests instead of wrapping.
@@ -146,13 +177,14 @@ impl Arenas {
     /// No heaps yet; [`Arenas::init`] creates them.
     pub const fn new() -> Self {
         Self {
-            heaps: [const { Padded(Mutex::new(HostHeap::with_policy())) }; MAX_HEAPS],
-            base: AtomicUsize::new(0),
-            count: AtomicUsize::new(0),
-            reserved: AtomicUsize::new(0),
-            abandoned: AtomicU64::new(0),
-            brk: SharedBreak::new(),
-            use_brk: AtomicBool::new(false),
+            heaps: PerCpuHeap::new(thread_heap),
+            growth: Growth {
+                brk: SharedBreak::new(),
+                use_brk: AtomicBool::new(false),
+            },
+            ready: AtomicBool::new(false),
+            next_spare: AtomicUsize::new(0),
+            spares: AtomicUsize::new(0),
             handed_out: AtomicIsize::new(0),
         }
     }
@@ -177,7 +209,7 @@ impl Arenas {
         r
     }
 
-    /// Subtracts the sizes [`Heap::free`] returned from `handed_out`.
+    /// Subtracts the sizes the core's frees returned from `handed_out`.
     #[inline]
     fn note_returned(&self, bytes: usize) {
         if bytes != 0 {
@@ -191,111 +223,96 @@ impl Arenas {
     /// came from, or `None` if the system refused both.
     ///
     /// Call once, before any other method, from one thread.
-    pub fn init(&self, heaps: usize, use_brk: bool) -> Option<Origin> {
+    pub fn init(&'static self, heaps: usize, use_brk: bool) -> Option<Origin> {
         let n = heaps.clamp(1, MAX_HEAPS - SPARE_HEAPS);
-        self.use_brk.store(use_brk, Ordering::Relaxed);
+        self.growth.use_brk.store(use_brk, Ordering::Relaxed);
         let (base, origin) = self.preallocate((n + SPARE_HEAPS) * SLICE, use_brk)?;
+        self.heaps.set_cpu_count(n);
+        // Damage the core meets while allocating is quarantined and the
+        // allocation served elsewhere, as a failed heap is; frees report
+        // their own errors (`global`).
+        self.heaps.set_report_handler(ignore_misuse);
+        self.heaps.set_memory_source(&self.growth);
         for i in 0..n {
             // SAFETY: slice `i` is fresh memory nobody else was given.
-            unsafe { self.set_up(i, base) }?;
+            unsafe { self.set_up(i, base + i * SLICE) }?;
         }
-        self.base.store(base, Ordering::Relaxed);
-        self.reserved.store(n + SPARE_HEAPS, Ordering::Relaxed);
-        self.count.store(n, Ordering::Release);
+        self.next_spare.store(base + n * SLICE, Ordering::Relaxed);
+        self.spares.store(SPARE_HEAPS, Ordering::Relaxed);
+        self.ready.store(true, Ordering::Release);
         Some(origin)
     }
 
-    /// Gives heap `i` the slice at `base + i * SLICE` as its only region.
+    /// Gives heap `i` the slice at `start` as its first region.
     ///
     /// # Safety
     /// That slice is fresh memory nobody else was given; heap `i` has no
     /// region yet.
-    unsafe fn set_up(&self, i: usize, base: usize) -> Option<()> {
-        let start = (base + i * SLICE) as *mut u8;
-        let mut heap = acquire(&self.heaps[i].0);
+    unsafe fn set_up(&self, i: usize, start: usize) -> Option<()> {
         // The per-thread caches keep freed small blocks already; the
         // core's quick lists would hold a second, unshared copy.
-        heap.set_quick_depth(0).ok()?;
+        self.heaps.heap(i).lock().set_quick_depth(0).ok()?;
         // SAFETY: fresh memory (caller), never given back.
-        unsafe { heap.add_region(start, SLICE) }.ok()
+        unsafe { self.heaps.add_memory(i, start as *mut u8, SLICE) }.ok()
     }
 
-    /// Whether heap `i` is abandoned (see the module docs).
-    #[inline]
-    fn is_abandoned(&self, i: usize) -> bool {
-        self.abandoned.load(Ordering::Relaxed) & (1 << i) != 0
-    }
-
-    /// Whether some heap may serve allocations (false only in a forked
-    /// child that found every heap, spares included, abandoned).
+    /// Whether some heap may serve allocations (false before `init`, and
+    /// in a forked child that found every heap, spares included,
+    /// abandoned).
     pub fn has_usable_heap(&self) -> bool {
-        let count = self.count();
-        let all = if count >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << count) - 1
-        };
-        count > 0 && self.abandoned.load(Ordering::Relaxed) & all != all
+        self.count() > 0 && (0..self.count()).any(|i| !self.heaps.is_abandoned(i))
     }
 
     /// Heaps abandoned so far, as a bit set (bit `i`: heap `i`).
     pub fn abandoned(&self) -> u64 {
-        self.abandoned.load(Ordering::Relaxed)
+        (0..self.count())
+            .filter(|&i| self.heaps.is_abandoned(i))
+            .fold(0, |set, i| set | 1 << i)
     }
 
     /// The `pthread_atfork` child handler's part for the heaps: abandons
-    /// every heap whose lock `fork` copied held, resets that lock, frees
-    /// the break's lock, and sets up a spare heap if no heap is left (see
-    /// the module docs). Needs nothing from the parent.
+    /// every heap whose lock `fork` copied held (the core resets that
+    /// lock), frees the break's lock, and sets up a spare heap if no heap
+    /// is left (see the module docs). Needs nothing from the parent.
     ///
     /// # Safety
     /// Only in a child just forked, in its one thread (the atfork child
     /// handler), before the child makes any other call into the heaps.
     pub unsafe fn after_fork_in_child(&self) {
-        let count = self.count();
-        let mut abandoned = self.abandoned.load(Ordering::Relaxed);
-        for (i, heap) in self.heaps[..count].iter().enumerate() {
-            // The child's copy of the lock word: nobody else can change it
-            // now, so reading it without taking it is the whole question.
-            if heap.0.is_locked() {
-                abandoned |= 1 << i;
-                // SAFETY: its holder does not exist in the child, and no
-                // code takes an abandoned heap's lock again.
-                unsafe { heap.0.force_unlock() };
-            }
-        }
-        // What the heaps whose lock was free hold was written before their
-        // lock was released (release), so before the copy.
-        core::sync::atomic::fence(Ordering::Acquire);
-        self.abandoned.store(abandoned, Ordering::Relaxed);
+        // SAFETY: the child's one thread; the holders of held locks are
+        // threads the child does not have (caller).
+        unsafe { self.heaps.abandon_locked_heaps() };
         // SAFETY: in the child's only thread (caller).
-        unsafe { self.brk.after_fork_in_child() };
-        if count > 0 && !self.has_usable_heap() {
+        unsafe { self.growth.brk.after_fork_in_child() };
+        if self.count() > 0 && !self.has_usable_heap() {
             self.add_spare();
         }
     }
 
     /// Sets up the next spare heap, if a reserved slice is left.
     fn add_spare(&self) -> bool {
-        let count = self.count();
-        if count >= self.reserved.load(Ordering::Relaxed) {
+        let left = self.spares.load(Ordering::Relaxed);
+        if left == 0 {
             return false;
         }
-        let base = self.base.load(Ordering::Relaxed);
+        let i = self.count();
+        let start = self.next_spare.load(Ordering::Relaxed);
         // SAFETY: the slice of a spare was reserved at init and never
-        // given to anyone (`count` only grows past it here); heap `count`
-        // was never set up.
-        if unsafe { self.set_up(count, base) }.is_none() {
+        // given to anyone (the spare count only goes down here); heap `i`,
+        // past the count, never got memory.
+        if unsafe { self.set_up(i, start) }.is_none() {
             return false;
         }
-        self.count.store(count + 1, Ordering::Release);
+        self.spares.store(left - 1, Ordering::Relaxed);
+        self.next_spare.store(start + SLICE, Ordering::Relaxed);
+        self.heaps.set_cpu_count(i + 1);
         true
     }
 
     fn preallocate(&self, bytes: usize, use_brk: bool) -> Option<(usize, Origin)> {
         let align = page_size();
         if use_brk {
-            if let Some(start) = self.brk.grow(bytes + align) {
+            if let Some(start) = self.growth.brk.grow(bytes + align) {
                 let base = round_up(start.as_ptr() as usize, align)?;
                 return Some((base, Origin::Break));
             }
@@ -306,16 +323,18 @@ impl Arenas {
     /// Heaps in use (0 before `init`).
     #[inline]
     pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        if self.ready.load(Ordering::Acquire) {
+            self.heaps.cpu_count()
+        } else {
+            0
+        }
     }
 
-    /// The heap whose region has the address `region`, if any.
+    /// The heap whose region has the address `region`, if any (the core's
+    /// region table, without a lock).
     #[inline]
     pub fn heap_of(&self, region: usize) -> Option<usize> {
-        let count = self.count();
-        let offset = region.wrapping_sub(self.base.load(Ordering::Relaxed));
-        let i = offset >> SLICE_SHIFT;
-        (offset & (SLICE - 1) == 0 && i < count).then_some(i)
+        self.heaps.heap_of_region(region)
     }
 
     /// The heap owning the region block at `data`, judged by its header's
@@ -332,141 +351,59 @@ impl Arenas {
         self.heap_of(owner_region(unsafe { owner_word(data) }))
     }
 
-    /// Runs `attempt` on a heap chosen from `hint` (see the module docs);
-    /// `need` is the growth that makes `attempt` succeed on an empty heap.
-    /// When another heap serves (the hinted one was contended, or out of
-    /// memory), `hint` is set to it: the caller stays there.
-    pub fn with_heap<R>(
-        &self,
-        hint: &mut usize,
-        need: usize,
-        mut attempt: impl FnMut(&mut HostHeap) -> Option<R>,
-    ) -> Option<R> {
-        let count = self.count();
-        if count == 0 {
+    /// Allocates `layout` from a heap chosen from `hint`, which is set to
+    /// the heap that served (see the module docs).
+    pub fn allocate(&self, hint: &mut usize, layout: Layout) -> Option<NonNull<u8>> {
+        if !self.has_usable_heap() {
             return None;
         }
-        let mut own = *hint % count;
-        if self.is_abandoned(own) {
-            own = (1..count)
-                .map(|k| (own + k) % count)
-                .find(|&i| !self.is_abandoned(i))?;
-            *hint = own;
-        }
-        let mut heap = match self.heaps[own].0.try_lock() {
-            Some(heap) => heap,
-            None => {
-                if let Some((i, r)) = self.try_others(own, &mut attempt) {
-                    *hint = i;
-                    return Some(r);
-                }
-                acquire(&self.heaps[own].0)
-            }
-        };
-        if let Some(r) = attempt(&mut heap) {
-            return Some(r);
-        }
-        drop(heap);
-        // Out of memory: use the room other heaps have before growing.
-        if let Some((i, r)) = self.try_others(own, &mut attempt) {
-            *hint = i;
-            return Some(r);
-        }
-        let mut heap = acquire(&self.heaps[own].0);
-        loop {
-            if let Some(r) = attempt(&mut heap) {
-                return Some(r);
-            }
-            if !self.grow(&mut heap, need) {
-                return None;
-            }
-        }
-    }
-
-    /// The first other heap whose lock is free and where `attempt`
-    /// succeeds, with the result.
-    fn try_others<R>(
-        &self,
-        own: usize,
-        attempt: &mut impl FnMut(&mut HostHeap) -> Option<R>,
-    ) -> Option<(usize, R)> {
-        let count = self.count();
-        (1..count).find_map(|k| {
-            let i = (own + k) % count;
-            if self.is_abandoned(i) {
-                return None;
-            }
-            let mut heap = self.heaps[i].0.try_lock()?;
-            attempt(&mut heap).map(|r| (i, r))
-        })
-    }
-
-    /// Allocates `layout` from a heap chosen from `hint` (updated as for
-    /// [`Arenas::with_heap`]).
-    pub fn allocate(&self, hint: &mut usize, layout: Layout) -> Option<NonNull<u8>> {
-        let need = growth_need(layout);
-        self.with_heap(hint, need, |heap| {
-            self.counted(heap, |heap| heap.allocate(layout).ok())
-        })
+        let (block, served) = self
+            .heaps
+            .with_heap(*hint, layout, |heap| {
+                self.counted(heap, |heap| heap.allocate(layout))
+            })
+            .ok()?;
+        *hint = served;
+        Some(block)
     }
 
     /// Allocates up to `out.len()` blocks of `layout` from one heap under
     /// one lock; returns how many (at least 1 unless memory ran out).
     pub fn allocate_batch(&self, hint: &mut usize, layout: Layout, out: &mut [*mut u8]) -> usize {
-        let need = growth_need(layout);
-        self.with_heap(hint, need, |heap| {
+        if !self.has_usable_heap() {
+            return 0;
+        }
+        let batch = self.heaps.with_heap(*hint, layout, |heap| {
             self.counted(heap, |heap| {
                 let mut n = 0;
                 while n < out.len() {
                     match heap.allocate(layout) {
                         Ok(p) => out[n] = p.as_ptr(),
+                        Err(e) if n == 0 => return Err(e),
                         Err(_) => break,
                     }
                     n += 1;
                 }
-                (n > 0).then_some(n)
+                Ok(n)
             })
-        })
-        .unwrap_or(0)
-    }
-
-    /// Adds at least `need` bytes (at least [`GROWTH_STEP`]) as a new chunk
-    /// of the heap's region.
-    fn grow(&self, heap: &mut MutexGuard<'_, HostHeap>, need: usize) -> bool {
-        let Some(want) = round_up(need.max(GROWTH_STEP), page_size()) else {
-            return false;
-        };
-        let Some(region) = heap.region_ids().next() else {
-            return false;
-        };
-        let from_brk = if self.use_brk.load(Ordering::Relaxed) {
-            self.brk.grow(want)
-        } else {
-            None
-        };
-        let Some(start) = from_brk.or_else(|| map(want)) else {
-            return false;
-        };
-        // SAFETY: fresh memory nobody else was given, never given back.
-        unsafe { extend(heap, region, start, want) }
+        });
+        match batch {
+            Ok((n, served)) => {
+                *hint = served;
+                n
+            }
+            Err(_) => 0,
+        }
     }
 
     /// Frees a region block to the heap that owns it; a block of an
     /// abandoned heap is left as it is (leaked: see the module docs).
     ///
     /// # Safety
-    /// As for [`Heap::free`] and [`Arenas::owner_of`].
+    /// As for [`PerCpuHeap::free`].
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), HeapError> {
-        let addr = ptr.as_ptr() as usize;
-        // SAFETY: readable (caller).
-        let owner =
-            unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
-        if self.is_abandoned(owner) {
-            return Ok(());
-        }
-        let mut heap = acquire(&self.heaps[owner].0);
         // SAFETY: forwarded.
-        let size = unsafe { heap.free(ptr) }?;
+        let size = unsafe { self.heaps.free(ptr) }?;
         self.note_returned(size);
         Ok(())
     }
@@ -478,46 +415,13 @@ impl Arenas {
     /// As for [`Arenas::free`], for every pointer.
     pub unsafe fn free_all(
         &self,
-        mut next: impl FnMut() -> Option<NonNull<u8>>,
+        next: impl FnMut() -> Option<NonNull<u8>>,
     ) -> Result<(), HeapError> {
-        let mut held: Option<(usize, MutexGuard<'_, HostHeap>)> = None;
-        let mut returned = 0;
         // SAFETY: forwarded.
-        let result = unsafe { self.free_each(&mut held, &mut returned, &mut next) };
-        drop(held);
+        let (returned, result) = unsafe { self.heaps.free_all(next) };
         // One update of the shared counter for the whole list.
         self.note_returned(returned);
         result
-    }
-
-    /// The loop of [`Arenas::free_all`], adding the sizes the heaps report
-    /// for the freed blocks to `returned`.
-    ///
-    /// # Safety
-    /// As for [`Arenas::free_all`].
-    unsafe fn free_each<'a>(
-        &'a self,
-        held: &mut Option<(usize, MutexGuard<'a, HostHeap>)>,
-        returned: &mut usize,
-        next: &mut impl FnMut() -> Option<NonNull<u8>>,
-    ) -> Result<(), HeapError> {
-        while let Some(ptr) = next() {
-            let addr = ptr.as_ptr() as usize;
-            // SAFETY: readable (caller).
-            let owner =
-                unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
-            if self.is_abandoned(owner) {
-                continue;
-            }
-            if held.as_ref().is_none_or(|(i, _)| *i != owner) {
-                drop(held.take());
-                *held = Some((owner, acquire(&self.heaps[owner].0)));
-            }
-            let (_, heap) = held.as_mut().expect("a heap is held");
-            // SAFETY: forwarded.
-            *returned += unsafe { heap.free(ptr) }?;
-        }
-        Ok(())
     }
 
     /// Resizes a region block without moving it (the core's
@@ -525,20 +429,15 @@ impl Arenas {
     /// of an abandoned heap.
     ///
     /// # Safety
-    /// As for [`Heap::resize_in_place`] and [`Arenas::owner_of`].
+    /// As for [`Heap::resize_in_place`] and [`PerCpuHeap::with_owner`].
     pub unsafe fn resize_in_place(&self, ptr: NonNull<u8>, size: usize) -> Result<bool, HeapError> {
-        let addr = ptr.as_ptr() as usize;
-        // SAFETY: readable (caller).
-        let owner =
-            unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
-        if self.is_abandoned(owner) {
-            return Ok(false);
-        }
-        let mut heap = acquire(&self.heaps[owner].0);
-        self.counted(&mut heap, |heap| {
-            // SAFETY: forwarded.
-            unsafe { heap.resize_in_place(ptr, size) }
-        })
+        let resize = |heap: &mut HostHeap| {
+            // SAFETY: forwarded (caller); run on the block's owner.
+            self.counted(heap, |heap| unsafe { heap.resize_in_place(ptr, size) })
+        };
+        // SAFETY: forwarded.
+        let resized = unsafe { self.heaps.with_owner(ptr, resize) }?;
+        Ok(resized.unwrap_or(false))
     }
 
     /// Usable bytes of a region block, as its owner heap reports them (for
@@ -546,28 +445,26 @@ impl Arenas {
     /// with guard zones that may include the guard bytes).
     ///
     /// # Safety
-    /// As for [`Arenas::owner_of`]; for a block of an abandoned heap, as
-    /// for [`usable_size_unlocked`] (a used block the caller owns).
+    /// As for [`PerCpuHeap::with_owner`]; for a block of an abandoned heap,
+    /// as for [`usable_size_unlocked`] (a used block the caller owns).
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
-        let addr = ptr.as_ptr() as usize;
-        // SAFETY: readable (caller).
-        let owner =
-            unsafe { self.owner_of(ptr.as_ptr()) }.ok_or(HeapError::NotFromHeap { addr })?;
-        if self.is_abandoned(owner) {
-            // SAFETY: forwarded (caller).
-            return Ok(unsafe { usable_size_unlocked(ptr.as_ptr()) });
-        }
-        let heap = acquire(&self.heaps[owner].0);
+        // SAFETY: `usable_size` reads only the heap's own memory.
+        let read = |heap: &mut HostHeap| unsafe { heap.usable_size(ptr) };
         // SAFETY: forwarded.
-        unsafe { heap.usable_size(ptr) }
+        let usable = unsafe { self.heaps.with_owner(ptr, read) }?;
+        match usable {
+            Some(usable) => Ok(usable),
+            // SAFETY: forwarded (caller).
+            None => Ok(unsafe { usable_size_unlocked(ptr.as_ptr()) }),
+        }
     }
 
-    /// Runs `f` on every live heap that is not abandoned in turn, under
+    /// Runs `f` on every heap in use that is not abandoned in turn, under
     /// its lock.
     pub fn for_each(&self, mut f: impl FnMut(usize, &mut HostHeap)) {
         for i in 0..self.count() {
-            if !self.is_abandoned(i) {
-                f(i, &mut acquire(&self.heaps[i].0));
+            if !self.heaps.is_abandoned(i) {
+                f(i, &mut self.heaps.heap(i).lock());
             }
         }
     }
@@ -577,18 +474,6 @@ impl Default for Arenas {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Bytes a heap must grow by so that `layout` fits.
-fn growth_need(layout: Layout) -> usize {
-    HostHeap::with_policy().growth_hint(layout)
-}
-
-/// # Safety
-/// `[start, start + len)` is fresh memory given to the heap for good.
-unsafe fn extend(heap: &mut HostHeap, region: RegionId, start: NonNull<u8>, len: usize) -> bool {
-    // SAFETY: forwarded.
-    unsafe { heap.extend(region, start.as_ptr(), len) }.is_ok()
 }
 
 #[cfg(test)]
@@ -606,8 +491,7 @@ mod tests {
         for start in 0..6 {
             let mut hint = start;
             let p = arenas.allocate(&mut hint, layout(100)).unwrap();
-            assert_eq!(hint, start, "an idle heap serves its own hint");
-            let hint = start;
+            assert_eq!(hint, start % 3, "an idle heap serves its own hint");
             // SAFETY: a live block; its header is readable.
             unsafe {
                 assert_eq!(arenas.owner_of(p.as_ptr()), Some(hint % 3));
@@ -622,6 +506,10 @@ mod tests {
             }
         }
         assert_eq!(arenas.heap_of(12345), None);
+        assert_eq!(arenas.heaps.cpu_count(), 3, "one heap per CPU, no more");
+        let mut heaps = 0;
+        arenas.for_each(|_, _| heaps += 1);
+        assert_eq!(heaps, 3);
     }
 
     #[test]
@@ -685,7 +573,7 @@ mod tests {
 
     /// Used blocks of heap `i`, abandoned or not (peeking past `for_each`).
     fn used_blocks(arenas: &Arenas, i: usize) -> usize {
-        acquire(&arenas.heaps[i].0).stats().used_blocks
+        arenas.heaps.heap(i).lock().stats().used_blocks
     }
 
     /// What a forked child does with a heap whose lock `fork` copied held
@@ -700,11 +588,14 @@ mod tests {
         let a = arenas.allocate(&mut 0, layout(100)).unwrap();
         let b = arenas.allocate(&mut 1, layout(100)).unwrap();
         let c = arenas.allocate(&mut 1, layout(3000)).unwrap();
-        core::mem::forget(acquire(&arenas.heaps[1].0));
+        core::mem::forget(arenas.heaps.heap(1).lock());
         // SAFETY: a simulated child: no other thread uses these arenas.
         unsafe { arenas.after_fork_in_child() };
         assert_eq!(arenas.abandoned(), 0b10);
-        assert!(!arenas.heaps[1].0.is_locked(), "the lock was reset");
+        assert!(
+            arenas.heaps.heap(1).try_lock().is_some(),
+            "the lock was reset"
+        );
         assert!(arenas.has_usable_heap());
         assert_eq!(arenas.count(), 2, "no spare needed");
 
@@ -759,9 +650,10 @@ mod tests {
     fn a_child_with_every_heap_locked_uses_a_spare() {
         let arenas = Box::leak(Box::new(Arenas::new()));
         arenas.init(1, false).unwrap();
-        assert_eq!(arenas.reserved.load(Ordering::Relaxed), 1 + SPARE_HEAPS);
+        assert_eq!(arenas.spares.load(Ordering::Relaxed), SPARE_HEAPS);
+        let spare_slice = arenas.next_spare.load(Ordering::Relaxed);
         let old = arenas.allocate(&mut 0, layout(500)).unwrap();
-        core::mem::forget(acquire(&arenas.heaps[0].0));
+        core::mem::forget(arenas.heaps.heap(0).lock());
         // SAFETY: a simulated child.
         unsafe { arenas.after_fork_in_child() };
         assert_eq!(arenas.abandoned(), 0b1);
@@ -770,13 +662,12 @@ mod tests {
         let mut hint = 0;
         let p = arenas.allocate(&mut hint, layout(500)).unwrap();
         assert_eq!(hint, 1);
-        let base = arenas.base.load(Ordering::Relaxed);
         // SAFETY: live blocks.
         unsafe {
             assert_eq!(arenas.owner_of(p.as_ptr()), Some(1));
             assert_eq!(
                 owner_region(owner_word(p.as_ptr())),
-                base + SLICE,
+                spare_slice,
                 "the spare's region is its reserved slice"
             );
             p.as_ptr().write_bytes(0x77, 500);
@@ -785,7 +676,7 @@ mod tests {
         }
         assert_eq!(used_blocks(arenas, 1), 0);
         // A grandchild forked while the spare is busy too.
-        core::mem::forget(acquire(&arenas.heaps[1].0));
+        core::mem::forget(arenas.heaps.heap(1).lock());
         // SAFETY: a simulated child.
         unsafe { arenas.after_fork_in_child() };
         assert_eq!(arenas.abandoned(), 0b11);

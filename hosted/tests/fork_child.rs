@@ -22,12 +22,17 @@ fn child(held: usize, old: &[(*mut u8, usize)]) -> i32 {
     let mut blocks = [(core::ptr::null_mut::<u8>(), 0usize); 48];
     for (i, slot) in blocks.iter_mut().enumerate() {
         let n = 1 + (i * 397) % 6000 + if i == 5 { 400 << 10 } else { 0 };
+        let recycled = get_stat().recycled;
         let p = malloc(n);
         if p.is_null() {
             return 11;
         }
+        // A block from this thread's own cache may be one the abandoned
+        // heap handed out before the fork (the cache is consistent and
+        // stays in use); a block a heap hands out in the child may not.
+        let from_heap = get_stat().recycled == recycled;
         // SAFETY: a live block of `n` bytes.
-        if unsafe { global::heap_of_block(NonNull::new(p).unwrap()) } == Some(held) {
+        if from_heap && unsafe { global::heap_of_block(NonNull::new(p).unwrap()) } == Some(held) {
             return 12;
         }
         // SAFETY: `n` writable bytes.
