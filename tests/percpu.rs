@@ -402,3 +402,250 @@ fn global_alloc_paths_reallocate_in_the_owner_and_report_misuse() {
     }
     heap.check().unwrap();
 }
+
+/// The owner word of a live block names its region: the table's key.
+fn region_of(ptr: NonNull<u8>) -> usize {
+    // SAFETY: a live block of the heap: its header is readable.
+    region_heap::raw::owner_region(unsafe { region_heap::raw::owner_word(ptr.as_ptr()) })
+}
+
+#[test]
+fn the_heap_count_is_decided_at_run_time() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<8>(&arenas);
+    assert_eq!(heap.cpu_count(), 8, "every heap is in use by default");
+    heap.set_cpu_count(2);
+    assert_eq!(heap.cpu_count(), 2);
+    // Cpu ids past the count are taken modulo it: cpu 5 allocates from
+    // heap 1, cpu 6 from heap 0; no heap past the count serves.
+    for (cpu, expected) in [(0, 0), (1, 1), (5, 1), (6, 0)] {
+        play_cpu(cpu);
+        let p = heap.allocate(layout(64)).unwrap();
+        assert_eq!(arena_of(&arenas, p), expected);
+        // SAFETY: a live block, no longer used.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    // Heaps 0 and 1 busy: the allocation waits for its own heap rather
+    // than take an empty heap past the count (it gets it at once here,
+    // since the test holds only heap 1).
+    play_cpu(0);
+    let held = heap.heap(1).lock();
+    let p = heap.allocate(layout(64)).unwrap();
+    assert_eq!(arena_of(&arenas, p), 0);
+    drop(held);
+    // SAFETY: as above.
+    unsafe { heap.free(p) }.unwrap();
+    let mut dump = String::new();
+    heap.dump(&mut dump).unwrap();
+    assert!(dump.contains("heap 1:") && !dump.contains("heap 2:"));
+    assert_eq!(heap.stats().used_blocks, 0);
+    heap.check().unwrap();
+    heap.set_cpu_count(0);
+    assert_eq!(heap.cpu_count(), 1, "at least one heap");
+    heap.set_cpu_count(100);
+    assert_eq!(heap.cpu_count(), 8, "at most CPUS");
+}
+
+#[test]
+fn regions_are_known_to_the_table_from_the_start() {
+    static SOURCE: Arenas = Arenas {
+        given: Mutex::new(Vec::new()),
+        grows: AtomicUsize::new(0),
+    };
+    let arenas = arenas(1, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    heap.set_memory_source(&SOURCE);
+    play_cpu(0);
+    let p = heap.allocate(layout(64)).unwrap();
+    assert_eq!(heap.heap_of_region(region_of(p)), Some(0), "added memory");
+    // Heap 1 has no memory: its first region comes from the growth hook,
+    // and is in the table before the block leaves the heap.
+    play_cpu(1);
+    let busy = heap.heap(0).lock();
+    let q = heap.allocate(layout(64)).unwrap();
+    drop(busy);
+    assert_eq!(heap.heap_of_region(region_of(q)), Some(1), "grown memory");
+    assert_eq!(heap.heap_of_region(region_of(q) + 16), None);
+    assert_eq!(heap.heap_of_region(0), None);
+    // SAFETY: live blocks, no longer used.
+    unsafe {
+        heap.free(p).unwrap();
+        heap.free(q).unwrap();
+    }
+    heap.check().unwrap();
+    let _ = heap;
+    SOURCE.given.lock().unwrap().clear();
+}
+
+#[test]
+fn with_heap_starts_from_the_callers_heap_and_says_which_served() {
+    let arenas = arenas(3, ARENA);
+    let heap = heap_over::<3>(&arenas);
+    play_cpu(0);
+    let batch = |heap: &mut region_heap::Heap| {
+        let mut blocks = Vec::new();
+        while blocks.len() < 8 {
+            blocks.push(heap.allocate(layout(48))?);
+        }
+        Ok(blocks)
+    };
+    let (blocks, served) = heap.with_heap(2, layout(48), batch).unwrap();
+    assert_eq!(served, 2, "an idle starting heap serves");
+    assert!(blocks.iter().all(|&p| arena_of(&arenas, p) == 2));
+    assert_eq!(heap.cpu_counters(0).allocations, 1, "a batch is one call");
+    // A starting heap past the count is taken modulo it; a busy one
+    // passes the call to the next heap that is free.
+    let held = heap.heap(2).lock();
+    let (p, served) = heap
+        .with_heap(5, layout(100), |heap| heap.allocate(layout(100)))
+        .unwrap();
+    drop(held);
+    assert_eq!((served, arena_of(&arenas, p)), (0, 0));
+    // A request no heap can serve (not a misuse) comes back at once.
+    let huge = Layout::from_size_align(isize::MAX as usize & !15, 16).unwrap();
+    assert!(heap.with_heap(1, huge, |heap| heap.allocate(huge)).is_err());
+    // Blocks of two heaps, interleaved, freed in one call: runs of one
+    // owner share a lock; the bytes add up to what single frees return.
+    let (others, _) = heap.with_heap(1, layout(48), batch).unwrap();
+    let expected: usize = blocks
+        .iter()
+        .chain(&others)
+        // SAFETY: live blocks of the heap.
+        .map(|&b| unsafe { region_heap::raw::used_block_size(b.as_ptr()) }.unwrap())
+        .sum();
+    let mut all = blocks.iter().zip(&others).flat_map(|(a, b)| [*a, *b]);
+    // SAFETY: live blocks, each freed once.
+    let (bytes, result) = unsafe { heap.free_all(|| all.next()) };
+    result.unwrap();
+    assert_eq!(bytes, expected);
+    assert_eq!(heap.cpu_counters(0).frees, 16);
+    assert_eq!(heap.cpu_counters(0).remote_frees, 16, "owned by heaps 1, 2");
+    // A double free stops the batch: the blocks before it are freed and
+    // counted in the bytes, the error is the one `free` gives.
+    let a = heap.allocate(layout(64)).unwrap();
+    let mut list = [a, a, p].into_iter();
+    // SAFETY: `a` is live (then freed twice: the error), `p` is live.
+    let (bytes, result) = unsafe { heap.free_all(|| list.next()) };
+    assert_eq!(
+        result,
+        Err(HeapError::DoubleFree {
+            addr: a.as_ptr().addr()
+        })
+    );
+    assert!(bytes >= 64);
+    assert_eq!(list.next(), Some(p), "nothing taken past the error");
+    // SAFETY: a live block, no longer used.
+    unsafe { heap.free(p) }.unwrap();
+    assert_eq!(heap.stats().used_blocks, 0);
+    heap.check().unwrap();
+}
+
+#[test]
+fn with_owner_runs_on_the_owning_heap() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    play_cpu(1);
+    let p = heap.allocate(layout(100)).unwrap();
+    play_cpu(0);
+    // SAFETY: a live block; `resize_in_place` keeps it live.
+    let grown = unsafe {
+        heap.with_owner(p, |heap| {
+            assert!(heap.in_use_bytes() > 0);
+            heap.resize_in_place(p, 3000)
+        })
+    };
+    assert_eq!(grown, Ok(Some(true)));
+    assert_eq!(heap.heap(1).stats().used_blocks, 1);
+    // SAFETY: as above; `usable_size` only reads.
+    let usable = unsafe { heap.with_owner(p, |heap| heap.usable_size(p)) };
+    assert!(usable.unwrap().unwrap() >= 3000);
+    assert_eq!(heap.cpu_counters(0).frees, 0, "not a free");
+    // A pointer no heap holds: the precise error.
+    let foreign = Arena::new(4096);
+    // SAFETY: the word before the pointer is readable (zeroed arena).
+    let ptr = NonNull::new(unsafe { foreign.ptr.add(64) }).unwrap();
+    // SAFETY: as above.
+    let refused = unsafe { heap.with_owner(ptr, |heap| heap.usable_size(ptr)) };
+    assert_eq!(
+        refused,
+        Err(HeapError::NotFromHeap {
+            addr: ptr.as_ptr().addr()
+        })
+    );
+    // SAFETY: a live block, no longer used.
+    unsafe { heap.free(p) }.unwrap();
+    heap.check().unwrap();
+}
+
+/// What a forked child does with a heap whose lock a vanished thread
+/// held (simulated: a guard forgotten): the heap is abandoned for good,
+/// its lock released; allocation never chooses it, its blocks are left
+/// alone by frees and `with_owner`, the walks skip it, `realloc` copies
+/// its block elsewhere; the other heaps go on.
+#[test]
+fn a_heap_whose_lock_is_held_can_be_abandoned() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    play_cpu(1);
+    let old = heap.allocate(layout(200)).unwrap();
+    fill(old, 200, 7);
+    let kept = heap.allocate(layout(200)).unwrap();
+    play_cpu(0);
+    let survivor = heap.allocate(layout(200)).unwrap();
+    std::mem::forget(heap.heap(1).lock());
+    // SAFETY: no other thread uses the heap; the "holder" never runs again.
+    assert_eq!(unsafe { heap.abandon_locked_heaps() }, 1);
+    assert!(heap.is_abandoned(1) && !heap.is_abandoned(0));
+    assert!(heap.heap(1).try_lock().is_some(), "its lock was released");
+    let used_before = heap.heap(1).stats().used_blocks;
+    play_cpu(1);
+    for _ in 0..4 {
+        let p = heap.allocate(layout(64)).unwrap();
+        assert_eq!(arena_of(&arenas, p), 0, "never from the abandoned heap");
+        let (q, served) = heap
+            .with_heap(1, layout(64), |heap| heap.allocate(layout(64)))
+            .unwrap();
+        assert_eq!((served, arena_of(&arenas, q)), (0, 0));
+        // SAFETY: live blocks, no longer used.
+        unsafe {
+            heap.free(p).unwrap();
+            heap.free(q).unwrap();
+        }
+    }
+    // SAFETY: live blocks of the abandoned heap: left alone.
+    unsafe {
+        assert_eq!(heap.free(kept), Ok(0));
+        assert_eq!(heap.try_free(kept), Some(Ok(0)));
+        assert_eq!(
+            heap.with_owner(kept, |heap| heap.usable_size(kept)),
+            Ok(None)
+        );
+        let (bytes, result) = heap.free_all({
+            let mut once = Some(kept);
+            move || once.take()
+        });
+        assert_eq!((bytes, result), (0, Ok(())));
+    }
+    assert_eq!(heap.heap(1).stats().used_blocks, used_before);
+    // GlobalAlloc: a realloc copies the block to a live heap.
+    // SAFETY: a live block of `layout(200)`.
+    let moved = unsafe { heap.realloc(old.as_ptr(), layout(200), 400) };
+    let moved = NonNull::new(moved).unwrap();
+    assert_eq!(arena_of(&arenas, moved), 0);
+    assert!(holds(moved, 200, 7));
+    // The walks visit heap 0 only.
+    let mut dump = String::new();
+    heap.dump(&mut dump).unwrap();
+    assert!(!dump.contains("heap 1:"));
+    heap.check().unwrap();
+    // SAFETY: live blocks of heap 0, no longer used.
+    unsafe {
+        heap.free(survivor).unwrap();
+        heap.free(moved).unwrap();
+    }
+    assert_eq!(heap.stats().used_blocks, 0);
+    // Abandoned for good: a second call finds nothing more to abandon.
+    // SAFETY: as above.
+    assert_eq!(unsafe { heap.abandon_locked_heaps() }, 0);
+    assert!(heap.is_abandoned(1));
+}

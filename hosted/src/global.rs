@@ -15,7 +15,8 @@
 //! `free` reads the owner word before the data (where the core's
 //! `region_heap::raw` says it lies, without the heap's lock): a used
 //! region block's owner word names a region, whose heap `Arenas::heap_of`
-//! finds by arithmetic; a large block has a tag there instead. Anything
+//! finds in the core's lock-free region table (`PerCpuHeap::heap_of_region`);
+//! a large block has a tag there instead. Anything
 //! else is a misuse, reported with its address before the process aborts.
 //! The fast paths also read a used block's size there (to pick a thread
 //! cache bin); `raw` states why that is sound for a block the caller owns.

@@ -4,8 +4,10 @@
 //! of firmware memory maps:
 //! - [`source`]: the `brk` and `mmap` memory sources, every system call
 //!   counted and observable;
-//! - [`arenas`]: one region-heap per CPU, each with its own lock, carved
-//!   from one preallocation, and the pointer-to-heap lookup;
+//! - [`arenas`]: the core's `PerCpuHeap` (one region-heap per CPU, each
+//!   with its own lock, the pointer-to-heap lookup) fed from one
+//!   preallocation and the growth hook, with the heap hints, the
+//!   accounting and the fork handling of a process;
 //! - [`large`]: large blocks in mappings of their own, reused through a
 //!   bounded cache, resized with `mremap`;
 //! - [`tcache`] and [`thread`]: the per-thread cache of small blocks, the
@@ -16,7 +18,8 @@
 //!   exports;
 //! - [`stats`]: the `get_stat` counters; [`misuse`]: the report of an
 //!   invalid or double free before `abort`;
-//! - [`lock`], [`cpu`], [`text`]: userspace spin locks, CPU numbers,
+//! - [`lock`], [`cpu`], [`text`]: userspace spin locks (the heaps' is a
+//!   core `RawLock`), CPU numbers,
 //!   messages without allocating.
 //!
 //! Block headers are the core's: the fast paths read a block's owner and
