@@ -213,7 +213,7 @@ fn misuse_is_reported_precisely_whichever_cpu_frees() {
     let heap = heap_over::<2>(&arenas);
     play_cpu(0);
     let keep = heap.allocate(layout(200)).unwrap();
-    fill(keep, 200, 0xA5);
+    fill(keep, 200, 0x5E);
     let p = heap.allocate(layout(200)).unwrap();
     let addr = p.as_ptr().addr();
     play_cpu(1);
@@ -244,7 +244,7 @@ fn misuse_is_reported_precisely_whichever_cpu_frees() {
             addr: f.as_ptr().addr()
         })
     );
-    assert!(holds(keep, 200, 0xA5), "the live block is intact");
+    assert!(holds(keep, 200, 0x5E), "the live block is intact");
     assert_eq!(*foreign, [7; 8]);
     // SAFETY: a live block, no longer used.
     unsafe { heap.free(keep) }.unwrap();
