@@ -106,22 +106,32 @@ const EMPTY: usize = 0;
 /// A slot being written: taken by a region whose heap is not stored yet.
 const CLAIMED: usize = 1;
 
+/// One slot of the region table: a region address and its heap, side
+/// by side, so that a lookup reads one cache line.
+struct OwnerSlot {
+    region: AtomicUsize,
+    heap: AtomicUsize,
+}
+
 /// Which heap holds each region: an open-addressed table of region
 /// addresses, read without a lock. A slot goes from [`EMPTY`] to
 /// [`CLAIMED`] (compare-and-swap, so two writers never share a slot) to
 /// the region's address (stored after its heap index, with release
 /// ordering), and never changes again.
 struct RegionOwners {
-    regions: [AtomicUsize; OWNER_SLOTS],
-    heaps: [AtomicUsize; OWNER_SLOTS],
+    slots: [OwnerSlot; OWNER_SLOTS],
     recorded: AtomicUsize,
 }
 
 impl RegionOwners {
     const fn new() -> Self {
         RegionOwners {
-            regions: [const { AtomicUsize::new(EMPTY) }; OWNER_SLOTS],
-            heaps: [const { AtomicUsize::new(0) }; OWNER_SLOTS],
+            slots: [const {
+                OwnerSlot {
+                    region: AtomicUsize::new(EMPTY),
+                    heap: AtomicUsize::new(0),
+                }
+            }; OWNER_SLOTS],
             recorded: AtomicUsize::new(0),
         }
     }
@@ -142,10 +152,10 @@ impl RegionOwners {
         }
         let mut slot = Self::home_slot(region);
         for _ in 0..OWNER_SLOTS {
-            match self.regions[slot].load(Ordering::Acquire) {
+            match self.slots[slot].region.load(Ordering::Acquire) {
                 EMPTY => return None,
                 found if found == region => {
-                    return Some(self.heaps[slot].load(Ordering::Relaxed));
+                    return Some(self.slots[slot].heap.load(Ordering::Relaxed));
                 }
                 _ => slot = (slot + 1) % OWNER_SLOTS,
             }
@@ -165,15 +175,15 @@ impl RegionOwners {
         }
         let mut slot = Self::home_slot(region);
         loop {
-            let claimed = self.regions[slot].compare_exchange(
+            let claimed = self.slots[slot].region.compare_exchange(
                 EMPTY,
                 CLAIMED,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
             if claimed.is_ok() {
-                self.heaps[slot].store(heap, Ordering::Relaxed);
-                self.regions[slot].store(region, Ordering::Release);
+                self.slots[slot].heap.store(heap, Ordering::Relaxed);
+                self.slots[slot].region.store(region, Ordering::Release);
                 return;
             }
             // At most OWNER_LIMIT slots are taken, so an empty one exists.
