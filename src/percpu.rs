@@ -54,12 +54,16 @@
 //! block, and [`PerCpuHeap::heap_of_region`] answers, without a lock,
 //! whether an owner word names a region of this heap.
 //!
-//! **Regions are recorded when they are made**: memory added through
-//! [`PerCpuHeap::add_memory`] and memory a heap grows by through the
-//! growth hook are recorded in `owners` before any block of it is handed
-//! out, so the table knows every region made through this type (up to its
-//! capacity); only regions added behind its back (`heap(cpu).lock()`) are
-//! learnt at their first free, as described above.
+//! **Regions are recorded when they are made**: a region made by
+//! [`PerCpuHeap::add_memory`] or by the growth of an allocation
+//! ([`PerCpuHeap::allocate`], [`PerCpuHeap::with_heap`], `GlobalAlloc::alloc`)
+//! is recorded in `owners` before any block of it is handed out (checked
+//! under the heap's lock by every allocation: a region count compared with
+//! the count recorded), so the table knows those regions (up to its
+//! capacity); only regions made behind its back (`heap(cpu).lock()`, or
+//! the growth inside `GlobalAlloc::realloc`, which the owning heap's
+//! `LockedHeap` serves) are learnt at the next allocation from that heap
+//! or at their first free, as described above.
 //!
 //! **Abandoned heaps**: [`PerCpuHeap::abandon_locked_heaps`] is for a
 //! process's child just forked, where the threads that held heap locks do
@@ -73,8 +77,8 @@
 //! removed from a heap, and a range given to one heap is never given to
 //! another); an entry of `owners` maps a region address to the heap that
 //! holds that region, and is written once; every region made through
-//! `add_memory` or growth is in `owners` (while it has room) before a block
-//! of it is handed out; the counters of CPU `c` count the calls made on
+//! `add_memory` or the growth of an allocation is in `owners` (while it
+//! has room) before a block of it is handed out; the counters of CPU `c` count the calls made on
 //! CPU `c`, whichever heap served them; `1 <= count <= CPUS`; an abandoned
 //! heap's lock is never taken again and its memory is never read by this
 //! type again.
@@ -137,27 +141,61 @@ impl RegionOwners {
     }
 
     /// The first slot to look at for `region` (Fibonacci hashing of the
-    /// address without its always-zero low bits).
+    /// address: the top bits of its product with 2^64 / phi; its
+    /// always-zero low bits only shift the product, whose top bits still
+    /// mix every bit above them).
+    #[inline]
     fn home_slot(region: usize) -> usize {
         const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-        let hash = ((region >> 4) as u64).wrapping_mul(GOLDEN);
+        let hash = (region as u64).wrapping_mul(GOLDEN);
         (hash >> (64 - OWNER_SLOTS.trailing_zeros())) as usize
     }
 
-    /// The heap that holds `region`, if the table knows it.
+    /// The heap that holds `region`, if the table knows it. The region's
+    /// home slot holds it unless another region took that slot first: the
+    /// common case is one load and one compare, inlined; the probe past
+    /// the home slot is out of line.
     #[inline]
     fn heap_of(&self, region: usize) -> Option<usize> {
         if region <= CLAIMED {
             return None;
         }
-        let mut slot = Self::home_slot(region);
-        for _ in 0..OWNER_SLOTS {
+        let home = Self::home_slot(region);
+        let slot = &self.slots[home];
+        let found = slot.region.load(Ordering::Acquire);
+        if found == region {
+            return Some(slot.heap.load(Ordering::Relaxed));
+        }
+        if found == EMPTY {
+            return None;
+        }
+        self.probe(region, home)
+    }
+
+    /// Whether the table knows `region`: [`RegionOwners::heap_of`]
+    /// without reading the heap (the cheaper question, for a filter).
+    #[inline]
+    fn knows(&self, region: usize) -> bool {
+        if region <= CLAIMED {
+            return false;
+        }
+        let home = Self::home_slot(region);
+        let found = self.slots[home].region.load(Ordering::Acquire);
+        found == region || (found != EMPTY && self.probe(region, home).is_some())
+    }
+
+    /// The rest of [`RegionOwners::heap_of`]: the slots after `home`.
+    #[cold]
+    fn probe(&self, region: usize, home: usize) -> Option<usize> {
+        let mut slot = home;
+        for _ in 1..OWNER_SLOTS {
+            slot = (slot + 1) % OWNER_SLOTS;
             match self.slots[slot].region.load(Ordering::Acquire) {
                 EMPTY => return None,
                 found if found == region => {
                     return Some(self.slots[slot].heap.load(Ordering::Relaxed));
                 }
-                _ => slot = (slot + 1) % OWNER_SLOTS,
+                _ => {}
             }
         }
         None
@@ -349,6 +387,14 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         self.owners.heap_of(region)
     }
 
+    /// Whether the region table knows `region` as a region of one of the
+    /// heaps: [`PerCpuHeap::heap_of_region`]`(region).is_some()`, a little
+    /// cheaper (a filter on a fast path: "is this owner word one of ours?").
+    #[inline]
+    pub fn knows_region(&self, region: usize) -> bool {
+        self.owners.knows(region)
+    }
+
     /// Records the regions of heap `i` the table has not seen yet.
     /// Called with that heap locked (`heap` is its guarded value).
     fn record_regions(&self, i: usize, heap: &Heap<P>) {
@@ -363,7 +409,9 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     }
 
     /// The heap of CPU `cpu` (modulo `CPUS`), for what concerns one heap:
-    /// its statistics, check or dump, or adding memory to it.
+    /// its statistics, check or dump, or adding memory to it. Not for an
+    /// abandoned heap ([`PerCpuHeap::is_abandoned`]), whose structure may
+    /// be half changed.
     pub fn heap(&self, cpu: usize) -> &LockedHeap<Heap<P>, L> {
         &self.cpus[cpu % CPUS].heap
     }
@@ -486,6 +534,9 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
             };
             match op(&mut heap) {
                 Ok(value) => {
+                    // A growth that `op` never saw may have made a region
+                    // (see `with_growth`): known before the lock goes.
+                    self.record_regions(i, &heap);
                     drop(heap);
                     self.count_allocation();
                     return Ok((value, i));
@@ -608,8 +659,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         while let Some(ptr) = next() {
             if let Some((owner, heap)) = held.as_mut() {
                 // SAFETY: forwarded from the caller.
-                let hint = unsafe { self.owner_hint(ptr) };
-                if hint == Some(*owner) && heap.spans(ptr.as_ptr().addr()) {
+                if unsafe { self.owner_hint(ptr) } == Some(*owner) {
                     // SAFETY: forwarded from the caller.
                     match unsafe { heap.free(ptr) } {
                         Ok(size) => {
@@ -617,6 +667,9 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
                             run += 1;
                             continue;
                         }
+                        // Not in this heap's memory (a forged owner
+                        // word): found below as `free` finds it.
+                        Err(HeapError::NotFromHeap { .. }) => {}
                         Err(error) => {
                             result = Err(error);
                             break;
@@ -998,9 +1051,65 @@ unsafe impl<const CPUS: usize, P: FitPolicy, L: RawLock> GlobalAlloc for PerCpuH
 
 impl<const CPUS: usize, P: FitPolicy, L: RawLock> fmt::Debug for PerCpuHeap<CPUS, P, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let heaps: [&LockedHeap<Heap<P>, L>; CPUS] = core::array::from_fn(|i| &self.cpus[i].heap);
+        /// The heaps in use that are not abandoned (an abandoned heap's
+        /// memory is never read again).
+        struct Live<'a, const CPUS: usize, P: FitPolicy, L: RawLock>(&'a PerCpuHeap<CPUS, P, L>);
+
+        impl<const CPUS: usize, P: FitPolicy, L: RawLock> fmt::Debug for Live<'_, CPUS, P, L> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_list()
+                    .entries(self.0.live().map(|(_, cpu)| &cpu.heap))
+                    .finish()
+            }
+        }
+
         f.debug_struct("PerCpuHeap")
-            .field("heaps", &heaps)
+            .field("heaps", &Live(self))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table under load: regions that share home slots are found by
+    /// probing, with their own heap; past `OWNER_LIMIT` nothing more is
+    /// recorded (and nothing recorded is lost); addresses that are not
+    /// regions, and the two marker values, are never known.
+    #[test]
+    fn the_region_table_probes_past_shared_slots_and_stops_at_its_limit() {
+        let table = RegionOwners::new();
+        // Eight page-aligned regions that share one home slot, then
+        // regions 1 MiB apart up to the limit (32-bit addresses).
+        let base = 0x1000_0000usize;
+        let home = RegionOwners::home_slot(base);
+        let mut regions: std::vec::Vec<usize> = (0..1 << 20)
+            .map(|k| base + k * 4096)
+            .filter(|&r| RegionOwners::home_slot(r) == home)
+            .take(8)
+            .collect();
+        assert_eq!(regions.len(), 8);
+        regions.extend((1..=OWNER_LIMIT + 1 - 8).map(|i| 0x4000_0000 + i * (1 << 20)));
+        let region = |i: usize| regions[i];
+        for i in 0..OWNER_LIMIT {
+            table.record(region(i), i % 7);
+            table.record(region(i), 99); // a second record changes nothing
+        }
+        for i in 0..OWNER_LIMIT {
+            assert_eq!(table.heap_of(region(i)), Some(i % 7));
+            assert!(table.knows(region(i)));
+        }
+        table.record(region(OWNER_LIMIT), 1);
+        assert_eq!(
+            table.heap_of(region(OWNER_LIMIT)),
+            None,
+            "the table is full"
+        );
+        assert!(!table.knows(region(OWNER_LIMIT)));
+        for other in [EMPTY, CLAIMED, region(0) + 16, region(1) - 4096] {
+            assert_eq!(table.heap_of(other), None);
+            assert!(!table.knows(other));
+        }
     }
 }

@@ -470,6 +470,9 @@ fn regions_are_known_to_the_table_from_the_start() {
     assert_eq!(heap.heap_of_region(region_of(q)), Some(1), "grown memory");
     assert_eq!(heap.heap_of_region(region_of(q) + 16), None);
     assert_eq!(heap.heap_of_region(0), None);
+    assert!(heap.knows_region(region_of(p)) && heap.knows_region(region_of(q)));
+    assert!(!heap.knows_region(region_of(q) + 16));
+    assert!(!heap.knows_region(0) && !heap.knows_region(1));
     // SAFETY: live blocks, no longer used.
     unsafe {
         heap.free(p).unwrap();

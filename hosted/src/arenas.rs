@@ -337,6 +337,13 @@ impl Arenas {
         self.heaps.heap_of_region(region)
     }
 
+    /// Whether `region` is the address of a region of the heaps (the
+    /// core's region table, without a lock): the free path's filter.
+    #[inline]
+    pub fn is_region(&self, region: usize) -> bool {
+        self.heaps.knows_region(region)
+    }
+
     /// The heap owning the region block at `data`, judged by its header's
     /// owner word (whatever the block's state: the heap validates it).
     ///

@@ -14,8 +14,8 @@
 //!
 //! `free` reads the owner word before the data (where the core's
 //! `region_heap::raw` says it lies, without the heap's lock): a used
-//! region block's owner word names a region, whose heap `Arenas::heap_of`
-//! finds in the core's lock-free region table (`PerCpuHeap::heap_of_region`);
+//! region block's owner word names a region, which the core's lock-free
+//! region table knows (`Arenas::is_region`, `PerCpuHeap::knows_region`);
 //! a large block has a tag there instead. Anything
 //! else is a misuse, reported with its address before the process aborts.
 //! The fast paths also read a used block's size there (to pick a thread
@@ -314,7 +314,7 @@ unsafe fn classify(ptr: NonNull<u8>, call: &'static str) -> Kind {
     }
     // SAFETY: readable (caller).
     let owner = unsafe { owner_word(ptr.as_ptr()) };
-    let region = ARENAS.heap_of(owner_region(owner)).is_some();
+    let region = ARENAS.is_region(owner_region(owner));
     if region && used_owner(owner).is_some() {
         return Kind::Region;
     }
@@ -322,7 +322,24 @@ unsafe fn classify(ptr: NonNull<u8>, call: &'static str) -> Kind {
         return Kind::Large;
     }
     // SAFETY: forwarded.
+    if unsafe { unrecorded_region_block(ptr, owner) } {
+        return Kind::Region;
+    }
+    // SAFETY: forwarded.
     unsafe { misuse_of(ptr, owner, region, call) }
+}
+
+/// Whether `ptr` is a used block of a region the core's region table does
+/// not know (it records 128 regions; a process whose heaps made more, by
+/// growing in many scattered chunks, has such regions): asks every heap,
+/// slowly, under their locks.
+///
+/// # Safety
+/// As for [`classify`].
+#[cold]
+unsafe fn unrecorded_region_block(ptr: NonNull<u8>, owner: usize) -> bool {
+    // SAFETY: the heaps validate `ptr` before they read past its header.
+    used_owner(owner).is_some() && unsafe { ARENAS.usable_size(ptr) }.is_ok()
 }
 
 /// Reports the misuse a pointer that `classify` refused stands for (a
@@ -364,7 +381,7 @@ pub unsafe fn release(ptr: NonNull<u8>, call: &'static str, counted: bool) {
         // SAFETY: a 16-aligned pointer the caller says is ours: its owner
         // word is readable (as glibc reads its chunk header).
         let owner = unsafe { owner_word(ptr.as_ptr()) };
-        if used_owner(owner).is_some_and(|region| ARENAS.heap_of(region).is_some()) {
+        if used_owner(owner).is_some_and(|region| ARENAS.is_region(region)) {
             // SAFETY: a used region block the caller gives up (so owns).
             let usable = unsafe { usable_size_unlocked(ptr.as_ptr()) };
             if let Some(bin) = bin_of_usable(usable) {
@@ -616,12 +633,16 @@ pub unsafe fn usable(ptr: NonNull<u8>) -> usize {
     }
     // SAFETY: readable (caller).
     let owner = unsafe { owner_word(ptr.as_ptr()) };
-    if used_owner(owner).is_some_and(|region| ARENAS.heap_of(region).is_some()) {
+    if used_owner(owner).is_some_and(|region| ARENAS.is_region(region)) {
         // SAFETY: a used region block.
         unsafe { region_usable(ptr) }
     } else if owner == tag_used() {
         // SAFETY: a live large block.
         unsafe { LargeBlocks::usable_size(ptr) }
+    } else if used_owner(owner).is_some() {
+        // Perhaps a block of a region the table does not know.
+        // SAFETY: the heaps validate `ptr` before they read past its header.
+        unsafe { ARENAS.usable_size(ptr) }.unwrap_or(0)
     } else {
         0
     }
