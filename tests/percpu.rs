@@ -314,42 +314,57 @@ fn cpus_hand_blocks_to_each_other_and_everything_adds_up() {
     let heap = heap_over::<CPUS>(&arenas);
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..CPUS).map(|_| mpsc::channel::<Handed>()).unzip();
-    std::thread::scope(|s| {
-        for (cpu, inbox) in receivers.into_iter().enumerate() {
-            let senders = senders.clone();
-            let heap = &heap;
-            s.spawn(move || {
-                play_cpu(cpu);
-                for i in 0..rounds {
-                    let size = 16 + (i * 37 + cpu * 101) % 700;
-                    let seed = (i + cpu) as u8;
-                    let p = heap.allocate(layout(size)).unwrap();
-                    fill(p, size, seed);
-                    // Every other block goes to the next CPU.
-                    if i % 2 == 0 {
-                        senders[(cpu + 1) % CPUS]
-                            .send(Handed(p, size, seed))
-                            .unwrap();
-                    } else {
+    // Each thread counts the frees it makes of blocks outside its own
+    // heap's arena: what its `remote_frees` counter must say exactly.
+    let spans: Vec<std::ops::Range<usize>> = arenas
+        .iter()
+        .map(|a| a.ptr.addr()..a.ptr.addr() + a.len())
+        .collect();
+    let remote: Vec<u64> = std::thread::scope(|s| {
+        let threads: Vec<_> = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(cpu, inbox)| {
+                let senders = senders.clone();
+                let (heap, own) = (&heap, spans[cpu].clone());
+                s.spawn(move || {
+                    play_cpu(cpu);
+                    let mut remote = 0;
+                    let mut free = |p: NonNull<u8>| {
+                        remote += u64::from(!own.contains(&p.as_ptr().addr()));
+                        // SAFETY: a live block this thread owns, no longer used.
+                        unsafe { heap.free(p) }.unwrap();
+                    };
+                    for i in 0..rounds {
+                        let size = 16 + (i * 37 + cpu * 101) % 700;
+                        let seed = (i + cpu) as u8;
+                        let p = heap.allocate(layout(size)).unwrap();
+                        fill(p, size, seed);
+                        // Every other block goes to the next CPU.
+                        if i % 2 == 0 {
+                            senders[(cpu + 1) % CPUS]
+                                .send(Handed(p, size, seed))
+                                .unwrap();
+                        } else {
+                            assert!(holds(p, size, seed));
+                            free(p);
+                        }
+                        while let Ok(Handed(p, size, seed)) = inbox.try_recv() {
+                            assert!(holds(p, size, seed), "a received block is intact");
+                            free(p);
+                        }
+                    }
+                    drop(senders);
+                    for Handed(p, size, seed) in inbox {
                         assert!(holds(p, size, seed));
-                        // SAFETY: this thread's live block.
-                        unsafe { heap.free(p) }.unwrap();
+                        free(p);
                     }
-                    while let Ok(Handed(p, size, seed)) = inbox.try_recv() {
-                        assert!(holds(p, size, seed), "a received block is intact");
-                        // SAFETY: a live block handed to this thread.
-                        unsafe { heap.free(p) }.unwrap();
-                    }
-                }
-                drop(senders);
-                for Handed(p, size, seed) in inbox {
-                    assert!(holds(p, size, seed));
-                    // SAFETY: as above.
-                    unsafe { heap.free(p) }.unwrap();
-                }
-            });
-        }
+                    remote
+                })
+            })
+            .collect();
         drop(senders);
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
     heap.check().unwrap();
     let stats = heap.stats();
@@ -362,12 +377,15 @@ fn cpus_hand_blocks_to_each_other_and_everything_adds_up() {
     assert_eq!(stats.allocations, allocations, "the heaps count the same");
     assert_eq!(stats.frees, frees);
     for (cpu, c) in total.iter().enumerate() {
-        assert!(
-            // Half its frees are of blocks another CPU allocated, most of
-            // them from that CPU's heap (some from a heap it fell back to).
-            c.remote_frees >= (rounds / 4) as u64,
-            "cpu {cpu} freed the blocks it received in their owners' heaps: {c:?}"
+        // Half its frees are of blocks another CPU allocated, from that
+        // CPU's heap unless it fell back to another (how often depends on
+        // the machine's load): the counter says exactly how many frees
+        // went to another heap, and there are some.
+        assert_eq!(
+            c.remote_frees, remote[cpu],
+            "cpu {cpu} counted its frees to other heaps: {c:?}"
         );
+        assert!(c.remote_frees > 0, "cpu {cpu} freed remotely: {c:?}");
     }
 }
 
