@@ -3,67 +3,62 @@
 //!
 //! **Allocation** goes to the heap of the CPU that asks (the kernel
 //! supplies the function that says which CPU runs, `cpu_id`). If that
-//! heap's lock is held (an allocation from another CPU that fell back to
-//! it, a free of one of its blocks from another CPU) or the heap has no
-//! room, the other heaps are tried without waiting; if none can serve,
-//! the caller waits for its own heap, which grows through the growth hook
-//! ([`MemorySource`]) as a [`LockedHeap`] does.
+//! heap has no room and a growth hook ([`MemorySource`]) is set, the heap
+//! grows, so that each CPU keeps allocating from memory of its own. If
+//! its lock is held (an allocation from another CPU that fell back to it,
+//! a free of one of its blocks from another CPU), or it has no room and
+//! cannot grow, the other heaps are tried without waiting; if none
+//! serves, the caller waits for its own heap.
 //!
 //! **A free** goes to the heap that owns the block, whichever CPU frees
 //! it. The block's header names its region (the owner word, read with
 //! [`raw::owner_word`]); a table of region addresses, `owners`, says which
-//! heap holds that region: an O(1) lookup without a lock. That heap then
-//! validates the block under its lock as any free is validated, so a
-//! forged or stale owner word cannot steer the free: at worst it names a
-//! heap that refuses the pointer. The table learns a region the first time
-//! a block of it is freed, by asking each heap in turn whether it holds
-//! the block ([`PerCpuHeap::free`] on a pointer the table does not place):
-//! regions are few and never removed, so this happens once per region,
-//! and for pointers that are not blocks of the heap at all (a misuse),
-//! where asking every heap also finds the precise error.
+//! heap holds that region: an O(1) lookup without a lock. That heap checks
+//! that one of its chunks holds the block, then validates the free under
+//! its lock as any free is validated, so a forged or stale owner word
+//! cannot steer the free: at worst it names a heap that does not hold the
+//! pointer, and the free takes the slow path. The table records a region
+//! when memory is added through [`PerCpuHeap::add_memory`] or the growth
+//! hook; the slow path (a region added to one heap directly, through
+//! [`PerCpuHeap::heap`], or a pointer that is no block of the heap)
+//! asks each heap in turn whether it holds the block, records the region
+//! of the one that does, and otherwise gives the precise error of the
+//! heap whose memory holds the address.
 //!
 //! **Remote frees** (a block freed by another CPU than the one whose heap
 //! owns it) take the owner's lock, one free at a time. Batching them (a
 //! per-heap list the owner drains) would save lock traffic, but a block
 //! waiting on such a list is neither used nor free to the heap's checks,
 //! and a double free pushed twice makes the list a cycle that the owner
-//! cannot detect before it follows it; the benchmark in the README
-//! measures what the direct free costs.
+//! cannot detect before it follows it.
 //!
 //! **Interrupt handlers**: behind an [`IrqSafeLock`](crate::IrqSafeLock),
-//! a handler may allocate and free as any code does. Behind the default
-//! [`SpinLock`](crate::SpinLock) it may only use
+//! a maskable interrupt's handler may allocate and free as any code does.
+//! Behind the default [`SpinLock`](crate::SpinLock) it may only use
 //! [`PerCpuHeap::try_allocate`] and [`PerCpuHeap::try_free`], which never
 //! wait for a lock (the interrupted code may hold the one it would wait
-//! for, on the same CPU).
+//! for, on the same CPU) and never call the report handler. Either way
+//! the growth hook and the report handler run with no heap lock held but
+//! interrupts as the caller had them: a growth hook that takes a lock of
+//! its own must take it with interrupts off if handlers allocate.
 //!
 //! **Heaps in use**: `CPUS` is the most heaps the type holds; how many
 //! are in use is decided at run time ([`PerCpuHeap::set_cpu_count`]: a
 //! kernel boots with fewer CPUs than its maximum, a process learns how
 //! many it has), so that heap choice and the walks over all heaps
-//! (`stats`, `check`, `dump`, `trim`, a free the table cannot place) visit
-//! only those. A CPU id, or a heap index a caller names, at or above the
-//! count is taken modulo the count.
+//! (`stats`, `check`, `dump`, `trim`, the slow path of a free) visit only
+//! those. A CPU id, or a heap index a caller names, at or above the count
+//! is taken modulo the count.
 //!
 //! **Callers with their own heap choice**: [`PerCpuHeap::with_heap`] runs
 //! a closure on the heap chosen from a starting heap the caller names (a
 //! per-thread hint in a process, where threads move between CPUs) and
 //! says which heap ran it; the closure may allocate many blocks under the
-//! one lock (a batch) or account for what it changed. [`PerCpuHeap::with_owner`]
-//! and [`PerCpuHeap::free_all`] do the same for the heap that owns a
-//! block, and [`PerCpuHeap::heap_of_region`] answers, without a lock,
-//! whether an owner word names a region of this heap.
-//!
-//! **Regions are recorded when they are made**: a region made by
-//! [`PerCpuHeap::add_memory`] or by the growth of an allocation
-//! ([`PerCpuHeap::allocate`], [`PerCpuHeap::with_heap`], `GlobalAlloc::alloc`)
-//! is recorded in `owners` before any block of it is handed out (checked
-//! under the heap's lock by every allocation: a region count compared with
-//! the count recorded), so the table knows those regions (up to its
-//! capacity); only regions made behind its back (`heap(cpu).lock()`, or
-//! the growth inside `GlobalAlloc::realloc`, which the owning heap's
-//! `LockedHeap` serves) are learnt at the next allocation from that heap
-//! or at their first free, as described above.
+//! one lock (a batch) or account for what it changed.
+//! [`PerCpuHeap::with_owner`] and [`PerCpuHeap::free_all`] do the same for
+//! the heap that owns a block, and [`PerCpuHeap::knows_region`] and
+//! [`PerCpuHeap::heap_of_region`] answer, without a lock, whether an owner
+//! word names a region of this heap, and which heap's.
 //!
 //! **Abandoned heaps**: [`PerCpuHeap::abandon_locked_heaps`] is for a
 //! process's child just forked, where the threads that held heap locks do
@@ -74,14 +69,12 @@
 //! [`PerCpuHeap::with_owner`] `Ok(None)`).
 //!
 //! Invariants: a region belongs to one heap for ever (regions are never
-//! removed from a heap, and a range given to one heap is never given to
-//! another); an entry of `owners` maps a region address to the heap that
-//! holds that region, and is written once; every region made through
-//! `add_memory` or the growth of an allocation is in `owners` (while it
-//! has room) before a block of it is handed out; the counters of CPU `c` count the calls made on
-//! CPU `c`, whichever heap served them; `1 <= count <= CPUS`; an abandoned
-//! heap's lock is never taken again and its memory is never read by this
-//! type again.
+//! removed from a heap, and a range is given to one heap only); a slot of
+//! `owners` goes from empty to a region address (compare-and-swap), then
+//! gets that region's heap, and never changes again; the counters of CPU
+//! `c` count the calls made on CPU `c`, whichever heap served them;
+//! `1 <= count <= CPUS`; an abandoned heap's lock is never taken again
+//! and its memory is never read by this type again.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
@@ -96,32 +89,35 @@ use crate::raw;
 use crate::stats::Stats;
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 
-/// Slots of the region table (a power of two). Lookups stay short while
-/// at most half the slots are used; past [`OWNER_LIMIT`] regions the
-/// table records no more, and frees of the others ask every heap.
-const OWNER_SLOTS: usize = 256;
+/// Slots of the region table (a power of two): room for 16 CPUs' heaps
+/// with their [`MAX_REGIONS`](crate::MAX_REGIONS) regions each at half
+/// load. Past [`OWNER_LIMIT`] regions the table records no more, and the
+/// frees of the others take the slow path.
+const OWNER_SLOTS: usize = 512;
 
-/// Regions the table records at most (half its slots).
+/// Regions the table records at most (half its slots, so that a lookup
+/// probes a few slots).
 const OWNER_LIMIT: usize = OWNER_SLOTS / 2;
 
-/// A slot no region uses.
+/// A slot no region uses (no region lies at address 0).
 const EMPTY: usize = 0;
 
-/// A slot being written: taken by a region whose heap is not stored yet.
-const CLAIMED: usize = 1;
+/// A heap index not published yet (heaps are stored plus one).
+const UNPUBLISHED: usize = 0;
 
-/// One slot of the region table: a region address and its heap, side
-/// by side, so that a lookup reads one cache line.
+/// One slot of the region table: a region address and its heap (plus
+/// one), side by side, so that a lookup reads one cache line.
 struct OwnerSlot {
     region: AtomicUsize,
     heap: AtomicUsize,
 }
 
 /// Which heap holds each region: an open-addressed table of region
-/// addresses, read without a lock. A slot goes from [`EMPTY`] to
-/// [`CLAIMED`] (compare-and-swap, so two writers never share a slot) to
-/// the region's address (stored after its heap index, with release
-/// ordering), and never changes again.
+/// addresses, read without a lock. A slot goes from [`EMPTY`] to a region
+/// address by compare-and-swap (so a region takes one slot even when two
+/// CPUs record it at once: both probe from the same slot), then its heap
+/// (plus one) is stored with release ordering; a reader that finds the
+/// address but no heap yet treats it as a miss. Slots never change again.
 struct RegionOwners {
     slots: [OwnerSlot; OWNER_SLOTS],
     recorded: AtomicUsize,
@@ -133,7 +129,7 @@ impl RegionOwners {
             slots: [const {
                 OwnerSlot {
                     region: AtomicUsize::new(EMPTY),
-                    heap: AtomicUsize::new(0),
+                    heap: AtomicUsize::new(UNPUBLISHED),
                 }
             }; OWNER_SLOTS],
             recorded: AtomicUsize::new(0),
@@ -151,81 +147,115 @@ impl RegionOwners {
         (hash >> (64 - OWNER_SLOTS.trailing_zeros())) as usize
     }
 
+    /// The slot that holds `region`, or the empty slot where it would go
+    /// (`None` if neither is found).
+    fn slot_of(&self, region: usize) -> Option<usize> {
+        let mut slot = Self::home_slot(region);
+        for _ in 0..OWNER_SLOTS {
+            match self.slots[slot].region.load(Ordering::Acquire) {
+                EMPTY => return Some(slot),
+                found if found == region => return Some(slot),
+                _ => slot = (slot + 1) % OWNER_SLOTS,
+            }
+        }
+        None
+    }
+
     /// The heap that holds `region`, if the table knows it. The region's
     /// home slot holds it unless another region took that slot first: the
-    /// common case is one load and one compare, inlined; the probe past
-    /// the home slot is out of line.
+    /// common case is two loads from one cache line, inlined; the probe
+    /// past the home slot is out of line.
     #[inline]
     fn heap_of(&self, region: usize) -> Option<usize> {
-        if region <= CLAIMED {
+        if region == EMPTY {
             return None;
         }
         let home = Self::home_slot(region);
         let slot = &self.slots[home];
         let found = slot.region.load(Ordering::Acquire);
         if found == region {
-            return Some(slot.heap.load(Ordering::Relaxed));
+            return Self::published(slot);
         }
         if found == EMPTY {
             return None;
         }
-        self.probe(region, home)
+        self.probe(region)
     }
 
-    /// Whether the table knows `region`: [`RegionOwners::heap_of`]
-    /// without reading the heap (the cheaper question, for a filter).
+    /// Whether the table knows `region`: [`RegionOwners::heap_of`] without
+    /// decoding the heap.
     #[inline]
     fn knows(&self, region: usize) -> bool {
-        if region <= CLAIMED {
+        if region == EMPTY {
             return false;
         }
-        let home = Self::home_slot(region);
-        let found = self.slots[home].region.load(Ordering::Acquire);
-        found == region || (found != EMPTY && self.probe(region, home).is_some())
+        let slot = &self.slots[Self::home_slot(region)];
+        let found = slot.region.load(Ordering::Acquire);
+        if found == region {
+            return slot.heap.load(Ordering::Acquire) != UNPUBLISHED;
+        }
+        found != EMPTY && self.probe(region).is_some()
     }
 
-    /// The rest of [`RegionOwners::heap_of`]: the slots after `home`.
-    #[cold]
-    fn probe(&self, region: usize, home: usize) -> Option<usize> {
-        let mut slot = home;
-        for _ in 1..OWNER_SLOTS {
-            slot = (slot + 1) % OWNER_SLOTS;
-            match self.slots[slot].region.load(Ordering::Acquire) {
-                EMPTY => return None,
-                found if found == region => {
-                    return Some(self.slots[slot].heap.load(Ordering::Relaxed));
-                }
-                _ => {}
-            }
+    /// The heap a slot holding a region names, once published.
+    #[inline]
+    fn published(slot: &OwnerSlot) -> Option<usize> {
+        match slot.heap.load(Ordering::Acquire) {
+            UNPUBLISHED => None,
+            heap => Some(heap - 1),
         }
-        None
+    }
+
+    /// The rest of [`RegionOwners::heap_of`]: the slots after the home one.
+    #[cold]
+    fn probe(&self, region: usize) -> Option<usize> {
+        let slot = self.slot_of(region)?;
+        let found = &self.slots[slot];
+        if found.region.load(Ordering::Acquire) == region {
+            Self::published(found)
+        } else {
+            None
+        }
     }
 
     /// Records that `heap` holds `region` (nothing if the table knows it
     /// already or is full).
     fn record(&self, region: usize, heap: usize) {
-        if region <= CLAIMED || self.heap_of(region).is_some() {
+        if region == EMPTY {
             return;
         }
-        if self.recorded.fetch_add(1, Ordering::Relaxed) >= OWNER_LIMIT {
-            self.recorded.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        let mut slot = Self::home_slot(region);
         loop {
-            let claimed = self.slots[slot].region.compare_exchange(
-                EMPTY,
-                CLAIMED,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            if claimed.is_ok() {
-                self.slots[slot].heap.store(heap, Ordering::Relaxed);
-                self.slots[slot].region.store(region, Ordering::Release);
+            let Some(slot) = self.slot_of(region) else {
+                return;
+            };
+            let taken = self.slots[slot].region.load(Ordering::Acquire);
+            if taken == region {
+                // Recorded already (or being published by another CPU,
+                // which stores the same heap).
+                self.slots[slot].heap.store(heap + 1, Ordering::Release);
                 return;
             }
-            // At most OWNER_LIMIT slots are taken, so an empty one exists.
-            slot = (slot + 1) % OWNER_SLOTS;
+            if self.recorded.fetch_add(1, Ordering::Relaxed) >= OWNER_LIMIT {
+                self.recorded.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            let claimed = self.slots[slot].region.compare_exchange(
+                EMPTY,
+                region,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            match claimed {
+                Ok(_) => {
+                    self.slots[slot].heap.store(heap + 1, Ordering::Release);
+                    return;
+                }
+                // Another region (or this one) took the slot first: look
+                // again from the start.
+                Err(_) => {
+                    self.recorded.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 }
@@ -247,9 +277,6 @@ struct PerCpu<P: FitPolicy, L: RawLock> {
     heap: LockedHeap<Heap<P>, L>,
     /// Set for good by [`PerCpuHeap::abandon_locked_heaps`].
     abandoned: AtomicBool,
-    /// Regions of this heap already recorded in `owners` (written under
-    /// the heap's lock).
-    recorded_regions: AtomicUsize,
     allocations: AtomicUsize,
     frees: AtomicUsize,
     remote_frees: AtomicUsize,
@@ -260,7 +287,6 @@ impl<P: FitPolicy, L: RawLock> PerCpu<P, L> {
         PerCpu {
             heap: LockedHeap::with_backend(None),
             abandoned: AtomicBool::new(false),
-            recorded_regions: AtomicUsize::new(0),
             allocations: AtomicUsize::new(0),
             frees: AtomicUsize::new(0),
             remote_frees: AtomicUsize::new(0),
@@ -273,10 +299,10 @@ impl<P: FitPolicy, L: RawLock> PerCpu<P, L> {
     }
 }
 
-/// Where a block's owning heap was found, and in what state.
-enum Located<'a, P: FitPolicy, L: RawLock> {
-    /// Heap `.0`, locked.
-    Held(usize, LockGuard<'a, Heap<P>, L>),
+/// Where the heap a block belongs to was found, and what ran on it.
+enum Owner<R> {
+    /// Heap `.0` ran the caller's closure, which returned `.1`.
+    Ran(usize, R),
     /// A heap that had to be locked was busy and the caller would not wait.
     Busy,
     /// The owning heap is abandoned: the block is left alone.
@@ -320,9 +346,9 @@ pub struct PerCpuHeap<const CPUS: usize, P: FitPolicy = GoodFit, L: RawLock = Sp
 
 impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// `CPUS` empty heaps, all in use; `cpu_id` says which CPU runs the
-    /// caller (an index below the heaps in use; a larger one is taken
-    /// modulo their count). It must not allocate, and should be cheap:
-    /// every call asks it.
+    /// caller (an index below `CPUS`; one at or above the heaps in use is
+    /// taken modulo their count). It must not allocate, and should be
+    /// cheap: every call asks it.
     pub const fn new(cpu_id: fn() -> usize) -> Self {
         assert!(CPUS > 0, "a PerCpuHeap needs at least one CPU");
         PerCpuHeap {
@@ -365,7 +391,9 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// The index of the heap of the running CPU.
     #[inline]
     fn current(&self) -> usize {
-        self.index((self.cpu_id)())
+        let cpu = (self.cpu_id)();
+        debug_assert!(cpu < CPUS, "cpu_id() gave {cpu}, not below {CPUS}");
+        self.index(cpu)
     }
 
     /// The heaps in use that are not abandoned, with their index.
@@ -381,7 +409,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// block's owner word), without a lock; `None` if the table does not
     /// know it (see the module docs for which regions it knows). An answer
     /// is only as good as the word it came from: the heap it names still
-    /// validates any block it is given.
+    /// checks any block it is given.
     #[inline]
     pub fn heap_of_region(&self, region: usize) -> Option<usize> {
         self.owners.heap_of(region)
@@ -395,29 +423,18 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         self.owners.knows(region)
     }
 
-    /// Records the regions of heap `i` the table has not seen yet.
-    /// Called with that heap locked (`heap` is its guarded value).
-    fn record_regions(&self, i: usize, heap: &Heap<P>) {
-        let known = &self.cpus[i].recorded_regions;
-        let regions = heap.region_count();
-        if known.load(Ordering::Relaxed) != regions {
-            for id in heap.region_ids() {
-                self.owners.record(id.addr(), i);
-            }
-            known.store(regions, Ordering::Relaxed);
-        }
-    }
-
     /// The heap of CPU `cpu` (modulo `CPUS`), for what concerns one heap:
-    /// its statistics, check or dump, or adding memory to it. Not for an
-    /// abandoned heap ([`PerCpuHeap::is_abandoned`]), whose structure may
-    /// be half changed.
+    /// its statistics, check or dump, its hooks, or adding memory to it
+    /// (memory added through it directly is found by the slow path of a
+    /// free until its region is recorded; [`PerCpuHeap::add_memory`]
+    /// records it at once). Not for an abandoned heap
+    /// ([`PerCpuHeap::is_abandoned`]), whose structure may be half changed.
     pub fn heap(&self, cpu: usize) -> &LockedHeap<Heap<P>, L> {
         &self.cpus[cpu % CPUS].heap
     }
 
     /// Gives `[start, start + size)` to the heap of CPU `cpu`
-    /// ([`Heap::add_memory`]).
+    /// ([`Heap::add_memory`]) and records its regions for the frees.
     ///
     /// # Safety
     /// As for [`Heap::add_memory`]; the range is given to this one heap.
@@ -427,12 +444,20 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         start: *mut u8,
         size: usize,
     ) -> Result<(), HeapError> {
-        let i = cpu % CPUS;
-        let mut heap = self.cpus[i].heap.lock();
+        let cpu = cpu % CPUS;
+        let mut heap = self.cpus[cpu].heap.lock();
         // SAFETY: forwarded from the caller.
         unsafe { heap.add_memory(start, size) }?;
-        self.record_regions(i, &heap);
+        self.record_regions(cpu, &heap);
         Ok(())
+    }
+
+    /// Records every region of heap `i` in the region table (called with
+    /// its lock held, before the new memory is handed out).
+    fn record_regions(&self, i: usize, heap: &Heap<P>) {
+        for region in heap.region_ids() {
+            self.owners.record(region.addr(), i);
+        }
     }
 
     /// Sets the growth hook of every heap: a heap that cannot serve its
@@ -443,17 +468,19 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         }
     }
 
-    /// Sets the handler for misuses detected on the `GlobalAlloc` path,
-    /// for every heap.
+    /// Sets the handler for misuses and damage detected on every heap's
+    /// paths that cannot return an error (`GlobalAlloc`, `Allocator`),
+    /// and for damage met (and avoided) by [`PerCpuHeap::allocate`].
     pub fn set_report_handler(&self, handler: ReportHandler) {
         for cpu in &self.cpus {
             cpu.heap.set_report_handler(handler);
         }
     }
 
-    /// Allocates a block for `layout` from the running CPU's heap, another
-    /// heap if that one is busy or full, else the running CPU's heap once
-    /// it grew. Damage met on the way is reported and avoided.
+    /// Allocates a block for `layout` from the running CPU's heap (grown
+    /// through the growth hook if it has no room), else from another heap,
+    /// else from the running CPU's heap once its lock is free. Damage met
+    /// on the way is reported and avoided.
     pub fn allocate(&self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
         self.serve(self.current(), layout, true, |heap| heap.allocate(layout))
             .map(|(block, _)| block)
@@ -469,8 +496,9 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
 
     /// Allocates without ever waiting for a lock: from the first heap,
     /// starting with the running CPU's, that is not locked and has room;
-    /// `None` if there is none (no heap grows). The path for an interrupt
-    /// handler behind a [`SpinLock`].
+    /// `None` if there is none. No heap grows and no handler runs (damage
+    /// met is quarantined and counted in the heap's statistics). The path
+    /// for an interrupt handler behind a [`SpinLock`].
     pub fn try_allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.serve(self.current(), layout, false, |heap| heap.allocate(layout))
             .ok()
@@ -479,21 +507,22 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
 
     /// Runs `op` on a heap chosen as [`PerCpuHeap::allocate`] chooses, but
     /// starting from heap `start` (modulo the heaps in use) instead of the
-    /// running CPU's: `start` if its lock is free, else any other heap
-    /// whose lock is free, else `start`, waiting for its lock and growing
-    /// it through the growth hook. Returns what `op` returned and the heap
-    /// that ran it, so that a caller that keeps its own hint (a thread in a
-    /// process, which the scheduler moves between CPUs) can move it there.
+    /// running CPU's: `start` if its lock is free (grown through the growth
+    /// hook if it has no room), else any other heap whose lock is free,
+    /// else `start`, waiting for its lock. Returns what `op` returned and
+    /// the heap that ran it, so that a caller that keeps its own hint (a
+    /// thread in a process, which the scheduler moves between CPUs) can
+    /// move it there.
     ///
     /// `op` runs under that heap's lock and may do several things at once:
     /// allocate a batch of blocks, or note what the heap's
     /// [`Heap::in_use_bytes`] changed by. It returns
     /// `Err(HeapError::OutOfMemory { .. })` when the heap cannot serve it
-    /// (the next heap is then tried, or the heap grown); `layout` is the
-    /// largest block it needs, which sizes the growth. A misuse it returns
-    /// (damage met, now quarantined) is reported and the next heap tried;
-    /// any other error is returned at once. Counted as one allocation of
-    /// the running CPU.
+    /// (the heap is then grown, or the next heap tried); `layout` is the
+    /// largest block it needs, which sizes the growth. Damage it meets
+    /// (quarantined by the heap) is reported and the next heap tried; any
+    /// other error is returned at once. Counted as one allocation of the
+    /// running CPU.
     pub fn with_heap<T>(
         &self,
         start: usize,
@@ -503,9 +532,12 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         self.serve(self.index(start), layout, true, op)
     }
 
-    /// Runs `op` on a heap: `home`, then any other that is not locked;
-    /// then, if `wait`, `home` with growth. Skips abandoned heaps (an
-    /// abandoned `home` gives its turn to the next live heap).
+    /// Runs `op` (an allocation) on heap `home` if it is not locked; if it
+    /// has no room, grows it (when `wait` and a growth hook is set); then
+    /// tries the other heaps that are not locked; then, if `wait`, waits
+    /// for heap `home` (and grows it). Abandoned heaps are skipped; an
+    /// abandoned `home` gives its part to the next live heap. Returns the
+    /// value and the heap that served.
     fn serve<T>(
         &self,
         home: usize,
@@ -518,63 +550,87 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
             size: layout.size(),
             align: layout.align(),
         };
-        let mut first_live = None;
+        let Some(home) = (0..count)
+            .map(|k| (home + k) % count)
+            .find(|&i| !self.cpus[i].is_abandoned())
+        else {
+            return Err(failure);
+        };
+        let mut grown = false;
         for k in 0..count {
-            let i = if home + k < count {
-                home + k
-            } else {
-                home + k - count
-            };
+            let i = (home + k) % count;
             if self.cpus[i].is_abandoned() {
                 continue;
             }
-            first_live = first_live.or(Some(i));
-            let Some(mut heap) = self.cpus[i].heap.try_lock() else {
-                continue;
-            };
-            match op(&mut heap) {
-                Ok(value) => {
-                    // A growth that `op` never saw may have made a region
-                    // (see `with_growth`): known before the lock goes.
-                    self.record_regions(i, &heap);
-                    drop(heap);
+            match self.attempt(i, wait, &mut op) {
+                Attempt::Served(value) => {
                     self.count_allocation();
                     return Ok((value, i));
                 }
-                Err(HeapError::OutOfMemory { .. }) => {}
-                Err(error) => {
-                    drop(heap);
-                    if !error.is_misuse() {
-                        // A request no heap can serve (size, alignment).
-                        return Err(error);
+                Attempt::Busy => {}
+                Attempt::Full if i == home && wait && self.cpus[home].heap.has_source() => {
+                    grown = true;
+                    if let Some(value) = self.grow_home(home, layout, &mut op) {
+                        self.count_allocation();
+                        return Ok((value, home));
                     }
-                    // Damage, now quarantined: report it, go on.
-                    self.cpus[i].heap.report(&error);
-                    failure = error;
                 }
+                Attempt::Full => {}
+                Attempt::Damaged(error) => failure = error,
+                Attempt::Refused(error) => return Err(error),
             }
         }
-        let Some(grower) = first_live.filter(|_| wait) else {
+        if !wait || grown {
             return Err(failure);
-        };
-        let value = self.cpus[grower]
-            .heap
-            .with_growth(layout, |heap| {
-                let value = op(heap);
-                if value.is_ok() {
-                    // Memory the growth added may be a new region: known
-                    // to the table before a block of it leaves the lock.
-                    self.record_regions(grower, heap);
-                }
-                value
-            })
-            .ok_or(failure)?;
+        }
+        let value = self.grow_home(home, layout, op).ok_or(failure)?;
         self.count_allocation();
-        Ok((value, grower))
+        Ok((value, home))
     }
 
+    /// Counts one allocation of the running CPU.
     fn count_allocation(&self) {
         self.count(self.current(), |c| &c.allocations);
+    }
+
+    /// Runs `op` on heap `i` if its lock is free. Damage met is reported
+    /// if `report` (the heap quarantined it either way).
+    fn attempt<T>(
+        &self,
+        i: usize,
+        report: bool,
+        op: &mut impl FnMut(&mut Heap<P>) -> Result<T, HeapError>,
+    ) -> Attempt<T> {
+        let Some(mut heap) = self.cpus[i].heap.try_lock() else {
+            return Attempt::Busy;
+        };
+        let result = op(&mut heap);
+        drop(heap);
+        match result {
+            Ok(value) => Attempt::Served(value),
+            Err(HeapError::OutOfMemory { .. }) => Attempt::Full,
+            Err(error) if error.is_misuse() => {
+                if report {
+                    self.cpus[i].heap.report(&error);
+                }
+                Attempt::Damaged(error)
+            }
+            // A request no heap can serve (size, alignment).
+            Err(error) => Attempt::Refused(error),
+        }
+    }
+
+    /// Runs `op` on heap `home`, waiting for its lock and growing it
+    /// through the growth hook; records the regions growth adds.
+    fn grow_home<T>(
+        &self,
+        home: usize,
+        layout: Layout,
+        op: impl FnMut(&mut Heap<P>) -> Result<T, HeapError>,
+    ) -> Option<T> {
+        self.cpus[home]
+            .heap
+            .with_growth_then(layout, op, |heap| self.record_regions(home, heap))
     }
 
     fn count(&self, cpu: usize, counter: impl Fn(&PerCpu<P, L>) -> &AtomicUsize) {
@@ -592,48 +648,54 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         if !ptr.as_ptr().addr().is_multiple_of(crate::GRANULE) {
             return None;
         }
-        // SAFETY: the caller guarantees the word is readable; `ptr` is
-        // aligned; the value is only a hint, validated under the lock of
-        // the heap it names.
+        // SAFETY: the caller guarantees the word is readable and not
+        // written meanwhile; `ptr` is aligned; the value is only a hint,
+        // checked under the lock of the heap it names.
         let word = unsafe { raw::owner_word(ptr.as_ptr()) };
         self.owners.heap_of(raw::owner_region(word))
     }
 
     /// Frees the block at `ptr`, from any CPU, in the heap that owns it;
     /// returns the bytes it occupied ([`Heap::free`]). Fails, changing
-    /// nothing, with the error the owning heap gives (`DoubleFree`,
-    /// `NotBlockStart`, `Corrupted`), or `NotFromHeap` if no heap holds it.
-    /// A block of an abandoned heap is left as it is: `Ok(0)`.
+    /// nothing, with the error the heap whose memory holds `ptr` gives
+    /// (`DoubleFree`, `NotBlockStart`, `Corrupted`), or `NotFromHeap` if
+    /// no heap's memory holds it. A block of an abandoned heap is left as
+    /// it is: `Ok(0)`.
     ///
     /// # Safety
     /// If `ptr` is a live block of this heap, nothing uses it any more.
-    /// Otherwise (a misuse to be reported), the `usize` [`raw::OWNER_OFFSET`]
-    /// bytes before `ptr` must be readable, as they are before any pointer
-    /// another allocator handed out: a free reads that word first.
+    /// Otherwise (a misuse to be reported), the `usize`
+    /// [`raw::OWNER_OFFSET`] bytes before `ptr` must be readable and not
+    /// written by another thread meanwhile, as they are before a pointer
+    /// another allocator handed out: a free reads that word first, without
+    /// a lock (as glibc's `free` reads a chunk header it cannot vouch
+    /// for). A double free that races with another CPU reusing the block
+    /// breaks this.
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
         // SAFETY: forwarded from the caller.
-        Ok(unsafe { self.release(ptr, true, |heap| heap.free(ptr)) }?.unwrap_or(0))
+        match unsafe { self.release(ptr, true, |heap| heap.free(ptr)) }? {
+            Owner::Ran(_, size) => Ok(size),
+            Owner::Abandoned => Ok(0),
+            // Only a call that does not wait gives up on a lock.
+            Owner::Busy => Err(HeapError::NotFromHeap {
+                addr: ptr.as_ptr().addr(),
+            }),
+        }
     }
 
     /// [`PerCpuHeap::free`] that never waits for a lock: `None` if the
-    /// owning heap is locked (the block is untouched; free it later).
+    /// owning heap is locked, or if the block's region is not in the
+    /// region table and a heap the slow path must ask is locked (the block
+    /// is untouched; free it later).
     ///
     /// # Safety
     /// As for [`PerCpuHeap::free`].
     pub unsafe fn try_free(&self, ptr: NonNull<u8>) -> Option<Result<usize, HeapError>> {
         // SAFETY: forwarded from the caller.
-        match unsafe { self.locate(ptr, false) } {
-            Ok(Located::Held(owner, mut heap)) => {
-                // SAFETY: forwarded from the caller.
-                let freed = unsafe { heap.free(ptr) };
-                drop(heap);
-                if freed.is_ok() {
-                    self.count_frees(owner, 1);
-                }
-                Some(freed)
-            }
-            Ok(Located::Busy) => None,
-            Ok(Located::Abandoned) => Some(Ok(0)),
+        match unsafe { self.release(ptr, false, |heap| heap.free(ptr)) } {
+            Ok(Owner::Ran(_, size)) => Some(Ok(size)),
+            Ok(Owner::Abandoned) => Some(Ok(0)),
+            Ok(Owner::Busy) => None,
             Err(error) => Some(Err(error)),
         }
     }
@@ -659,7 +721,9 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         while let Some(ptr) = next() {
             if let Some((owner, heap)) = held.as_mut() {
                 // SAFETY: forwarded from the caller.
-                if unsafe { self.owner_hint(ptr) } == Some(*owner) {
+                if unsafe { self.owner_hint(ptr) } == Some(*owner)
+                    && heap.holds_block_at(ptr.as_ptr().addr())
+                {
                     // SAFETY: forwarded from the caller.
                     match unsafe { heap.free(ptr) } {
                         Ok(size) => {
@@ -667,9 +731,6 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
                             run += 1;
                             continue;
                         }
-                        // Not in this heap's memory (a forged owner
-                        // word): found below as `free` finds it.
-                        Err(HeapError::NotFromHeap { .. }) => {}
                         Err(error) => {
                             result = Err(error);
                             break;
@@ -683,7 +744,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
             }
             // SAFETY: forwarded from the caller.
             match unsafe { self.locate(ptr, true) } {
-                Ok(Located::Held(owner, mut heap)) => {
+                Ok(Owner::Ran(owner, mut heap)) => {
                     // SAFETY: forwarded from the caller.
                     match unsafe { heap.free(ptr) } {
                         Ok(size) => {
@@ -697,7 +758,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
                         }
                     }
                 }
-                Ok(Located::Busy | Located::Abandoned) => {}
+                Ok(Owner::Busy | Owner::Abandoned) => {}
                 Err(error) => {
                     result = Err(error);
                     break;
@@ -714,10 +775,10 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// Runs `op` on the heap that owns the block at `ptr`, under its lock
     /// (an in-place resize, a usable size, with whatever accounting the
     /// caller keeps around it); `Ok(None)` if that heap is abandoned (`op`
-    /// does not run), `NotFromHeap` if no heap holds the address. Found as
-    /// [`PerCpuHeap::free`] finds it, so `op` gets the precise error of the
-    /// owning heap for a pointer that is not a used block; not counted as
-    /// a free.
+    /// does not run), `NotFromHeap` if no heap's memory holds the address.
+    /// The heap is found as [`PerCpuHeap::free`] finds it, so `op` meets
+    /// the precise error of the heap whose memory holds a pointer that is
+    /// no used block; not counted as a free.
     ///
     /// # Safety
     /// As for [`PerCpuHeap::free`], except that the block stays live: `op`
@@ -728,15 +789,16 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         op: impl FnOnce(&mut Heap<P>) -> Result<T, HeapError>,
     ) -> Result<Option<T>, HeapError> {
         // SAFETY: forwarded from the caller.
-        match unsafe { self.locate(ptr, true) }? {
-            Located::Held(_, mut heap) => op(&mut heap).map(Some),
-            Located::Busy | Located::Abandoned => Ok(None),
+        match unsafe { self.on_owner(ptr, true, op) }? {
+            Owner::Ran(_, result) => result.map(Some),
+            Owner::Busy | Owner::Abandoned => Ok(None),
         }
     }
 
     /// Runs `op` (a free of `ptr`) on the heap that owns `ptr` and counts
-    /// it; `Ok(None)` when `wait` is false and a heap it needs is locked,
-    /// or when the owning heap is abandoned (`op` does not run).
+    /// it; `Owner::Busy` when `wait` is false and a heap it needs is
+    /// locked, `Owner::Abandoned` (`op` not run) when the owning heap is
+    /// abandoned.
     ///
     /// # Safety
     /// As for [`PerCpuHeap::free`]; `op` frees `ptr` and nothing else.
@@ -746,56 +808,81 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         ptr: NonNull<u8>,
         wait: bool,
         op: impl FnOnce(&mut Heap<P>) -> Result<T, HeapError>,
-    ) -> Result<Option<T>, HeapError> {
+    ) -> Result<Owner<T>, HeapError> {
         // SAFETY: forwarded from the caller.
-        match unsafe { self.locate(ptr, wait) }? {
-            Located::Held(owner, mut heap) => {
-                let value = op(&mut heap)?;
-                drop(heap);
-                self.count_frees(owner, 1);
-                Ok(Some(value))
+        Ok(match unsafe { self.on_owner(ptr, wait, op) }? {
+            Owner::Ran(heap, result) => {
+                let value = result?;
+                self.count_frees(heap, 1);
+                Owner::Ran(heap, value)
             }
-            Located::Busy | Located::Abandoned => Ok(None),
-        }
+            Owner::Busy => Owner::Busy,
+            Owner::Abandoned => Owner::Abandoned,
+        })
     }
 
-    /// The heap that owns `ptr`, locked (waiting if `wait`): the one the
-    /// region table names if its memory holds `ptr`, else the one asking
-    /// every heap finds (see [`PerCpuHeap::ask_every_heap`]). `NotFromHeap`
-    /// if no heap's memory holds `ptr`.
+    /// Runs `f` under the lock of the heap `ptr` belongs to: the heap the
+    /// region table names, if one of its chunks holds the block (the fast
+    /// path: one lookup, one lock); else the slow path's answer, the heap
+    /// that holds the block or, failing that, the heap whose memory holds
+    /// the address (which refuses `ptr` with its precise error, and
+    /// quarantines damage). Returns that heap and what `f` returned;
+    /// `Ok(None)` when `wait` is false and a heap it needs is locked;
+    /// `NotFromHeap` when no heap's memory holds `ptr`.
     ///
     /// # Safety
     /// As for [`PerCpuHeap::free`].
     #[inline]
-    unsafe fn locate(&self, ptr: NonNull<u8>, wait: bool) -> Result<Located<'_, P, L>, HeapError> {
+    unsafe fn on_owner<R>(
+        &self,
+        ptr: NonNull<u8>,
+        wait: bool,
+        f: impl FnOnce(&mut Heap<P>) -> R,
+    ) -> Result<Owner<R>, HeapError> {
+        // SAFETY: forwarded from the caller.
+        Ok(match unsafe { self.locate(ptr, wait) }? {
+            Owner::Ran(heap, mut locked) => Owner::Ran(heap, f(&mut locked)),
+            Owner::Busy => Owner::Busy,
+            Owner::Abandoned => Owner::Abandoned,
+        })
+    }
+
+    /// The heap `ptr` belongs to, locked (see [`PerCpuHeap::on_owner`]);
+    /// `Owner::Abandoned` if the region table names an abandoned heap.
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`].
+    #[inline]
+    unsafe fn locate(
+        &self,
+        ptr: NonNull<u8>,
+        wait: bool,
+    ) -> Result<Owner<LockGuard<'_, Heap<P>, L>>, HeapError> {
         // SAFETY: forwarded from the caller.
         if let Some(owner) = unsafe { self.owner_hint(ptr) } {
             if self.cpus[owner].is_abandoned() {
-                return Ok(Located::Abandoned);
+                return Ok(Owner::Abandoned);
             }
             let Some(heap) = self.lock_heap(owner, wait) else {
-                return Ok(Located::Busy);
+                return Ok(Owner::Busy);
             };
-            if heap.spans(ptr.as_ptr().addr()) {
-                return Ok(Located::Held(owner, heap));
+            if heap.holds_block_at(ptr.as_ptr().addr()) {
+                return Ok(Owner::Ran(owner, heap));
             }
         }
         // SAFETY: forwarded from the caller.
         let heap = match unsafe { self.ask_every_heap(ptr, wait) } {
-            Found::Owner(i) => i,
-            // That heap refuses `ptr`: the caller's operation returns its
-            // precise error (and quarantines damage), changing nothing else.
-            Found::Refused(i) => i,
+            Found::Owner(i) | Found::Refused(i) => i,
             Found::Nowhere => {
                 return Err(HeapError::NotFromHeap {
                     addr: ptr.as_ptr().addr(),
                 })
             }
-            Found::Busy => return Ok(Located::Busy),
+            Found::Busy => return Ok(Owner::Busy),
         };
         Ok(match self.lock_heap(heap, wait) {
-            Some(locked) => Located::Held(heap, locked),
-            None => Located::Busy,
+            Some(locked) => Owner::Ran(heap, locked),
+            None => Owner::Busy,
         })
     }
 
@@ -811,34 +898,44 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
 
     /// The slow path of finding a block's heap: asks each heap in use that
     /// is not abandoned whether it holds `ptr` as a used block, and records
-    /// the region of the one that does. If none does, the first heap whose
-    /// memory holds the address is the one to give the precise error.
+    /// the region of the one that
+    /// does. If none does, the heap whose memory (a chunk or a region's
+    /// control structure) holds the address is the one to give the precise
+    /// error.
     ///
     /// # Safety
     /// As for [`PerCpuHeap::free`].
     #[cold]
     unsafe fn ask_every_heap(&self, ptr: NonNull<u8>, wait: bool) -> Found {
+        let addr = ptr.as_ptr().addr();
         let mut refused = None;
         for (i, _) in self.live() {
             let Some(heap) = self.lock_heap(i, wait) else {
                 return Found::Busy;
             };
-            // SAFETY: `usable_size` reads only memory of the heap's own
-            // regions, whatever `ptr` is.
-            match unsafe { heap.usable_size(ptr) } {
-                Ok(_) => {
-                    // SAFETY: a used block of this heap, validated under
-                    // the lock still held: its owner word names its region.
-                    let word = unsafe { raw::owner_word(ptr.as_ptr()) };
-                    drop(heap);
-                    self.owners.record(raw::owner_region(word), i);
-                    return Found::Owner(i);
-                }
-                Err(HeapError::NotFromHeap { .. }) => {}
-                Err(_) => refused = refused.or(Some(i)),
+            // SAFETY: `usable_size` reports an invalid pointer without
+            // dereferencing it outside the heap's own memory.
+            if unsafe { heap.usable_size(ptr) }.is_ok() {
+                // SAFETY: a used block of this heap, validated under the
+                // lock still held: its owner word names its region.
+                let word = unsafe { raw::owner_word(ptr.as_ptr()) };
+                self.owners.record(raw::owner_region(word), i);
+                return Found::Owner(i);
+            }
+            if refused.is_none() && heap.holds(addr) {
+                refused = Some(i);
             }
         }
         refused.map_or(Found::Nowhere, Found::Refused)
+    }
+
+    /// Counts `n` frees of blocks of heap `owner` on the running CPU.
+    fn count_frees(&self, owner: usize, n: usize) {
+        let cpu = self.current();
+        self.cpus[cpu].frees.fetch_add(n, Ordering::Relaxed);
+        if owner != cpu {
+            self.cpus[cpu].remote_frees.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Abandons, for good, every heap whose lock is held now, and releases
@@ -881,15 +978,6 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// ([`PerCpuHeap::abandon_locked_heaps`]).
     pub fn is_abandoned(&self, i: usize) -> bool {
         self.cpus[i % CPUS].is_abandoned()
-    }
-
-    /// Counts `n` frees of blocks of heap `owner` on the running CPU.
-    fn count_frees(&self, owner: usize, n: usize) {
-        let cpu = &self.cpus[self.current()];
-        cpu.frees.fetch_add(n, Ordering::Relaxed);
-        if !core::ptr::eq(cpu, &self.cpus[owner]) {
-            cpu.remote_frees.fetch_add(n, Ordering::Relaxed);
-        }
     }
 
     /// The calls made on CPU `cpu` (modulo `CPUS`) so far.
@@ -947,16 +1035,15 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     pub(crate) unsafe fn deallocate_reporting(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded from the caller.
         let result = unsafe { self.release(ptr, true, |heap| heap.deallocate(ptr, layout)) };
-        // `Ok(None)`: a block of an abandoned heap, left alone.
-        let Err(error) = result else {
-            return;
-        };
-        self.cpus[self.current()].heap.report(&error);
+        // `Ok(Owner::Abandoned)`: a block of an abandoned heap, left alone.
+        if let Err(error) = result {
+            self.cpus[self.current()].heap.report(&error);
+        }
     }
 
-    /// Resizes a block in the heap that owns it (moving it within that
-    /// heap if it cannot grow in place): `GlobalAlloc::realloc` of that
-    /// heap. Null, and a report, if no heap holds the block.
+    /// Resizes a block: in the heap that owns it (in place, or moved
+    /// within that heap), else, when that heap has no room, moved to a
+    /// block from [`PerCpuHeap::allocate`]. Null, and a report, on misuse.
     ///
     /// # Safety
     /// As for `GlobalAlloc::realloc`.
@@ -966,43 +1053,59 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         layout: Layout,
         new_size: usize,
     ) -> *mut u8 {
-        let addr = ptr.as_ptr().addr();
-        // SAFETY: forwarded from the caller.
-        let hinted = unsafe { self.owner_hint(ptr) }
-            .filter(|&i| self.cpus[i].is_abandoned() || self.cpus[i].heap.lock().spans(addr));
-        // SAFETY: forwarded from the caller.
-        let heap =
-            match hinted.map_or_else(|| unsafe { self.ask_every_heap(ptr, true) }, Found::Owner) {
-                Found::Owner(i) | Found::Refused(i) => i,
-                Found::Nowhere | Found::Busy => {
-                    self.cpus[self.current()]
-                        .heap
-                        .report(&HeapError::NotFromHeap { addr });
-                    return null_mut();
-                }
-            };
-        if self.cpus[heap].is_abandoned() {
+        // SAFETY: forwarded from the caller; the heap validates the block,
+        // and on failure it is intact.
+        let found = unsafe { self.on_owner(ptr, true, |heap| heap.realloc(ptr, layout, new_size)) };
+        let (heap, error) = match found {
+            Ok(Owner::Ran(_, Ok(moved))) => return moved.as_ptr(),
+            Ok(Owner::Ran(heap, Err(error))) => (heap, error),
+            // Only a call that does not wait gives up on a lock.
+            Ok(Owner::Busy) => return null_mut(),
             // The block stays where it is (leaked): a copy elsewhere.
-            let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
-                return null_mut();
-            };
-            let Ok(moved) = self.allocate(new_layout) else {
-                return null_mut();
-            };
-            // SAFETY: the caller's block holds `layout.size()` bytes; the
-            // new one `new_size`; they are distinct.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    ptr.as_ptr(),
-                    moved.as_ptr(),
-                    layout.size().min(new_size),
-                )
-            };
-            return moved.as_ptr();
+            Ok(Owner::Abandoned) => (
+                self.current(),
+                HeapError::OutOfMemory {
+                    size: new_size,
+                    align: layout.align(),
+                },
+            ),
+            Err(error) => (self.current(), error),
+        };
+        if !matches!(error, HeapError::OutOfMemory { .. }) {
+            if error.is_misuse() {
+                self.cpus[heap].heap.report(&error);
+            }
+            return null_mut();
         }
-        // SAFETY: forwarded from the caller; that heap validates the block.
-        unsafe { GlobalAlloc::realloc(&self.cpus[heap].heap, ptr.as_ptr(), layout, new_size) }
+        // The owner has no room (or is abandoned): move the block to any
+        // heap that has.
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return null_mut();
+        };
+        let Ok(moved) = self.allocate(new_layout) else {
+            return null_mut();
+        };
+        // SAFETY: both blocks are live and disjoint; the old one holds
+        // `layout.size()` bytes, the new one `new_size`.
+        unsafe { moved.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
+        // SAFETY: the caller's block, validated by its heap above, now
+        // copied and given up.
+        unsafe { self.deallocate_reporting(ptr, layout) };
+        moved.as_ptr()
     }
+}
+
+/// What trying one heap for an allocation gave.
+enum Attempt<T> {
+    Served(T),
+    /// Its lock was held.
+    Busy,
+    /// It has no room.
+    Full,
+    /// It met damage (quarantined, reported if asked).
+    Damaged(HeapError),
+    /// A request no heap can serve.
+    Refused(HeapError),
 }
 
 /// What asking every heap about a pointer found.
@@ -1073,10 +1176,10 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> fmt::Debug for PerCpuHeap<CPUS
 mod tests {
     use super::*;
 
-    /// The table under load: regions that share home slots are found by
+    /// The table under load: regions that share a home slot are found by
     /// probing, with their own heap; past `OWNER_LIMIT` nothing more is
     /// recorded (and nothing recorded is lost); addresses that are not
-    /// regions, and the two marker values, are never known.
+    /// regions, and the empty marker, are never known.
     #[test]
     fn the_region_table_probes_past_shared_slots_and_stops_at_its_limit() {
         let table = RegionOwners::new();
@@ -1091,23 +1194,19 @@ mod tests {
             .collect();
         assert_eq!(regions.len(), 8);
         regions.extend((1..=OWNER_LIMIT + 1 - 8).map(|i| 0x4000_0000 + i * (1 << 20)));
-        let region = |i: usize| regions[i];
-        for i in 0..OWNER_LIMIT {
-            table.record(region(i), i % 7);
-            table.record(region(i), 99); // a second record changes nothing
+        for (i, &region) in regions[..OWNER_LIMIT].iter().enumerate() {
+            table.record(region, i % 7);
+            table.record(region, i % 7); // a second record changes nothing
         }
-        for i in 0..OWNER_LIMIT {
-            assert_eq!(table.heap_of(region(i)), Some(i % 7));
-            assert!(table.knows(region(i)));
+        for (i, &region) in regions[..OWNER_LIMIT].iter().enumerate() {
+            assert_eq!(table.heap_of(region), Some(i % 7));
+            assert!(table.knows(region));
         }
-        table.record(region(OWNER_LIMIT), 1);
-        assert_eq!(
-            table.heap_of(region(OWNER_LIMIT)),
-            None,
-            "the table is full"
-        );
-        assert!(!table.knows(region(OWNER_LIMIT)));
-        for other in [EMPTY, CLAIMED, region(0) + 16, region(1) - 4096] {
+        let last = regions[OWNER_LIMIT];
+        table.record(last, 1);
+        assert_eq!(table.heap_of(last), None, "the table is full");
+        assert!(!table.knows(last));
+        for other in [EMPTY, 1, regions[0] + 16, regions[9] - 4096] {
             assert_eq!(table.heap_of(other), None);
             assert!(!table.knows(other));
         }

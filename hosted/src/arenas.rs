@@ -37,9 +37,10 @@
 //!
 //! Choosing a heap: callers pass a hint (a thread starts with the CPU it
 //! runs on, see `thread`), which is the core's starting heap: it is tried
-//! first; if its lock is taken or it is full, the others are tried without
-//! waiting, and if none serves, the caller waits for the hinted heap,
-//! which grows. The hint moves to the heap that served, so a thread stays
+//! first, and grows if it is full (each heap keeps to memory of its own);
+//! if its lock is taken, the others are tried without waiting, and if
+//! none serves, the caller waits for the hinted heap. The hint moves to
+//! the heap that served, so a thread stays
 //! on a heap until it meets contention or a full heap: a single-threaded
 //! program uses one heap even as the scheduler moves it between CPUs,
 //! instead of spreading its memory (and its resident pages) over all of
