@@ -182,19 +182,27 @@ impl RegionOwners {
         self.probe(region)
     }
 
-    /// Whether the table knows `region`: [`RegionOwners::heap_of`] without
-    /// decoding the heap.
+    /// Whether a slot holds `region`: a region one of the heaps holds (a
+    /// slot takes an address only when the heap that holds the region
+    /// records it), its heap published or about to be. The cheaper
+    /// question: one load, no heap to decode.
     #[inline]
     fn knows(&self, region: usize) -> bool {
         if region == EMPTY {
             return false;
         }
-        let slot = &self.slots[Self::home_slot(region)];
-        let found = slot.region.load(Ordering::Acquire);
-        if found == region {
-            return slot.heap.load(Ordering::Acquire) != UNPUBLISHED;
-        }
-        found != EMPTY && self.probe(region).is_some()
+        let found = self.slots[Self::home_slot(region)]
+            .region
+            .load(Ordering::Acquire);
+        found == region || (found != EMPTY && self.probe_slot(region))
+    }
+
+    /// The rest of [`RegionOwners::knows`]: whether a slot after the home
+    /// one holds `region`.
+    #[cold]
+    fn probe_slot(&self, region: usize) -> bool {
+        self.slot_of(region)
+            .is_some_and(|slot| self.slots[slot].region.load(Ordering::Acquire) == region)
     }
 
     /// The heap a slot holding a region names, once published.
@@ -415,9 +423,11 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         self.owners.heap_of(region)
     }
 
-    /// Whether the region table knows `region` as a region of one of the
-    /// heaps: [`PerCpuHeap::heap_of_region`]`(region).is_some()`, a little
-    /// cheaper (a filter on a fast path: "is this owner word one of ours?").
+    /// Whether the region table holds `region` as a region of one of the
+    /// heaps (recorded, or being recorded by the heap that holds it, so
+    /// that [`PerCpuHeap::heap_of_region`] may still say `None` for a
+    /// moment): one load, without a lock, for a filter on a fast path ("is
+    /// this owner word one of ours?").
     #[inline]
     pub fn knows_region(&self, region: usize) -> bool {
         self.owners.knows(region)

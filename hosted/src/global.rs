@@ -330,7 +330,7 @@ unsafe fn classify(ptr: NonNull<u8>, call: &'static str) -> Kind {
 }
 
 /// Whether `ptr` is a used block of a region the core's region table does
-/// not know (it records 128 regions; a process whose heaps made more, by
+/// not know (it records 256 regions; a process whose heaps made more, by
 /// growing in many scattered chunks, has such regions): asks every heap,
 /// slowly, under their locks.
 ///
