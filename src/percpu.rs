@@ -307,9 +307,10 @@ impl<P: FitPolicy, L: RawLock> PerCpu<P, L> {
     }
 }
 
-/// Where the heap a block belongs to was found, and what ran on it.
+/// Where the heap a block belongs to was found, and what came of it.
 enum Owner<R> {
-    /// Heap `.0` ran the caller's closure, which returned `.1`.
+    /// Heap `.0`, with `.1`: its lock guard (`locate`), or what the
+    /// caller's closure returned, run under that lock (`on_owner`).
     Ran(usize, R),
     /// A heap that had to be locked was busy and the caller would not wait.
     Busy,
