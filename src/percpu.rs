@@ -493,16 +493,16 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// else from the running CPU's heap once its lock is free. Damage met
     /// on the way is reported and avoided.
     pub fn allocate(&self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
-        self.serve(self.current(), layout, true, |heap| heap.allocate(layout))
+        let cpu = self.current();
+        self.serve(cpu, cpu, layout, true, |heap| heap.allocate(layout))
             .map(|(block, _)| block)
     }
 
     /// Like [`PerCpuHeap::allocate`], with the block zeroed.
     pub fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
-        self.serve(self.current(), layout, true, |heap| {
-            heap.allocate_zeroed(layout)
-        })
-        .map(|(block, _)| block)
+        let cpu = self.current();
+        self.serve(cpu, cpu, layout, true, |heap| heap.allocate_zeroed(layout))
+            .map(|(block, _)| block)
     }
 
     /// Allocates without ever waiting for a lock: from the first heap,
@@ -511,7 +511,8 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// met is quarantined and counted in the heap's statistics). The path
     /// for an interrupt handler behind a [`SpinLock`].
     pub fn try_allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
-        self.serve(self.current(), layout, false, |heap| heap.allocate(layout))
+        let cpu = self.current();
+        self.serve(cpu, cpu, layout, false, |heap| heap.allocate(layout))
             .ok()
             .map(|(block, _)| block)
     }
@@ -533,14 +534,15 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// largest block it needs, which sizes the growth. Damage it meets
     /// (quarantined by the heap) is reported and the next heap tried; any
     /// other error is returned at once. Counted as one allocation of the
-    /// running CPU.
+    /// CPU `start` names (the caller's own: `cpu_id` is not asked).
     pub fn with_heap<T>(
         &self,
         start: usize,
         layout: Layout,
         op: impl FnMut(&mut Heap<P>) -> Result<T, HeapError>,
     ) -> Result<(T, usize), HeapError> {
-        self.serve(self.index(start), layout, true, op)
+        let start = self.index(start);
+        self.serve(start, start, layout, true, op)
     }
 
     /// Runs `op` (an allocation) on heap `home` if it is not locked; if it
@@ -548,9 +550,10 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// tries the other heaps that are not locked; then, if `wait`, waits
     /// for heap `home` (and grows it). Abandoned heaps are skipped; an
     /// abandoned `home` gives its part to the next live heap. Returns the
-    /// value and the heap that served.
+    /// value and the heap that served; counts the allocation on `cpu`.
     fn serve<T>(
         &self,
+        cpu: usize,
         home: usize,
         layout: Layout,
         wait: bool,
@@ -575,14 +578,14 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
             }
             match self.attempt(i, wait, &mut op) {
                 Attempt::Served(value) => {
-                    self.count_allocation();
+                    self.count(cpu, |c| &c.allocations);
                     return Ok((value, i));
                 }
                 Attempt::Busy => {}
                 Attempt::Full if i == home && wait && self.cpus[home].heap.has_source() => {
                     grown = true;
                     if let Some(value) = self.grow_home(home, layout, &mut op) {
-                        self.count_allocation();
+                        self.count(cpu, |c| &c.allocations);
                         return Ok((value, home));
                     }
                 }
@@ -595,13 +598,8 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
             return Err(failure);
         }
         let value = self.grow_home(home, layout, op).ok_or(failure)?;
-        self.count_allocation();
+        self.count(cpu, |c| &c.allocations);
         Ok((value, home))
-    }
-
-    /// Counts one allocation of the running CPU.
-    fn count_allocation(&self) {
-        self.count(self.current(), |c| &c.allocations);
     }
 
     /// Runs `op` on heap `i` if its lock is free. Damage met is reported
