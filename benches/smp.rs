@@ -7,8 +7,10 @@
 //! Run with `cargo bench --bench smp` (release, fat LTO, one codegen unit:
 //! `[profile.bench]`; about 3 minutes). `BENCH_QUICK=1` runs a smoke version
 //! for CI (a few seconds): 20,000 operations per thread, one repeat.
-//! `SMP_ONLY=percpu,talc` runs only the named allocators, `SMP_OPS` and
-//! `SMP_REPEATS` override the operations per thread and the repeats.
+//! `SMP_ONLY=percpu,talc` runs only the named allocators (`percpu`,
+//! `locked`, `talc`, `linked_list`), `SMP_ROWS=1,5` only those rows of the
+//! table (numbered from 1), `SMP_OPS` and `SMP_REPEATS` override the
+//! operations per thread and the repeats.
 //!
 //! The threads play CPUs: thread `t` sets a thread-local index to `t`, and
 //! `PerCpuHeap`'s `cpu_id` function returns it. The process is not pinned
@@ -360,7 +362,10 @@ unsafe fn free_block<A: Subject>(heap: &A, ptr: *mut u8) {
 }
 
 /// Nanoseconds the calling thread has spent on a CPU (Linux), if known.
+/// The kernel brings the figure up to date when the thread enters the
+/// scheduler, hence the yield (outside the timed loop).
 fn on_cpu_ns() -> Option<u64> {
+    std::thread::yield_now();
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     stat.split_whitespace().next()?.parse().ok()
 }
@@ -660,8 +665,16 @@ fn main() {
     if !cfg.quick {
         plan.extend([(10_000, 1, 0), (10_000, 2, 0), (10_000, 2, 50)]);
     }
+    let picked = std::env::var("SMP_ROWS").ok();
     let mut rows = Vec::new();
     for (k, &(window, threads, cross)) in plan.iter().enumerate() {
+        let number = (k + 1).to_string();
+        if picked
+            .as_deref()
+            .is_some_and(|p| !p.split(',').any(|q| q == number))
+        {
+            continue;
+        }
         let s = streams(threads, window, cfg.ops, cross, 1 + k as u64);
         let name = match (threads, cross) {
             (1, _) => format!("W={window}, 1 thread"),
