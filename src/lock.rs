@@ -28,7 +28,8 @@ use core::ops::{Deref, DerefMut};
 
 use crate::sync::{AtomicBool, Ordering};
 
-/// A lock without data: what [`Mutex`] needs to guard a heap.
+/// A lock without data: what a heap sits behind
+/// ([`LockedHeap`](crate::LockedHeap), [`PerCpuHeap`](crate::PerCpuHeap)).
 ///
 /// # Safety
 /// `lock` and a successful `try_lock` give mutual exclusion: between one

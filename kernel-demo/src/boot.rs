@@ -12,6 +12,8 @@
 //!    64-bit code segment and far-jumps to 64-bit code,
 //! 4. calls `kernel_start(start_info_paddr)` on the boot stack.
 //!
+//! The APs (see `smp`) load the same GDT (`boot_gdt_pointer`) and page tables.
+//!
 //! [`pvh_start32`]: https://xenbits.xen.org/docs/unstable/misc/pvh.html
 
 use core::ptr::addr_of;
@@ -64,6 +66,7 @@ boot_gdt:
     .quad 0x00cf92000000ffff    /* 0x10: data, present, ring 0 */
 boot_gdt_end:
     .p2align 3
+    .global boot_gdt_pointer
 boot_gdt_pointer:
     .word boot_gdt_end - boot_gdt - 1
     .quad boot_gdt

@@ -8,15 +8,20 @@
 //! tables of the window come from a small static array (one PDPT and four
 //! page directories: a 4 GiB window).
 //!
-//! [`LockedHeap`](region_heap::LockedHeap) calls [`MemorySource::grow`] with
-//! its lock released; this hook never allocates, so it could not deadlock
-//! even if it were not.
+//! The heap calls [`MemorySource::grow`] with its locks released; this hook
+//! never allocates, so it could not deadlock even if they were held. Its own
+//! lock is held with interrupts disabled, so that the timer handler, which
+//! allocates and may thus grow the heap, never interrupts a CPU holding it.
+//! Mapping needs no TLB shootdown (a page not present is never cached);
+//! unmapping would on several CPUs, so the kernel trims only while the APs
+//! are not started yet.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
 use region_heap::MemorySource;
 use spin::Mutex;
+use x86_64::instructions::interrupts;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{
     FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame, Size2MiB,
@@ -115,14 +120,16 @@ impl Growth {
     /// Gives the hook its pool: 2 MiB aligned physical ranges of RAM that
     /// nothing else uses.
     pub fn set_pool(&self, pool: RangeSet<16>) {
-        let mut state = self.state.lock();
-        state.stats.remaining = pool.total();
-        state.pool = pool;
+        interrupts::without_interrupts(|| {
+            let mut state = self.state.lock();
+            state.stats.remaining = pool.total();
+            state.pool = pool;
+        });
     }
 
     /// The hook's counters.
     pub fn stats(&self) -> GrowthStats {
-        self.state.lock().stats
+        interrupts::without_interrupts(|| self.state.lock().stats)
     }
 }
 
@@ -133,6 +140,17 @@ impl Growth {
 // it is used.
 unsafe impl MemorySource for Growth {
     fn grow(&self, min_size: usize) -> Option<(NonNull<u8>, usize)> {
+        interrupts::without_interrupts(|| self.grow_locked(min_size))
+    }
+
+    fn release(&self, start: NonNull<u8>, size: usize) {
+        interrupts::without_interrupts(|| self.release_locked(start, size));
+    }
+}
+
+impl Growth {
+    /// [`MemorySource::grow`], run with interrupts disabled.
+    fn grow_locked(&self, min_size: usize) -> Option<(NonNull<u8>, usize)> {
         let mut state = self.state.lock();
         let size = min_size
             .max(GROW_MIN)
@@ -181,10 +199,11 @@ unsafe impl MemorySource for Growth {
         NonNull::new(start as *mut u8).map(|p| (p, size))
     }
 
-    /// Unmaps the 2 MiB pages of the window that lie wholly inside the
-    /// range the heap gave back, and returns their frames to the pool.
-    /// Anything outside the window (memory the heap got at boot) is kept.
-    fn release(&self, start: NonNull<u8>, size: usize) {
+    /// [`MemorySource::release`], run with interrupts disabled: unmaps the
+    /// 2 MiB pages of the window that lie wholly inside the range the heap
+    /// gave back, and returns their frames to the pool. Anything outside the
+    /// window (memory the heap got at boot) is kept.
+    fn release_locked(&self, start: NonNull<u8>, size: usize) {
         let begin = (start.as_ptr() as usize).next_multiple_of(HUGE_PAGE);
         let end = (start.as_ptr() as usize + size) & !(HUGE_PAGE - 1);
         let mut state = self.state.lock();
@@ -224,11 +243,13 @@ pub fn is_mapped(virt: usize) -> bool {
     use x86_64::structures::paging::mapper::Translate;
     let (pml4_frame, _) = Cr3::read();
     let pml4 = pml4_frame.start_address().as_u64() as *mut PageTable;
-    // SAFETY: identity-mapped page tables, only read here; the growth
-    // state's lock keeps the growth hook from changing them meanwhile.
-    let _state = GROWTH.state.lock();
-    let mapper = unsafe { OffsetPageTable::new(&mut *pml4, VirtAddr::new(0)) };
-    mapper.translate_addr(VirtAddr::new(virt as u64)).is_some()
+    interrupts::without_interrupts(|| {
+        let _state = GROWTH.state.lock();
+        // SAFETY: identity-mapped page tables, only read here; the growth
+        // state's lock keeps the growth hook from changing them meanwhile.
+        let mapper = unsafe { OffsetPageTable::new(&mut *pml4, VirtAddr::new(0)) };
+        mapper.translate_addr(VirtAddr::new(virt as u64)).is_some()
+    })
 }
 
 /// Maps one 2 MiB frame from `pool` at `virt`.

@@ -7,7 +7,11 @@
 //! growth pool; [`heap`] gives the regions to the global [`heap::HEAP`] and the
 //! pool to the growth hook of [`grow`]; [`stack`] moves the kernel to a heap
 //! stack so that the boot stack becomes one more region; [`selftest`] runs the
-//! self-tests and [`exit`] ends QEMU with their verdict.
+//! self-tests on the BSP alone. Then the SMP stage: [`acpi`] finds the CPUs
+//! in the MADT, [`apic`] maps the local APIC, [`smp`] starts the APs through
+//! a real-mode trampoline, and [`stress`] runs an allocation stress on every
+//! CPU at once while [`timer`] interrupts allocate on every tick; [`exit`]
+//! ends QEMU with the verdict. [`percpu`] gives each CPU its index (GS base).
 
 #![no_std]
 #![no_main]
@@ -15,21 +19,30 @@
 
 extern crate alloc;
 
+mod acpi;
+mod apic;
 mod boot;
 mod exit;
 mod grow;
 mod heap;
 mod memmap;
+mod pattern;
+mod percpu;
+mod pit;
 mod plan;
 mod range;
 mod selftest;
 mod serial;
+mod smp;
 mod stack;
+mod stress;
+mod timer;
 mod trap;
 
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use core::panic::PanicInfo;
 
 use exit::{exit, Status};
@@ -42,6 +55,9 @@ use range::Range;
 /// physical address of the PVH `hvm_start_info`.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_start(start_info: usize) -> ! {
+    // SAFETY: this is the BSP's first code; nothing has allocated or asked
+    // for the CPU index yet.
+    unsafe { percpu::install_bsp() };
     serial::init();
     trap::init();
     println!("region-heap kernel demo");
@@ -114,11 +130,11 @@ extern "C" fn kernel_main(boot_info: usize) -> ! {
     // `kernel_start` frames on the boot stack are abandoned and nothing
     // points into it, and the boot stack lies in the kernel image, which no
     // other region overlaps.
-    match unsafe { HEAP.add_region(stack.start as *mut u8, stack.len()) } {
+    match unsafe { HEAP.heap(0).add_region(stack.start as *mut u8, stack.len()) } {
         Ok(()) => println!(
             "boot stack {stack} {:>8} KiB reclaimed as a heap region (now {} regions)",
             stack.len() / 1024,
-            HEAP.lock().region_count()
+            HEAP.heap(0).lock().region_count()
         ),
         Err(e) => println!("boot stack {stack} not reclaimed: {e}"),
     }
@@ -126,7 +142,7 @@ extern "C" fn kernel_main(boot_info: usize) -> ! {
 
     let outcome = match requested_failure(boot_info) {
         Some(failure) => failure,
-        None => selftest::run(boot_info),
+        None => selftest::run(boot_info).and_then(|()| smp_stage(boot_info)),
     };
     match outcome {
         Ok(()) => {
@@ -146,6 +162,85 @@ extern "C" fn kernel_main(boot_info: usize) -> ! {
             exit(Status::Failure)
         }
     }
+}
+
+/// Starts every CPU the MADT lists, runs the stress on all of them at once
+/// with their timers allocating, then checks every heap, looks for leaks and
+/// prints each CPU's counters.
+fn smp_stage(boot_info: &BootInfo) -> Result<(), String> {
+    // SAFETY: the firmware's ACPI tables are intact (QEMU keeps them in
+    // reserved memory) and nothing writes them.
+    let madt = unsafe { acpi::find_madt(boot_info.rsdp) }.map_err(|e| format!("ACPI: {e}"))?;
+    let ids = madt.apic_ids();
+    println!(
+        "SMP: the MADT lists {} CPU(s) (APIC IDs {ids:?}), local APIC at {:#x}",
+        ids.len(),
+        madt.lapic_base
+    );
+    // SAFETY: on the BSP, once, before any AP starts; the address is the
+    // MADT's.
+    unsafe { apic::map(madt.lapic_base) }.map_err(|e| format!("local APIC: {e}"))?;
+    apic::enable();
+    let counts = timer::calibrate();
+    println!(
+        "local APIC timer: {} counts per {} us (divide 16), measured against the PIT",
+        counts,
+        timer::PERIOD_US
+    );
+    // SAFETY: on the BSP, once, after `apic::map`, interrupts disabled
+    // (they are until the stress); the memory plan keeps the trampoline
+    // page out of the heap.
+    let (online, cpus) = unsafe { smp::start_aps(&madt, stress::ap_work) }?;
+    println!("  cpu 0: APIC ID {} (BSP)", online[0]);
+    for (cpu, apic_id) in online[..cpus].iter().enumerate().skip(1) {
+        let given = heap::provision(cpu).map_err(|e| format!("heap of cpu {cpu}: {e}"))?;
+        println!(
+            "  cpu {cpu}: APIC ID {apic_id}, started (stack and per-CPU data from the heap), its heap given {} MiB by the growth hook",
+            given >> 20
+        );
+    }
+    println!("{cpus} CPU(s) online");
+
+    let counters: Vec<_> = (0..cpus).map(|cpu| HEAP.cpu_counters(cpu)).collect();
+    let before = HEAP.stats();
+    let outcome = stress::run(cpus);
+    println!(
+        "stress: {cpus} CPU(s) x {} allocations, {} blocks handed to another CPU",
+        stress::ROUNDS,
+        outcome.sent
+    );
+    if outcome.damaged > 0 || timer::failures() > 0 {
+        return Err(format!(
+            "{} block(s) damaged in the stress, {} timer tick(s) failed",
+            outcome.damaged,
+            timer::failures()
+        ));
+    }
+    HEAP.check()
+        .map_err(|e| format!("heap check after the SMP stress: {e}"))?;
+    let after = HEAP.stats();
+    if after.in_use_bytes != before.in_use_bytes || after.used_blocks != before.used_blocks {
+        return Err(format!(
+            "leak in the SMP stress: {} blocks / {} bytes in use, {} / {} before",
+            after.used_blocks, after.in_use_bytes, before.used_blocks, before.in_use_bytes
+        ));
+    }
+    println!(
+        "check ok (SMP stress), no leak: {} bytes in use, as before the stress",
+        after.in_use_bytes
+    );
+    println!("per-CPU heap counters over the SMP stage:");
+    for (cpu, before) in counters.iter().enumerate() {
+        let now = HEAP.cpu_counters(cpu);
+        println!(
+            "cpu {cpu}: {} allocations, {} frees, {} remote frees",
+            now.allocations - before.allocations,
+            now.frees - before.frees,
+            now.remote_frees - before.remote_frees
+        );
+    }
+    println!("irq: {} allocations", timer::allocations());
+    Ok(())
 }
 
 /// Acts on `demo=panic`, `demo=fault` or `demo=fail` on the command line
@@ -178,7 +273,7 @@ fn requested_failure(boot_info: &BootInfo) -> Option<Result<(), String>> {
 /// Runs the heap's consistency check, exiting with the failure status if it
 /// finds damage.
 fn report_check(stage: &str) {
-    let result = HEAP.lock().check();
+    let result = HEAP.check();
     match result {
         Ok(()) => println!("check ok ({stage})"),
         Err(e) => {

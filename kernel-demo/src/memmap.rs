@@ -123,14 +123,17 @@ impl fmt::Display for BootInfoError {
     }
 }
 
-/// What the kernel keeps of the start info: the memory map, the command line
-/// and the physical ranges that held them, which stay out of the heap.
+/// What the kernel keeps of the start info: the memory map, the command line,
+/// the RSDP address and the physical ranges that held them, which stay out of the heap.
 #[derive(Clone, Debug)]
 pub struct BootInfo {
     /// Physical address of `hvm_start_info`.
     pub start_info: usize,
     /// `hvm_start_info.version`.
     pub version: u32,
+    /// `hvm_start_info.rsdp_paddr`: the ACPI RSDP (0 if the loader gives
+    /// none).
+    pub rsdp: usize,
     entries: [MemoryEntry; MAX_ENTRIES],
     len: usize,
     /// Entries that did not fit in the copy.
@@ -164,6 +167,7 @@ impl BootInfo {
         let mut boot = BootInfo {
             start_info,
             version: info.version,
+            rsdp: info.rsdp_paddr as usize,
             entries: [MemoryEntry::default(); MAX_ENTRIES],
             len: 0,
             dropped_entries: 0,

@@ -2,9 +2,10 @@
 //! and which is held back for the heap's growth hook.
 //!
 //! Starting from the usable (type 1) entries of the PVH memory map, the plan
-//! removes page 0, the pages that held the start info, memory map and command
-//! line, and the kernel image (which contains the boot stack and page
-//! tables). Then:
+//! removes page 0, the page of the AP start-up trampoline
+//! ([`TRAMPOLINE`]), the pages that held the start info, memory map and
+//! command line, and the kernel image (which contains the boot stack and
+//! page tables). Then:
 //! - every remaining range below the kernel (low memory, under 640 KiB) of at
 //!   least [`MIN_REGION`] bytes becomes a region;
 //! - of the RAM above the kernel, the first [`INITIAL_HIGH`] bytes (up to a
@@ -15,6 +16,7 @@
 use crate::boot::IDENTITY_MAPPED;
 use crate::memmap::{BootInfo, TYPE_RAM};
 use crate::range::{Full, Range, RangeSet};
+use crate::smp::TRAMPOLINE;
 
 /// Size of a page.
 pub const PAGE: usize = 4096;
@@ -48,6 +50,7 @@ pub fn plan(boot: &BootInfo, kernel: Range) -> Result<MemoryPlan, Full> {
         }
     }
     free.remove(Range::new(0, PAGE))?;
+    free.remove(Range::new(TRAMPOLINE, TRAMPOLINE + PAGE))?;
     for data in boot.boot_data() {
         free.remove(data.align_outward(PAGE))?;
     }

@@ -19,6 +19,7 @@ use region_heap::{Heap, HeapError};
 use crate::grow::GROWTH;
 use crate::heap::{self, HEAP};
 use crate::memmap::BootInfo;
+use crate::pattern::{fill, holds, pattern};
 use crate::plan::HUGE_PAGE;
 use crate::println;
 use crate::serial::Console;
@@ -60,16 +61,16 @@ pub fn run(boot_info: &BootInfo) -> Outcome {
         "self-tests ({} memory map entries kept from boot)",
         boot_info.entries().len()
     );
-    let baseline = HEAP.lock().stats();
+    let baseline = HEAP.heap(0).lock().stats();
     for (name, stage) in STAGES {
         println!("[test] {name}");
         stage().map_err(|e| format!("{name}: {e}"))?;
-        let checked = HEAP.lock().check();
+        let checked = HEAP.heap(0).lock().check();
         checked.map_err(|e| format!("heap check after {name}: {e}"))?;
         println!("[test] {name}: ok, check ok");
     }
 
-    let stats = HEAP.lock().stats();
+    let stats = HEAP.heap(0).lock().stats();
     ensure!(
         stats.used_blocks == baseline.used_blocks && stats.in_use_bytes == baseline.in_use_bytes,
         "leak: {} blocks / {} bytes in use, {} / {} before the tests",
@@ -92,41 +93,14 @@ pub fn run(boot_info: &BootInfo) -> Outcome {
     println!("block list:");
     // The dump goes straight to the console: writing it into a String would
     // allocate while the heap is locked.
-    let dumped = HEAP.lock().dump(&mut Console);
+    let dumped = HEAP.heap(0).lock().dump(&mut Console);
     ensure!(dumped.is_ok(), "dump failed");
     Ok(())
-}
-
-/// The byte pattern of offset `i` under `seed`.
-fn pattern(seed: usize, i: usize) -> u8 {
-    (seed.wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) ^ (i >> 8)) as u8
 }
 
 /// A 64-bit pattern word.
 fn word(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5A5A_5A5A
-}
-
-/// Fills `len` bytes at `p` with the pattern of `seed`.
-///
-/// # Safety
-///
-/// `p` must be valid for writes of `len` bytes.
-unsafe fn fill(p: *mut u8, len: usize, seed: usize) {
-    for i in 0..len {
-        // SAFETY: `i < len` and the caller guarantees `len` writable bytes.
-        unsafe { p.add(i).write(pattern(seed, i)) };
-    }
-}
-
-/// Whether `len` bytes at `p` hold the pattern of `seed`.
-///
-/// # Safety
-///
-/// `p` must be valid for reads of `len` initialized bytes.
-unsafe fn holds(p: *const u8, len: usize, seed: usize) -> bool {
-    // SAFETY: `i < len` and the caller guarantees `len` readable bytes.
-    (0..len).all(|i| unsafe { p.add(i).read() } == pattern(seed, i))
 }
 
 fn test_box() -> Outcome {
@@ -242,7 +216,7 @@ fn test_btreemap() -> Outcome {
         "len {} after {N} inserts",
         map.len()
     );
-    let in_use = HEAP.lock().stats().in_use_bytes;
+    let in_use = HEAP.heap(0).lock().stats().in_use_bytes;
     ensure!(
         (0..N).all(|i| map.get(&key(i)) == Some(&i)),
         "lookup after inserts"
@@ -336,7 +310,7 @@ fn test_realloc_in_place() -> Outcome {
     // Blocks from earlier attempts fill holes and are freed at the end.
     // Cached 256-byte blocks (quick lists) sit wherever earlier tests freed
     // them: give them back first, so that `a` is carved from the free lists.
-    let flushed = HEAP.lock().flush_quick_lists();
+    let flushed = HEAP.heap(0).lock().flush_quick_lists();
     ensure!(flushed.is_ok(), "flush_quick_lists: {:?}", flushed);
     let mut held: Vec<(*mut u8, Layout)> = Vec::with_capacity(3 * 64);
     let mut found = None;
@@ -358,7 +332,7 @@ fn test_realloc_in_place() -> Outcome {
     unsafe { fill(a, 256, 1) };
     // SAFETY: `b` came from `alloc(gap)` and is freed once.
     unsafe { dealloc(b, gap) };
-    let before = HEAP.lock().stats().in_place_reallocations;
+    let before = HEAP.heap(0).lock().stats().in_place_reallocations;
 
     // SAFETY: `a` is live with layout `small`; the new size is non-zero.
     let grown = unsafe { realloc(a, small, 2048) };
@@ -379,7 +353,7 @@ fn test_realloc_in_place() -> Outcome {
     // SAFETY: `shrunk` is a live block of 128 bytes, kept from the pattern.
     let intact = unsafe { holds(shrunk, 128, 2) };
     ensure!(intact, "data lost while shrinking");
-    let after = HEAP.lock().stats().in_place_reallocations;
+    let after = HEAP.heap(0).lock().stats().in_place_reallocations;
     ensure!(
         after >= before + 2,
         "in-place counter went from {before} to {after}"
@@ -399,7 +373,7 @@ fn test_realloc_in_place() -> Outcome {
 }
 
 fn test_try_reserve() -> Outcome {
-    let before = HEAP.lock().stats();
+    let before = HEAP.heap(0).lock().stats();
     let growth = GROWTH.stats();
     // More than the heap holds and the growth pool could add: the heap
     // fails, asks the hook, and the hook refuses.
@@ -412,7 +386,7 @@ fn test_try_reserve() -> Outcome {
         "the growth hook was not asked for {too_big} bytes"
     );
     ensure!(
-        HEAP.lock().stats().failures > before.failures,
+        HEAP.heap(0).lock().stats().failures > before.failures,
         "the heap did not count the failure"
     );
     println!(
@@ -447,7 +421,7 @@ fn test_try_reserve() -> Outcome {
 
 fn test_growth() -> Outcome {
     let grows = GROWTH.stats().grows;
-    let before = HEAP.lock().stats();
+    let before = HEAP.heap(0).lock().stats();
     // More than every free byte of the heap: only the growth hook can serve it.
     let bytes = before.free_bytes + (16 << 20);
     let words = bytes / 8;
@@ -459,7 +433,7 @@ fn test_growth() -> Outcome {
         v.iter().enumerate().all(|(i, &w)| w == word(i as u64)),
         "grown block lost its pattern"
     );
-    let after = HEAP.lock().stats();
+    let after = HEAP.heap(0).lock().stats();
     let growth = GROWTH.stats();
     ensure!(growth.grows > grows, "the growth hook was not called");
     ensure!(
@@ -481,10 +455,10 @@ fn test_growth() -> Outcome {
 /// it back to the growth hook, which unmaps its pages; the heap goes on and
 /// grows again when it must.
 fn test_trim() -> Outcome {
-    let before = HEAP.lock().stats();
+    let before = HEAP.heap(0).lock().stats();
     let released_before = GROWTH.stats().released;
     let given = HEAP.trim().map_err(|e| format!("trim: {e}"))?;
-    let after = HEAP.lock().stats();
+    let after = HEAP.heap(0).lock().stats();
     let unmapped = GROWTH.stats().released - released_before;
     ensure!(given > 0, "trim gave nothing back");
     ensure!(
@@ -567,7 +541,7 @@ fn test_corruption() -> Outcome {
     // are restored before any other heap call; nothing else runs meanwhile
     // (one CPU, interrupts off).
     unsafe { ptr::write(header as *mut [u8; HEADER], [0xA5; HEADER]) };
-    let detected = HEAP.lock().check();
+    let detected = HEAP.heap(0).lock().check();
     // SAFETY: puts back the header saved above.
     unsafe { ptr::write(header as *mut [u8; HEADER], saved) };
     ensure!(
@@ -576,7 +550,7 @@ fn test_corruption() -> Outcome {
         detected
     );
     println!("  header of {p:p} overwritten: {}", detected.unwrap_err());
-    let restored = HEAP.lock().check();
+    let restored = HEAP.heap(0).lock().check();
     ensure!(restored.is_ok(), "check after restoring: {:?}", restored);
     // SAFETY: `p` is live with its pattern of 64 bytes.
     ensure!(unsafe { holds(p, 64, 5) }, "data lost");

@@ -5,7 +5,8 @@
 //! The `x86-interrupt` calling convention is not stable, so each vector gets
 //! a small assembly stub that pushes a dummy error code when the CPU pushes
 //! none, pushes its vector number and calls [`trap_report`]. The handlers
-//! never return. Interrupts stay disabled for the whole run.
+//! never return. The IDT also holds the local APIC timer's entry
+//! ([`timer`]) and the spurious interrupt's, which only returns.
 
 use spin::Once;
 use x86_64::registers::control::Cr2;
@@ -13,6 +14,7 @@ use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
 use crate::exit::{exit, Status};
+use crate::{apic, timer};
 
 core::arch::global_asm!(
     r#"
@@ -49,6 +51,12 @@ trap_stub_\vector:
     trap_stub 20, 0
     trap_stub 21, 1
 
+    /* The local APIC's spurious interrupt: no EOI, nothing to do. */
+    .p2align 4
+    .global trap_spurious
+trap_spurious:
+    iretq
+
 trap_common:
     mov rdi, [rsp]              /* vector */
     mov rsi, [rsp + 8]          /* error code */
@@ -79,11 +87,13 @@ const STUBS: usize = 22;
 
 unsafe extern "C" {
     static trap_stubs: [u64; STUBS];
+    fn trap_spurious();
 }
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
-/// Loads an IDT whose exception entries report and exit.
+/// Builds the IDT (exception entries that report and exit, the timer and
+/// the spurious interrupt of the local APIC) and loads it.
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
@@ -92,7 +102,9 @@ pub fn init() {
         let addr = |vector: usize| VirtAddr::new(stubs[vector]);
         // SAFETY: for every `set_handler_addr` call below, the stub is a
         // handler for its vector that matches the CPU's stack frame (error
-        // code or not) and never returns.
+        // code or not) and never returns; the timer stub saves every
+        // register the called code may clobber and returns with `iretq`, as
+        // does the spurious stub, which touches nothing.
         unsafe {
             for vector in [0u8, 1, 2, 3, 4, 5, 6, 7, 9, 16, 19, 20] {
                 idt[vector].set_handler_addr(addr(usize::from(vector)));
@@ -106,10 +118,18 @@ pub fn init() {
             idt.alignment_check.set_handler_addr(addr(17));
             idt.machine_check.set_handler_addr(addr(18));
             idt.cp_protection_exception.set_handler_addr(addr(21));
+            idt[timer::VECTOR].set_handler_addr(VirtAddr::new(timer::stub_address()));
+            idt[apic::SPURIOUS_VECTOR]
+                .set_handler_addr(VirtAddr::new(trap_spurious as *const () as u64));
         }
         idt
     });
     idt.load();
+}
+
+/// Loads the IDT built by [`init`] on the running CPU (an AP).
+pub fn load() {
+    IDT.get().expect("trap::init ran on the BSP").load();
 }
 
 /// Called by the stubs: prints the exception and exits with the panic status.

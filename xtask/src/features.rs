@@ -1,5 +1,6 @@
 //! The integrity feature matrix: the core's property and error tests, the
-//! integrity tests, the known-flaw tests and the adversarial tests under every feature combination
+//! integrity tests, the known-flaw tests, the adversarial tests and the
+//! per-CPU heap's tests under every feature combination
 //! CI can afford (none, each of `crc`, `guard`, `scramble`, `trace` alone,
 //! all four), and the `no_std` build with all four.
 
@@ -55,6 +56,8 @@ pub fn test(quick: bool) -> Result<(), String> {
             "flaws",
             "--test",
             "adversarial",
+            "--test",
+            "percpu",
         ])
         .env("PROPTEST_CASES", proptest_cases(quick));
         setup::run(&mut cmd).map_err(|e| format!("features [{label}]: {e}"))?;

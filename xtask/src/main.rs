@@ -1,4 +1,5 @@
-//! Project automation: `cargo xtask demo`, `cargo xtask test` and
+//! Project automation: `cargo xtask demo [--cpus N]` (QEMU's `-smp`, 4 by
+//! default), `cargo xtask test` and
 //! `cargo xtask fuzz [--seconds N] [--features crc]` (a longer run of the
 //! adversarial fuzz target, see `fuzz.rs`).
 //!
@@ -21,12 +22,12 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command: fn(&[String]) -> Result<(), String> = match args.first().map(String::as_str) {
-        Some("demo") => |_| qemu::demo(),
+        Some("demo") => qemu::demo_command,
         Some("test") => test,
         Some("fuzz") => fuzz::command,
         _ => {
             eprintln!(
-                "usage: cargo xtask demo | cargo xtask test [--quick] | cargo xtask fuzz [--seconds N] [--features F]"
+                "usage: cargo xtask demo [--cpus N] | cargo xtask test [--quick] | cargo xtask fuzz [--seconds N] [--features F]"
             );
             return ExitCode::from(2);
         }

@@ -6,7 +6,9 @@
 //! directory, by the toolchain pinned in the root `rust-toolchain.toml`
 //! (rustup finds it from the parent directory). QEMU boots it through the PVH
 //! entry and exits through `isa-debug-exit`: status 33 is success, 35 a failed
-//! self-test, 37 a panic or CPU exception, and 0 a triple fault.
+//! self-test, 37 a panic or CPU exception, and 0 a triple fault. QEMU gives
+//! the kernel `-smp N` CPUs ([`DEMO_CPUS`] for the demo); the kernel starts
+//! them all and prints each one's heap counters, which the boot test parses.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -25,8 +27,12 @@ const SUCCESS: i32 = 33;
 const FAILURE: i32 = 35;
 /// The kernel wrote 0x12: it panicked or took a CPU exception.
 const PANIC: i32 = 37;
-/// Longest a boot may take before QEMU is killed (it takes about a second).
+/// Longest a boot may take before QEMU is killed (it takes a few seconds).
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// CPUs `cargo xtask demo` gives QEMU unless `--cpus` says otherwise.
+const DEMO_CPUS: u32 = 4;
+/// CPUs of the boot test's multi-core run.
+const TEST_CPUS: u32 = 4;
 
 /// Lines that a successful run prints, in this order.
 const EXPECTED: &[&str] = &[
@@ -57,17 +63,52 @@ const EXPECTED: &[&str] = &[
     "heap statistics:",
     "total bytes",
     "allocations",
+    "SMP: the MADT lists ",
+    "local APIC timer: ",
+    "CPU(s) online",
+    "stress: ",
+    "check ok (SMP stress), no leak: ",
+    "irq: ",
     "growth hook: ",
     "ALL TESTS PASSED",
 ];
 
-/// `cargo xtask demo`: builds the kernel, boots it in QEMU with its serial
-/// console printed live, and fails unless it exits with the success status.
-pub fn demo() -> Result<(), String> {
+/// `cargo xtask demo [--cpus N]`: the arguments after `demo`.
+pub fn demo_command(args: &[String]) -> Result<(), String> {
+    demo(parse_cpus(args)?)
+}
+
+/// The CPU count of `--cpus N` or `--cpus=N` in `args`, [`DEMO_CPUS`] if
+/// absent; any other argument is an error.
+fn parse_cpus(args: &[String]) -> Result<u32, String> {
+    let mut cpus = DEMO_CPUS;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let value = match arg.strip_prefix("--cpus") {
+            Some("") => rest.next().ok_or("--cpus needs a number")?.as_str(),
+            Some(v) if v.starts_with('=') => &v[1..],
+            _ => return Err(format!("cargo xtask demo: unknown argument {arg:?}")),
+        };
+        cpus = value
+            .parse()
+            .ok()
+            .filter(|n| (1..=255).contains(n))
+            .ok_or_else(|| format!("--cpus {value:?}: expected a number from 1 to 255"))?;
+    }
+    Ok(cpus)
+}
+
+/// `cargo xtask demo`: builds the kernel, boots it in QEMU on `cpus` CPUs
+/// with its serial console printed live, and fails unless it exits with the
+/// success status.
+pub fn demo(cpus: u32) -> Result<(), String> {
     setup::apt_install(QEMU, QEMU_PACKAGES)?;
     let kernel = build()?;
-    println!("==> booting: {}", qemu_command(&kernel, None).join(" "));
-    let run = boot(&kernel, None, true)?;
+    println!(
+        "==> booting: {}",
+        qemu_command(&kernel, None, cpus).join(" ")
+    );
+    let run = boot(&kernel, None, cpus, true)?;
     println!(
         "==> QEMU exited with {} after {:.2} s",
         describe(run.status),
@@ -110,21 +151,24 @@ pub fn demo_without_target() -> Result<(), String> {
     Ok(())
 }
 
-/// The boot test: boots the kernel headless with a timeout, asserts the
-/// success status and the expected serial output, then checks that a
-/// deliberate panic, CPU exception and test failure give their own statuses.
-/// Fails (does not skip) when QEMU is missing and cannot be installed.
+/// The boot test: boots the kernel headless with a timeout on one CPU and
+/// on [`TEST_CPUS`], asserts the success status, the expected serial output
+/// and the per-CPU heap counters, then checks that a deliberate panic, CPU
+/// exception and test failure give their own statuses. Fails (does not
+/// skip) when QEMU is missing and cannot be installed.
 pub fn boot_test() -> Result<(), String> {
     println!("==> boot test: kernel-demo in QEMU");
     setup::apt_install(QEMU, QEMU_PACKAGES)
         .map_err(|e| format!("boot test: QEMU is missing and could not be installed: {e}"))?;
     let kernel = build()?;
 
-    let run = boot(&kernel, None, false)?;
-    let result = verdict(&run, SUCCESS).and_then(|()| expect_lines(&run.output));
+    let run = boot(&kernel, None, 1, false)?;
+    let result = verdict(&run, SUCCESS)
+        .and_then(|()| expect_lines(&run.output))
+        .and_then(|()| smp_figures(&run.output, 1));
     if let Err(e) = result {
         return Err(format!(
-            "boot test: {e}\n--- serial output ---\n{}--- QEMU stderr ---\n{}",
+            "boot test: with -smp 1: {e}\n--- serial output ---\n{}--- QEMU stderr ---\n{}",
             run.output, run.stderr
         ));
     }
@@ -140,16 +184,33 @@ pub fn boot_test() -> Result<(), String> {
         ));
     }
     println!(
-        "    success run: status {SUCCESS}, {regions} regions from the memory map, all markers found, {:.2} s",
+        "    -smp 1: status {SUCCESS}, {regions} regions from the memory map, all markers found, {:.2} s",
         run.elapsed.as_secs_f64()
     );
+
+    let run = boot(&kernel, None, TEST_CPUS, false)?;
+    let figures = verdict(&run, SUCCESS)
+        .and_then(|()| expect_lines(&run.output))
+        .and_then(|()| smp_figures(&run.output, TEST_CPUS));
+    match figures {
+        Ok(figures) => println!(
+            "    -smp {TEST_CPUS}: status {SUCCESS}, all markers found, {figures}, {:.2} s",
+            run.elapsed.as_secs_f64()
+        ),
+        Err(e) => {
+            return Err(format!(
+                "boot test: with -smp {TEST_CPUS}: {e}\n--- serial output ---\n{}--- QEMU stderr ---\n{}",
+                run.output, run.stderr
+            ))
+        }
+    }
 
     for (append, status, marker) in [
         ("demo=panic", PANIC, "PANIC: "),
         ("demo=fault", PANIC, "EXCEPTION: page fault"),
         ("demo=fail", FAILURE, "TEST FAILED: "),
     ] {
-        let run = boot(&kernel, Some(append), false)?;
+        let run = boot(&kernel, Some(append), 1, false)?;
         if run.status != Some(status) || !run.output.contains(marker) {
             return Err(format!(
                 "boot test: with -append {append}: expected status {status} and {marker:?}, got {}\n{}",
@@ -201,7 +262,7 @@ fn kernel_dir() -> PathBuf {
 }
 
 /// The QEMU command line, program first.
-fn qemu_command(kernel: &Path, append: Option<&str>) -> Vec<String> {
+fn qemu_command(kernel: &Path, append: Option<&str>, cpus: u32) -> Vec<String> {
     let mut args: Vec<String> = [QEMU, "-kernel"].map(String::from).to_vec();
     args.push(kernel.display().to_string());
     args.extend(
@@ -215,9 +276,11 @@ fn qemu_command(kernel: &Path, append: Option<&str>) -> Vec<String> {
             "-no-reboot",
             "-device",
             "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-smp",
         ]
         .map(String::from),
     );
+    args.push(cpus.to_string());
     if let Some(append) = append {
         args.extend(["-append".to_string(), append.to_string()]);
     }
@@ -236,10 +299,10 @@ struct Run {
     elapsed: Duration,
 }
 
-/// Boots `kernel`, echoing its serial output live when `echo` is set, and
-/// kills QEMU after [`TIMEOUT`].
-fn boot(kernel: &Path, append: Option<&str>, echo: bool) -> Result<Run, String> {
-    let args = qemu_command(kernel, append);
+/// Boots `kernel` on `cpus` CPUs, echoing its serial output live when
+/// `echo` is set, and kills QEMU after [`TIMEOUT`].
+fn boot(kernel: &Path, append: Option<&str>, cpus: u32, echo: bool) -> Result<Run, String> {
+    let args = qemu_command(kernel, append, cpus);
     let mut cmd = Command::new(&args[0]);
     cmd.args(&args[1..])
         .stdin(Stdio::null())
@@ -381,4 +444,123 @@ fn expect_lines(output: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// One CPU's heap counters over the kernel's SMP stage, from its line
+/// `cpu N: A allocations, F frees, R remote frees`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CpuLine {
+    cpu: u32,
+    allocations: u64,
+    frees: u64,
+    remote_frees: u64,
+}
+
+/// Parses `cpu N: A allocations, F frees, R remote frees` (`None` for any
+/// other line).
+fn parse_cpu_line(line: &str) -> Option<CpuLine> {
+    let (cpu, rest) = line.strip_prefix("cpu ")?.split_once(": ")?;
+    let mut parts = rest.split(", ");
+    let mut number =
+        |suffix: &str| -> Option<u64> { parts.next()?.strip_suffix(suffix)?.parse().ok() };
+    let parsed = CpuLine {
+        cpu: cpu.parse().ok()?,
+        allocations: number(" allocations")?,
+        frees: number(" frees")?,
+        remote_frees: number(" remote frees")?,
+    };
+    parts.next().is_none().then_some(parsed)
+}
+
+/// Checks the SMP stage's figures in `output` for a run on `cpus` CPUs: a
+/// line per CPU, numbered 0 to `cpus` − 1, each with allocations; the line
+/// `irq: K allocations` with K > 0; on more than one CPU, remote frees on
+/// at least two of them. Returns them in words.
+fn smp_figures(output: &str, cpus: u32) -> Result<String, String> {
+    let lines: Vec<CpuLine> = output.lines().filter_map(parse_cpu_line).collect();
+    let numbers: Vec<u32> = lines.iter().map(|l| l.cpu).collect();
+    if numbers != (0..cpus).collect::<Vec<_>>() {
+        return Err(format!(
+            "expected the counter lines of cpus 0 to {}, found cpus {numbers:?}",
+            cpus - 1
+        ));
+    }
+    if let Some(idle) = lines.iter().find(|l| l.allocations == 0) {
+        return Err(format!("cpu {} made no allocation", idle.cpu));
+    }
+    let remote = lines.iter().filter(|l| l.remote_frees > 0).count();
+    if cpus > 1 && remote < 2 {
+        return Err(format!(
+            "remote frees on {remote} CPU(s), expected at least 2"
+        ));
+    }
+    let irq = output
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("irq: ")?
+                .strip_suffix(" allocations")?
+                .parse::<u64>()
+                .ok()
+        })
+        .ok_or("no line `irq: K allocations`")?;
+    if irq == 0 {
+        return Err("the timer interrupt handler made no allocation (irq: 0)".to_string());
+    }
+    let allocations: u64 = lines.iter().map(|l| l.allocations).sum();
+    let remote_frees: u64 = lines.iter().map(|l| l.remote_frees).sum();
+    Ok(format!(
+        "{cpus} CPU(s): {allocations} allocations, {remote_frees} remote frees on {remote} CPU(s), {irq} in the timer interrupt"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lines_parse_exactly() {
+        assert_eq!(
+            parse_cpu_line("cpu 2: 50503 allocations, 50503 frees, 25023 remote frees"),
+            Some(CpuLine {
+                cpu: 2,
+                allocations: 50503,
+                frees: 50503,
+                remote_frees: 25023
+            })
+        );
+        for bad in [
+            "  cpu 1: APIC ID 1, started",
+            "cpu 1: 5 allocations, 5 frees",
+            "cpu 1: 5 allocations, 5 frees, x remote frees",
+            "cpu 1: 5 allocations, 5 frees, 2 remote frees, 1 more",
+        ] {
+            assert_eq!(parse_cpu_line(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn smp_figures_need_every_cpu_remote_frees_and_irq() {
+        let good = "cpu 0: 9 allocations, 9 frees, 4 remote frees\n\
+                    cpu 1: 8 allocations, 8 frees, 3 remote frees\n\
+                    irq: 5 allocations\n";
+        assert!(smp_figures(good, 2).is_ok());
+        assert!(smp_figures(good, 3).is_err(), "a CPU is missing");
+        let one_remote = good.replace("3 remote", "0 remote");
+        assert!(smp_figures(&one_remote, 2).is_err());
+        let no_irq = good.replace("irq: 5", "irq: 0");
+        assert!(smp_figures(&no_irq, 2).is_err());
+        let single = "cpu 0: 9 allocations, 9 frees, 0 remote frees\nirq: 1 allocations\n";
+        assert!(smp_figures(single, 1).is_ok());
+    }
+
+    #[test]
+    fn cpus_argument() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_cpus(&args(&[])), Ok(DEMO_CPUS));
+        assert_eq!(parse_cpus(&args(&["--cpus", "2"])), Ok(2));
+        assert_eq!(parse_cpus(&args(&["--cpus=1"])), Ok(1));
+        assert!(parse_cpus(&args(&["--cpus", "0"])).is_err());
+        assert!(parse_cpus(&args(&["--cpus"])).is_err());
+        assert!(parse_cpus(&args(&["--smp", "2"])).is_err());
+    }
 }
