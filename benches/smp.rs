@@ -43,7 +43,10 @@
 //! threads x wall time, the lowest of the row's allocators. On a shared
 //! machine another process can take a core; then the two threads take
 //! turns, the cross-thread share falls (a thread that runs alone frees its
-//! own blocks) and the 2-thread rows measure time slicing, not SMP.
+//! own blocks) and the 2-thread rows measure time slicing, not SMP. A
+//! second table gives the CPU time per operation (the threads' time on a
+//! CPU / operations), which such turns do not inflate (spinning on a lock
+//! counts: a waiting CPU is a CPU lost).
 
 use std::alloc::{alloc_zeroed, dealloc, GlobalAlloc, Layout};
 use std::cell::Cell;
@@ -482,10 +485,12 @@ fn run<A: Subject>(arena: &Arena, streams: &[Stream], ops: usize) -> Option<Samp
 }
 
 enum Outcome {
-    /// ns per operation of each repeat, remote-free shares (%), on-CPU
-    /// shares (%), the operations per thread when capped.
+    /// ns per operation of each repeat, CPU ns per operation, remote-free
+    /// shares (%), on-CPU shares (%), the operations per thread when
+    /// capped.
     Time {
         ns: Vec<f64>,
+        cpu_ns: Vec<f64>,
         remote: Vec<f64>,
         on_cpu: Vec<f64>,
         capped: Option<usize>,
@@ -504,17 +509,24 @@ fn measure<A: Subject>(cfg: &Config, arena: &Arena, streams: &[Stream]) -> Outco
     let per_thread_op = probed.ns * streams.len() as f64;
     let affordable = (cfg.repeat_budget.as_nanos() as f64 / per_thread_op) as usize;
     let ops = planned.min(affordable.max(probe));
-    let (mut ns, mut remote, mut on_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ns, mut cpu_ns) = (Vec::new(), Vec::new());
+    let (mut remote, mut on_cpu) = (Vec::new(), Vec::new());
     for _ in 0..cfg.repeats {
         let Some(sample) = run::<A>(arena, streams, ops) else {
             return Outcome::Oom;
         };
         ns.push(sample.ns);
+        cpu_ns.extend(
+            sample
+                .on_cpu
+                .map(|p| sample.ns * streams.len() as f64 * p / 100.0),
+        );
         remote.extend(sample.remote);
         on_cpu.extend(sample.on_cpu);
     }
     Outcome::Time {
         ns,
+        cpu_ns,
         remote,
         on_cpu,
         capped: (ops < planned).then_some(ops),
@@ -571,66 +583,90 @@ fn row(cfg: &Config, arena: &Arena, name: String, streams: &[Stream]) -> Row {
     Row { name, cells }
 }
 
-fn print_table(cfg: &Config, rows: &[Row]) {
-    println!(
-        "| workload | {} | PerCpuHeap remote frees | threads on CPU |",
-        NAMES.join(" | ")
-    );
-    println!("|---|{}---|---|", "---|".repeat(NAMES.len()));
+/// A cell: median [min-max], the ratio to the row's best median, the cap.
+fn cell(samples: &[f64], best: Option<f64>, capped: Option<usize>) -> String {
+    if samples.is_empty() {
+        return "-".into();
+    }
+    let m = median(samples);
+    let lo = samples.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = samples.iter().copied().fold(0.0, f64::max);
+    let ratio = best.map_or(String::new(), |b| {
+        if m == b {
+            String::from(" **x1**")
+        } else {
+            format!(" x{:.2}", m / b)
+        }
+    });
+    let cap = capped.map_or(String::new(), |n| format!(" ({}k ops)", n / 1000));
+    if samples.len() > 1 {
+        format!("{m:.1} [{lo:.1}-{hi:.1}]{ratio}{cap}")
+    } else {
+        format!("{m:.1}{ratio}{cap}")
+    }
+}
+
+/// One table of the rows: wall time per operation (`cpu` false, with the
+/// remote-free and on-CPU columns) or CPU time per operation.
+fn print_rows(rows: &[Row], cpu: bool) {
+    let extra = if cpu {
+        ""
+    } else {
+        " PerCpuHeap remote frees | threads on CPU |"
+    };
+    println!("| workload | {} |{extra}", NAMES.join(" | "));
+    let extra_rule = if cpu { "" } else { "---|---|" };
+    println!("|---|{}{extra_rule}", "---|".repeat(NAMES.len()));
+    let pick = |c: &Outcome| -> Option<(Vec<f64>, Option<usize>)> {
+        match c {
+            Outcome::Time {
+                ns, cpu_ns, capped, ..
+            } => Some((if cpu { cpu_ns } else { ns }.clone(), *capped)),
+            _ => None,
+        }
+    };
     for row in rows {
         let best = row
             .cells
             .iter()
-            .filter_map(|c| match c {
-                Outcome::Time { ns, .. } => Some(median(ns)),
-                _ => None,
-            })
+            .filter_map(|c| pick(c).filter(|(s, _)| !s.is_empty()))
+            .map(|(s, _)| median(&s))
             .reduce(f64::min);
         let mut line = format!("| {} |", row.name);
-        for cell in &row.cells {
-            let text = match cell {
-                Outcome::Time { ns, capped, .. } => {
-                    let m = median(ns);
-                    let lo = ns.iter().copied().fold(f64::INFINITY, f64::min);
-                    let hi = ns.iter().copied().fold(0.0, f64::max);
-                    let ratio = best.map_or(String::new(), |b| {
-                        if m == b {
-                            String::from(" **x1**")
-                        } else {
-                            format!(" x{:.2}", m / b)
-                        }
-                    });
-                    let cap = capped.map_or(String::new(), |n| format!(" ({}k ops)", n / 1000));
-                    if ns.len() > 1 {
-                        format!("{m:.1} [{lo:.1}-{hi:.1}]{ratio}{cap}")
-                    } else {
-                        format!("{m:.1}{ratio}{cap}")
-                    }
-                }
-                Outcome::Oom => "OOM".into(),
-                Outcome::Skip => "-".into(),
+        for c in &row.cells {
+            let text = match (c, pick(c)) {
+                (_, Some((samples, capped))) => cell(&samples, best, capped),
+                (Outcome::Oom, _) => "OOM".into(),
+                _ => "-".into(),
             };
             line += &format!(" {text} |");
         }
-        let remote = match &row.cells[0] {
-            Outcome::Time { remote, .. } if !remote.is_empty() => {
-                let lo = remote.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = remote.iter().copied().fold(0.0, f64::max);
-                format!("{:.1}% [{lo:.1}-{hi:.1}]", median(remote))
-            }
-            _ => "-".into(),
-        };
-        let on_cpu = row
-            .cells
-            .iter()
-            .filter_map(|c| match c {
-                Outcome::Time { on_cpu, .. } if !on_cpu.is_empty() => Some(median(on_cpu)),
-                _ => None,
-            })
-            .reduce(f64::min)
-            .map_or("-".into(), |p| format!("{p:.0}%"));
-        println!("{line} {remote} | {on_cpu} |");
+        if !cpu {
+            let remote = match &row.cells[0] {
+                Outcome::Time { remote, .. } if !remote.is_empty() => {
+                    let lo = remote.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = remote.iter().copied().fold(0.0, f64::max);
+                    format!("{:.1}% [{lo:.1}-{hi:.1}]", median(remote))
+                }
+                _ => "-".into(),
+            };
+            let on_cpu = row
+                .cells
+                .iter()
+                .filter_map(|c| match c {
+                    Outcome::Time { on_cpu, .. } if !on_cpu.is_empty() => Some(median(on_cpu)),
+                    _ => None,
+                })
+                .reduce(f64::min)
+                .map_or("-".into(), |p| format!("{p:.0}%"));
+            line += &format!(" {remote} | {on_cpu} |");
+        }
+        println!("{line}");
     }
+}
+
+fn print_table(cfg: &Config, rows: &[Row]) {
+    print_rows(rows, false);
     println!();
     println!(
         "ns per operation (allocate + free) = wall time / operations of all threads, \
@@ -646,6 +682,15 @@ fn print_table(cfg: &Config, rows: &[Row]) {
         ARENA >> 20,
         (ARENA / CPUS) >> 20,
         if cfg.quick { " QUICK MODE." } else { "" }
+    );
+    println!();
+    print_rows(rows, true);
+    println!();
+    println!(
+        "CPU ns per operation = the threads' time on a CPU (schedstat, spinning \
+         included) / operations of all threads: what the work cost, whether the \
+         threads ran at once or took turns; perfect scaling keeps it flat from 1 \
+         to 2 threads."
     );
 }
 
