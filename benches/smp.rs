@@ -5,7 +5,7 @@
 //! CPU), every call through `GlobalAlloc`, as a kernel makes it.
 //!
 //! Run with `cargo bench --bench smp` (release, fat LTO, one codegen unit:
-//! `[profile.bench]`; about 3 minutes). `BENCH_QUICK=1` runs a smoke version
+//! `[profile.bench]`; about 2 minutes). `BENCH_QUICK=1` runs a smoke version
 //! for CI (a few seconds): 20,000 operations per thread, one repeat.
 //! `SMP_ONLY=percpu,talc` runs only the named allocators (`percpu`,
 //! `locked`, `talc`, `linked_list`), `SMP_ROWS=1,5` only those rows of the
@@ -91,7 +91,7 @@ impl Config {
                 quick,
                 ops: 1_000_000,
                 repeats: 7,
-                repeat_budget: Duration::from_secs(2),
+                repeat_budget: Duration::from_secs(1),
             }
         };
         if let Some(ops) = env("SMP_OPS") {
