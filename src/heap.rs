@@ -784,10 +784,20 @@ impl<P: FitPolicy> Heap<P> {
         Err(unavailable)
     }
 
-    /// Whether a region of this heap spans `addr` (its control structure
-    /// or one of its chunks).
-    pub(crate) fn spans(&self, addr: usize) -> bool {
-        self.regions().any(|r| r.spans(addr))
+    /// Whether one of this heap's chunks holds the header a block whose
+    /// data starts at `data` would have: the heap to ask about `data`. O(1)
+    /// per region (the chunk table's index).
+    #[inline]
+    pub(crate) fn holds_block_at(&self, data: usize) -> bool {
+        data.checked_sub(DATA_OFFSET)
+            .is_some_and(|header| self.regions().any(|r| r.chunk_of(header).is_some()))
+    }
+
+    /// Whether `addr` lies in this heap's memory: one of its chunks or a
+    /// region's control structure (not merely between a region's lowest
+    /// and highest bytes, where another heap's chunks may lie).
+    pub(crate) fn holds(&self, addr: usize) -> bool {
+        self.regions().any(|r| r.overlaps(addr, addr + 1))
     }
 
     /// Regions in the heap.

@@ -16,10 +16,10 @@
 //!   (`cli`/`sti`); another architecture supplies its [`InterruptControl`].
 //!
 //! Invariants: a [`Mutex`]'s value is reached only through a
-//! [`LockGuard`], which exists only while its lock is held; the guard
-//! unlocks on drop, in the reverse order of acquisition when guards nest
-//! (Rust drops them so), which [`IrqSafeLock`] relies on to restore the
-//! interrupt state it saved.
+//! [`LockGuard`], which exists only while its lock is held and stays on
+//! the thread that took it; the guard unlocks on drop. [`IrqSafeLock`]
+//! restores the interrupt state it saved, which is right as long as the
+//! locks one CPU holds at once are released in reverse order (see there).
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -132,8 +132,16 @@ pub unsafe trait InterruptControl {
 /// if it finds the lock held, another CPU holds it and will release it.
 ///
 /// The saved state lives in the lock (only its holder writes or reads
-/// it), so guards must be released in the reverse order of acquisition,
-/// which [`LockGuard`]s are.
+/// it), so when one CPU holds several `IrqSafeLock`s at once, it must
+/// release them in the reverse order it took them: releasing the outer
+/// one first turns interrupts back on while the inner one is still held.
+/// The library never holds two heap locks at once; code that holds a
+/// heap's guard (`lock()`) and takes another `IrqSafeLock` keeps to this
+/// order (guards dropped at the end of a scope are). Guards are not `Send`,
+/// so a lock is always released on the CPU that took it.
+///
+/// Only maskable interrupts are kept out: a non-maskable interrupt or an
+/// exception handler must never allocate from a heap behind any lock.
 pub struct IrqSafeLock<C: InterruptControl> {
     spin: SpinLock,
     /// Whether interrupts were enabled when the holder took the lock.
@@ -220,21 +228,38 @@ impl<T, L: RawLock> Mutex<T, L> {
     #[inline]
     pub(crate) fn lock(&self) -> LockGuard<'_, T, L> {
         self.lock.lock();
-        LockGuard { mutex: self }
+        LockGuard {
+            mutex: self,
+            stays: PhantomData,
+        }
     }
 
     #[inline]
     pub(crate) fn try_lock(&self) -> Option<LockGuard<'_, T, L>> {
         // Not `then_some`: it would build (and drop, unlocking) a guard
         // when the lock was not taken.
-        self.lock.try_lock().then(|| LockGuard { mutex: self })
+        self.lock.try_lock().then(|| LockGuard {
+            mutex: self,
+            stays: PhantomData,
+        })
     }
 }
 
 /// Exclusive access to a locked value; the lock is released on drop.
+///
+/// A guard stays on the thread (the CPU) that took the lock: it is not
+/// `Send`, since an [`IrqSafeLock`] released on another CPU would restore
+/// the interrupt state there. It is `Sync` only when the value is, as
+/// sharing it shares `&T`.
 pub struct LockGuard<'a, T, L: RawLock> {
     mutex: &'a Mutex<T, L>,
+    /// Neither `Send` nor `Sync` by default (see the type doc).
+    stays: PhantomData<*const ()>,
 }
+
+// SAFETY: a shared guard gives out only `&T`, which threads may share when
+// `T: Sync`; the lock itself is only released by the guard's owner (drop).
+unsafe impl<T: Sync, L: RawLock> Sync for LockGuard<'_, T, L> {}
 
 impl<T, L: RawLock> Deref for LockGuard<'_, T, L> {
     type Target = T;
@@ -299,6 +324,23 @@ mod tests {
 
     fn enabled() -> bool {
         ENABLED.with(Cell::get)
+    }
+
+    /// `<T as NotSend<_>>::check()` compiles only if `T` is not `Send`: for
+    /// a `Send` type both impls apply and the `_` is ambiguous.
+    trait NotSend<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> NotSend<()> for T {}
+    impl<T: ?Sized + Send> NotSend<u8> for T {}
+
+    #[test]
+    fn a_guard_stays_on_its_thread_and_is_shared_only_for_sync_values() {
+        // Not `Send`: an IrqSafeLock must be released on the CPU that took it.
+        <LockGuard<'static, u32, SpinLock> as NotSend<_>>::check();
+        <LockGuard<'static, u32, IrqSafeLock<Simulated>> as NotSend<_>>::check();
+        fn shared<T: Sync>() {}
+        shared::<LockGuard<'static, u32, SpinLock>>();
     }
 
     #[test]

@@ -319,11 +319,23 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     pub(crate) fn with_growth<T>(
         &self,
         layout: Layout,
+        op: impl FnMut(&mut B) -> Result<T, HeapError>,
+    ) -> Option<T> {
+        self.with_growth_then(layout, op, |_| {})
+    }
+
+    /// [`LockedHeap::with_growth`], calling `grown` with the lock still
+    /// held each time memory from the growth hook was added (before any of
+    /// it can be handed out).
+    pub(crate) fn with_growth_then<T>(
+        &self,
+        layout: Layout,
         mut op: impl FnMut(&mut B) -> Result<T, HeapError>,
+        mut grown: impl FnMut(&B),
     ) -> Option<T> {
         let mut damage_retries = DAMAGE_RETRIES;
-        let mut grown = 0;
-        while grown <= GROW_ATTEMPTS {
+        let mut attempts = 0;
+        while attempts <= GROW_ATTEMPTS {
             let hint = {
                 let mut heap = self.heap.lock();
                 match op(&mut heap) {
@@ -344,16 +356,24 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
                     Err(_) => return None,
                 }
             };
-            grown += 1;
+            attempts += 1;
             let source = self.hooks.lock().source?;
             let (start, size) = source.grow(hint)?;
+            let mut heap = self.heap.lock();
             // SAFETY: the MemorySource contract gives the range to the heap.
-            if let Err(error) = unsafe { self.heap.lock().add_memory(start.as_ptr(), size) } {
+            if let Err(error) = unsafe { heap.add_memory(start.as_ptr(), size) } {
+                drop(heap);
                 self.report(&error);
                 return None;
             }
+            grown(&heap);
         }
         None
+    }
+
+    /// Whether a growth hook is set.
+    pub(crate) fn has_source(&self) -> bool {
+        self.hooks.lock().source.is_some()
     }
 }
 

@@ -178,11 +178,8 @@ fn every_heap_grows_through_the_source() {
     let mut blocks = Vec::new();
     for cpu in 0..2 {
         play_cpu(cpu);
-        // Cpu 1 would take heap 0's room rather than grow its own heap,
-        // unless heap 0 is busy.
-        let busy = (cpu == 1).then(|| heap.heap(0).lock());
+        // Cpu 1's empty heap grows, although heap 0 has room.
         let p = heap.allocate(layout(1000)).unwrap();
-        drop(busy);
         fill(p, 1000, cpu as u8);
         blocks.push((p, cpu as u8));
     }
@@ -193,8 +190,8 @@ fn every_heap_grows_through_the_source() {
     );
     assert_eq!(heap.heap(0).stats().used_blocks, 1);
     assert_eq!(heap.heap(1).stats().used_blocks, 1);
-    // Cpu 1 frees cpu 0's block: found through the owner word, the first
-    // time by asking each heap.
+    // Cpu 1 frees cpu 0's block: found through the owner word and the
+    // region table, which recorded the region when the heap grew.
     for (p, seed) in blocks {
         assert!(holds(p, 1000, seed));
         // SAFETY: live blocks, no longer used.
@@ -222,7 +219,8 @@ fn misuse_is_reported_precisely_whichever_cpu_frees() {
     // A second free, from either CPU.
     for cpu in [1, 0] {
         play_cpu(cpu);
-        // SAFETY: a double free: the word before `p` is heap memory.
+        // SAFETY: a double free: the word before `p` is heap memory that no
+        // other thread writes meanwhile.
         assert_eq!(unsafe { heap.free(p) }, Err(HeapError::DoubleFree { addr }));
     }
     // An interior pointer of a live block.
@@ -404,4 +402,193 @@ fn global_alloc_paths_reallocate_in_the_owner_and_report_misuse() {
         assert_eq!(*REPORTS.lock().unwrap(), [HeapError::DoubleFree { addr }]);
     }
     heap.check().unwrap();
+}
+
+// Regressions of the review of the first PerCpuHeap (2026-12-06).
+
+/// Heap 0 holds `[A, A+S)` and `[A+2S, A+3S)` (one region, two chunks),
+/// heap 1 `[A+S, A+2S)`: heap 0's region spans heap 1's chunk.
+fn interleaved(arena: &Arena) -> PerCpuHeap<2> {
+    const S: usize = 64 << 10;
+    let heap = PerCpuHeap::new(cpu_id);
+    // SAFETY: three disjoint thirds of the arena, each given to one heap.
+    unsafe {
+        heap.add_memory(0, arena.ptr, S).unwrap();
+        heap.add_memory(1, arena.ptr.add(S), S).unwrap();
+        heap.add_memory(0, arena.ptr.add(2 * S), S).unwrap();
+    }
+    assert_eq!(heap.heap(0).stats().regions, 1);
+    heap
+}
+
+#[test]
+fn damage_in_interleaved_memory_is_reported_and_quarantined_by_its_owner() {
+    let arena = Arena::new(3 * (64 << 10));
+    let heap = interleaved(&arena);
+    play_cpu(1);
+    let _x = heap.allocate(layout(64)).unwrap();
+    let y = heap.allocate(layout(64)).unwrap();
+    // An underrun zeroes y's owner word.
+    // SAFETY: the word lies in y's header, in the arena.
+    unsafe {
+        y.as_ptr()
+            .sub(region_heap::raw::OWNER_OFFSET)
+            .cast::<usize>()
+            .write(0)
+    };
+    // SAFETY: `usable_size` validates without dereferencing outside.
+    let owner_says = unsafe { heap.heap(1).lock().usable_size(y) };
+    assert!(
+        matches!(owner_says, Err(HeapError::Corrupted { .. })),
+        "{owner_says:?}"
+    );
+    // SAFETY: the word before `y` is arena memory no thread writes.
+    assert_eq!(unsafe { heap.free(y) }, owner_says.map(|_| 0));
+    let misuses = [0, 1].map(|i| heap.heap(i).stats().misuses);
+    assert_eq!(misuses, [0, 1], "counted (and quarantined) by heap 1");
+    heap.check().unwrap();
+}
+
+#[test]
+fn a_forged_owner_word_in_interleaved_memory_is_refused_by_the_right_heap() {
+    let arena = Arena::new(3 * (64 << 10));
+    let heap = interleaved(&arena);
+    play_cpu(0);
+    let a = heap.allocate(layout(64)).unwrap();
+    play_cpu(1);
+    let b = heap.allocate(layout(256)).unwrap();
+    // SAFETY: `a` is live: its owner word is readable.
+    let owner = unsafe { region_heap::raw::owner_word(a.as_ptr()) };
+    let fake = NonNull::new(b.as_ptr().wrapping_add(128)).unwrap();
+    // SAFETY: the word lies inside `b`.
+    unsafe {
+        fake.as_ptr()
+            .sub(region_heap::raw::OWNER_OFFSET)
+            .cast::<usize>()
+            .write(owner)
+    };
+    let addr = fake.as_ptr().addr();
+    // SAFETY: the word before `fake` lies in `b`.
+    assert_eq!(
+        unsafe { heap.free(fake) },
+        Err(HeapError::NotBlockStart { addr })
+    );
+    let misuses = [0, 1].map(|i| heap.heap(i).stats().misuses);
+    assert_eq!(misuses, [0, 1], "the misuse is heap 1's, whose block it is");
+}
+
+#[test]
+fn heaps_that_start_empty_each_grow_their_own_memory() {
+    static SOURCE: Arenas = Arenas {
+        given: Mutex::new(Vec::new()),
+        grows: AtomicUsize::new(0),
+    };
+    {
+        let heap: PerCpuHeap<4> = PerCpuHeap::new(cpu_id);
+        heap.set_memory_source(&SOURCE);
+        let mut blocks = Vec::new();
+        for cpu in 0..4 {
+            play_cpu(cpu);
+            for _ in 0..10 {
+                blocks.push(heap.allocate(layout(100)).unwrap());
+            }
+        }
+        let used = [0, 1, 2, 3].map(|c| heap.heap(c).stats().used_blocks);
+        assert_eq!(used, [10; 4], "each CPU served by its own heap");
+        play_cpu(0);
+        for p in blocks {
+            // SAFETY: live blocks, no longer used.
+            unsafe { heap.free(p) }.unwrap();
+        }
+        assert_eq!(heap.cpu_counters(0).remote_frees, 30);
+    }
+    SOURCE.given.lock().unwrap().clear();
+}
+
+#[test]
+fn realloc_moves_to_another_heap_when_the_owner_is_full() {
+    // Heap 0 small, heap 1 large.
+    let arenas = [Arena::new(8192), Arena::new(1 << 20)];
+    let heap = heap_over::<2>(&arenas);
+    play_cpu(0);
+    // SAFETY: GlobalAlloc calls on blocks of this heap with their layouts.
+    unsafe {
+        let p = NonNull::new(heap.alloc(layout(100))).unwrap();
+        fill(p, 100, 0x42);
+        let q = NonNull::new(heap.realloc(p.as_ptr(), layout(100), 16 << 10)).unwrap();
+        assert_eq!(arena_of(&arenas, q), 1);
+        assert!(holds(q, 100, 0x42), "the bytes moved with the block");
+        heap.dealloc(q.as_ptr(), layout(16 << 10));
+    }
+    assert_eq!(heap.stats().used_blocks, 0, "the old block was freed");
+    heap.check().unwrap();
+}
+
+static TRY_REPORTS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_report(_: &HeapError) {
+    TRY_REPORTS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn try_allocate_never_runs_the_report_handler() {
+    let arena = Arena::new(1 << 16);
+    let heap: PerCpuHeap<1> = PerCpuHeap::new(cpu_id);
+    // SAFETY: the arena outlives the heap.
+    unsafe { heap.add_memory(0, arena.ptr, arena.len()) }.unwrap();
+    heap.set_report_handler(count_report);
+    play_cpu(0);
+    let p = heap.allocate(layout(4000)).unwrap();
+    let keep = heap.allocate(layout(64)).unwrap();
+    // SAFETY: a live block, no longer used.
+    unsafe { heap.free(p) }.unwrap();
+    // A write after free trashes the free block's owner word.
+    // SAFETY: the word lies in the arena.
+    unsafe {
+        p.as_ptr()
+            .sub(region_heap::raw::OWNER_OFFSET)
+            .cast::<usize>()
+            .write(0xdead_bee0)
+    };
+    let _ = heap.try_allocate(layout(3000));
+    assert_eq!(
+        TRY_REPORTS.load(Ordering::SeqCst),
+        0,
+        "no handler on the never-wait path"
+    );
+    assert_eq!(
+        heap.stats().misuses,
+        1,
+        "the damage is counted and quarantined"
+    );
+    // SAFETY: a live block, no longer used.
+    unsafe { heap.free(keep) }.unwrap();
+    heap.check().unwrap();
+}
+
+#[test]
+fn a_heap_rebuilt_on_other_memory_does_not_leave_a_stale_owner() {
+    const S: usize = 64 << 10;
+    let arena = Arena::new(3 * S);
+    // SAFETY: thirds of the arena.
+    let (lo, mid, hi) = unsafe { (arena.ptr, arena.ptr.add(S), arena.ptr.add(2 * S)) };
+    let heap: PerCpuHeap<2> = PerCpuHeap::new(cpu_id);
+    play_cpu(0);
+    // SAFETY: `mid` is given to heap 0 only.
+    unsafe { heap.add_memory(0, mid, S) }.unwrap();
+    let p = heap.allocate(layout(64)).unwrap();
+    // SAFETY: a live block, no longer used.
+    unsafe { heap.free(p) }.unwrap();
+    // Heap 0 retired (no live block) and rebuilt elsewhere; `mid` goes to heap 1.
+    *heap.heap(0).lock() = region_heap::Heap::new();
+    // SAFETY: disjoint ranges, `mid` no longer used by heap 0.
+    unsafe {
+        heap.add_memory(0, lo, S).unwrap();
+        heap.add_memory(0, hi, S).unwrap();
+        heap.add_memory(1, mid, S).unwrap();
+    }
+    play_cpu(1);
+    let q = heap.allocate(layout(64)).unwrap();
+    // SAFETY: a live block, no longer used.
+    assert!(unsafe { heap.free(q) }.is_ok(), "a valid free is served");
 }

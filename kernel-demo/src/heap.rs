@@ -68,9 +68,9 @@ pub unsafe fn init(plan: &MemoryPlan) {
 }
 
 /// Gives CPU `cpu`'s heap its first memory, [`GROW_MIN`] bytes from the
-/// growth hook, so that the CPU allocates from a heap of its own from the
-/// start (the heap falls back to other CPUs' heaps before it grows its
-/// own). Returns the bytes given.
+/// growth hook, when the CPU starts: its heap would grow on its first
+/// allocation anyway, but this way the growth happens before the stress
+/// and the boot log shows what each CPU got. Returns the bytes given.
 pub fn provision(cpu: usize) -> Result<usize, HeapError> {
     let Some((start, size)) = GROWTH.grow(GROW_MIN) else {
         return Err(HeapError::OutOfMemory {

@@ -58,6 +58,8 @@ pub fn test(quick: bool) -> Result<(), String> {
             "adversarial",
             "--test",
             "percpu",
+            "--test",
+            "percpu_model",
         ])
         .env("PROPTEST_CASES", proptest_cases(quick));
         setup::run(&mut cmd).map_err(|e| format!("features [{label}]: {e}"))?;

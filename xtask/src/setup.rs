@@ -170,6 +170,8 @@ pub fn miri() -> Result<(), String> {
             "integrity",
             "--test",
             "percpu",
+            "--test",
+            "percpu_model",
         ],
         &[
             "--features",
