@@ -167,6 +167,11 @@ fn test(args: &[String]) -> Result<(), String> {
         &["bench", "--bench", "peers"],
         &[("BENCH_QUICK", "1")],
     )?;
+    setup::cargo_step_env(
+        "SMP benchmark smoke run",
+        &["bench", "--bench", "smp"],
+        &[("BENCH_QUICK", "1")],
+    )?;
     if !quick {
         setup::miri()?;
     }
