@@ -26,11 +26,17 @@
 //! heap whose memory holds the address.
 //!
 //! **Remote frees** (a block freed by another CPU than the one whose heap
-//! owns it) take the owner's lock, one free at a time. Batching them (a
-//! per-heap list the owner drains) would save lock traffic, but a block
-//! waiting on such a list is neither used nor free to the heap's checks,
-//! and a double free pushed twice makes the list a cycle that the owner
-//! cannot detect before it follows it.
+//! owns it) take the owner's lock, one free at a time. The SMP benchmark
+//! (README) measures this as costly when many frees are remote: the
+//! owner's lock and metadata cross between the CPUs at each one. Batching
+//! them must keep double frees detectable: a list threaded through the
+//! freed blocks (one compare-and-swap per push) becomes a cycle when a
+//! block is pushed twice, and a buffer on the freeing CPU's side lets the
+//! owner reuse a block whose first free is still waiting, so that the
+//! deferred free later frees somebody else's block. What keeps them
+//! detectable is an inbox per owner (an array of pointers behind its own
+//! lock) that the owner drains at every acquisition of its heap lock,
+//! before anything else: not built yet.
 //!
 //! **Interrupt handlers**: behind an [`IrqSafeLock`](crate::IrqSafeLock),
 //! a maskable interrupt's handler may allocate and free as any code does.
