@@ -89,11 +89,19 @@ macro_rules! impl_allocator {
                 self.allocator_allocate(layout, true).ok_or($error)
             }
 
+            /// # Safety
+            /// As the `Allocator` trait requires: `ptr` is a block this
+            /// allocator handed out for `layout`, and nothing uses it after the
+            /// call.
             unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
                 // SAFETY: the Allocator caller owns the block and gives it up.
                 unsafe { self.deallocate_reporting(ptr, layout) }
             }
 
+            /// # Safety
+            /// As the `Allocator` trait requires: `ptr` is a block this
+            /// allocator handed out for `old`, and `new.size()` is at least
+            /// `old.size()`.
             unsafe fn grow(
                 &self,
                 ptr: NonNull<u8>,
@@ -114,6 +122,10 @@ macro_rules! impl_allocator {
                 Ok(fresh)
             }
 
+            /// # Safety
+            /// As the `Allocator` trait requires: `ptr` is a block this
+            /// allocator handed out for `old`, and `new.size()` is at most
+            /// `old.size()`.
             unsafe fn shrink(
                 &self,
                 ptr: NonNull<u8>,

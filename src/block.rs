@@ -183,16 +183,25 @@ fn follow(from: NonNull<RelLink>, granules: i32) -> NonNull<RelLink> {
 }
 
 impl Link for RelLink {
+    /// # Safety
+    /// As the `Link` trait requires: `this` points to an initialised, readable
+    /// link of a ring.
     unsafe fn next(this: NonNull<Self>) -> NonNull<Self> {
         // SAFETY: `this` is an initialised, readable link (caller).
         follow(this, unsafe { (*this.as_ptr()).next })
     }
 
+    /// # Safety
+    /// As the `Link` trait requires: `this` points to an initialised, readable
+    /// link of a ring.
     unsafe fn prev(this: NonNull<Self>) -> NonNull<Self> {
         // SAFETY: `this` is an initialised, readable link (caller).
         follow(this, unsafe { (*this.as_ptr()).prev })
     }
 
+    /// # Safety
+    /// As the `Link` trait requires: `this` points to writable link memory, and
+    /// the new neighbour to a link of the same ring.
     #[inline]
     unsafe fn set_next(this: NonNull<Self>, next: NonNull<Self>) {
         let new = offset_to(this, next);
@@ -205,6 +214,9 @@ impl Link for RelLink {
         }
     }
 
+    /// # Safety
+    /// As the `Link` trait requires: `this` points to writable link memory, and
+    /// the new neighbour to a link of the same ring.
     #[inline]
     unsafe fn set_prev(this: NonNull<Self>, prev: NonNull<Self>) {
         let new = offset_to(this, prev);

@@ -116,18 +116,30 @@ mod tests {
     }
 
     impl Link for TestLink {
+        /// # Safety
+        /// As the `Link` trait requires: `this` points to an initialised,
+        /// readable link of a ring.
         unsafe fn next(this: NonNull<Self>) -> NonNull<Self> {
             // SAFETY: an initialised test node (caller).
             unsafe { (*this.as_ptr()).next }
         }
+        /// # Safety
+        /// As the `Link` trait requires: `this` points to an initialised,
+        /// readable link of a ring.
         unsafe fn prev(this: NonNull<Self>) -> NonNull<Self> {
             // SAFETY: as above.
             unsafe { (*this.as_ptr()).prev }
         }
+        /// # Safety
+        /// As the `Link` trait requires: `this` points to writable link memory,
+        /// and the new neighbour to a link of the same ring.
         unsafe fn set_next(this: NonNull<Self>, next: NonNull<Self>) {
             // SAFETY: writable test node (caller).
             unsafe { (*this.as_ptr()).next = next }
         }
+        /// # Safety
+        /// As the `Link` trait requires: `this` points to writable link memory,
+        /// and the new neighbour to a link of the same ring.
         unsafe fn set_prev(this: NonNull<Self>, prev: NonNull<Self>) {
             // SAFETY: as above.
             unsafe { (*this.as_ptr()).prev = prev }

@@ -96,6 +96,8 @@ unsafe impl RawLock for SpinLock {
         self.spin.try_lock().map(core::mem::forget).is_some()
     }
 
+    /// # Safety
+    /// As `RawLock::unlock` requires: the caller holds the lock.
     #[inline]
     unsafe fn unlock(&self) {
         // SAFETY: the caller holds the lock, whose guard was forgotten.
@@ -201,6 +203,8 @@ unsafe impl<C: InterruptControl> RawLock for IrqSafeLock<C> {
         false
     }
 
+    /// # Safety
+    /// As `RawLock::unlock` requires: the caller holds the lock.
     unsafe fn unlock(&self) {
         let enabled = self.were_enabled.load(Ordering::Relaxed);
         // SAFETY: the caller holds the lock.
@@ -213,6 +217,9 @@ unsafe impl<C: InterruptControl> RawLock for IrqSafeLock<C> {
         self.spin.is_locked()
     }
 
+    /// # Safety
+    /// As `RawLock::force_unlock` requires: the lock is held by a holder that
+    /// will never run again, and nobody else releases it meanwhile.
     unsafe fn force_unlock(&self) {
         // SAFETY: forwarded from the caller; the saved interrupt state is
         // the vanished holder's, and is left alone.
@@ -350,6 +357,10 @@ mod tests {
             ENABLED.with(|e| e.replace(false))
         }
 
+        /// # Safety
+        /// As `InterruptControl::restore` requires: `enabled` is what the
+        /// matching `disable` returned, and the code that runs next is ready
+        /// for interrupts.
         unsafe fn restore(enabled: bool) {
             if enabled {
                 ENABLED.with(|e| e.set(true));

@@ -478,16 +478,23 @@ impl<B: Backend, L: RawLock> fmt::Debug for LockedHeap<B, L> {
 // SAFETY: every method returns blocks from the heap, which never hands out
 // overlapping live blocks and honours each layout's size and alignment.
 unsafe impl<B: Backend, L: RawLock> GlobalAlloc for LockedHeap<B, L> {
+    /// # Safety
+    /// As `GlobalAlloc::alloc` requires: `layout` has a non-zero size.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.with_growth(layout, |heap| heap.allocate(layout))
             .map_or(null_mut(), NonNull::as_ptr)
     }
 
+    /// # Safety
+    /// As `GlobalAlloc::alloc` requires: `layout` has a non-zero size.
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.with_growth(layout, |heap| heap.allocate_zeroed(layout))
             .map_or(null_mut(), NonNull::as_ptr)
     }
 
+    /// # Safety
+    /// As `GlobalAlloc::dealloc` requires: `ptr` was allocated by this
+    /// allocator with `layout`, and nothing uses it after the call.
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(ptr) = NonNull::new(ptr) else {
             return;
@@ -496,6 +503,10 @@ unsafe impl<B: Backend, L: RawLock> GlobalAlloc for LockedHeap<B, L> {
         unsafe { self.deallocate_reporting(ptr, layout) }
     }
 
+    /// # Safety
+    /// As `GlobalAlloc::realloc` requires: `ptr` was allocated by this
+    /// allocator with `layout`; `new_size` is non-zero and, rounded up to
+    /// `layout.align()`, does not overflow `isize`.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let Some(ptr) = NonNull::new(ptr) else {
             return null_mut();

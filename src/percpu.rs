@@ -1140,15 +1140,22 @@ enum Found {
 // blocks of at least the layout's size; a block is freed or resized only
 // in the heap that owns it.
 unsafe impl<const CPUS: usize, P: FitPolicy, L: RawLock> GlobalAlloc for PerCpuHeap<CPUS, P, L> {
+    /// # Safety
+    /// As `GlobalAlloc::alloc` requires: `layout` has a non-zero size.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.allocate(layout).map_or(null_mut(), NonNull::as_ptr)
     }
 
+    /// # Safety
+    /// As `GlobalAlloc::alloc` requires: `layout` has a non-zero size.
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.allocate_zeroed(layout)
             .map_or(null_mut(), NonNull::as_ptr)
     }
 
+    /// # Safety
+    /// As `GlobalAlloc::dealloc` requires: `ptr` was allocated by this
+    /// allocator with `layout`, and nothing uses it after the call.
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(ptr) = NonNull::new(ptr) else {
             return;
@@ -1158,6 +1165,10 @@ unsafe impl<const CPUS: usize, P: FitPolicy, L: RawLock> GlobalAlloc for PerCpuH
         unsafe { self.deallocate_reporting(ptr, layout) }
     }
 
+    /// # Safety
+    /// As `GlobalAlloc::realloc` requires: `ptr` was allocated by this
+    /// allocator with `layout`; `new_size` is non-zero and, rounded up to
+    /// `layout.align()`, does not overflow `isize`.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let Some(ptr) = NonNull::new(ptr) else {
             return null_mut();

@@ -26,6 +26,9 @@ unsafe impl InterruptControl for Interrupts {
         enabled
     }
 
+    /// # Safety
+    /// As `InterruptControl::restore` requires: `enabled` is what the matching
+    /// `disable` returned, and the code that runs next is ready for interrupts.
     #[inline]
     unsafe fn restore(enabled: bool) {
         if enabled {

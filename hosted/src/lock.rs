@@ -73,6 +73,8 @@ unsafe impl RawLock for YieldingLock {
             .is_ok()
     }
 
+    /// # Safety
+    /// As `RawLock::unlock` requires: the caller holds the lock.
     #[inline]
     unsafe fn unlock(&self) {
         self.held.store(false, Ordering::Release);

@@ -124,6 +124,10 @@ unsafe impl<const ORDER: usize> Backend for BuddyBackend<ORDER> {
     const EMPTY: Self = Self::new();
     const NAME: &'static str = "buddy_system_allocator";
 
+    /// # Safety
+    /// As `Backend::add_memory` requires: the range is valid for reads and
+    /// writes, used by nothing else, and stays so while the heap (or any block
+    /// it handed out) is in use.
     unsafe fn add_memory(&mut self, start: *mut u8, size: usize) -> Result<(), HeapError> {
         let word = core::mem::size_of::<usize>();
         let too_small = HeapError::RegionTooSmall {
@@ -180,6 +184,9 @@ unsafe impl<const ORDER: usize> Backend for BuddyBackend<ORDER> {
         }
     }
 
+    /// # Safety
+    /// As `Backend::deallocate` requires: `ptr` was returned by this heap for
+    /// `layout`, is live, and nothing uses it after the call.
     #[inline]
     unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
         let class = self.vet(ptr, layout)?;
@@ -192,6 +199,9 @@ unsafe impl<const ORDER: usize> Backend for BuddyBackend<ORDER> {
         Ok(())
     }
 
+    /// # Safety
+    /// As `Backend::realloc` requires: as for `deallocate`; on success the old
+    /// pointer is dead unless it is the one returned.
     unsafe fn realloc(
         &mut self,
         ptr: NonNull<u8>,
@@ -215,6 +225,9 @@ unsafe impl<const ORDER: usize> Backend for BuddyBackend<ORDER> {
         Ok(new)
     }
 
+    /// # Safety
+    /// As `Backend::usable_size` requires: `ptr` is a live block of this heap
+    /// allocated with `layout`.
     unsafe fn usable_size(&self, ptr: NonNull<u8>, layout: Layout) -> Result<usize, HeapError> {
         let addr = ptr.as_ptr().addr();
         if self.range_of(addr).is_none() {

@@ -96,6 +96,10 @@ unsafe impl Backend for LinkedListBackend {
     const EMPTY: Self = Self::new();
     const NAME: &'static str = "linked_list_allocator";
 
+    /// # Safety
+    /// As `Backend::add_memory` requires: the range is valid for reads and
+    /// writes, used by nothing else, and stays so while the heap (or any block
+    /// it handed out) is in use.
     unsafe fn add_memory(&mut self, start: *mut u8, size: usize) -> Result<(), HeapError> {
         let range = HeapError::RegionTooSmall {
             start: start.addr(),
@@ -146,6 +150,9 @@ unsafe impl Backend for LinkedListBackend {
         }
     }
 
+    /// # Safety
+    /// As `Backend::deallocate` requires: `ptr` was returned by this heap for
+    /// `layout`, is live, and nothing uses it after the call.
     unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
         self.vet(ptr, layout)?;
         // SAFETY: the caller promises `ptr` is a live block allocated
@@ -157,6 +164,9 @@ unsafe impl Backend for LinkedListBackend {
         Ok(())
     }
 
+    /// # Safety
+    /// As `Backend::realloc` requires: as for `deallocate`; on success the old
+    /// pointer is dead unless it is the one returned.
     unsafe fn realloc(
         &mut self,
         ptr: NonNull<u8>,
@@ -180,6 +190,9 @@ unsafe impl Backend for LinkedListBackend {
         Ok(new)
     }
 
+    /// # Safety
+    /// As `Backend::usable_size` requires: `ptr` is a live block of this heap
+    /// allocated with `layout`.
     unsafe fn usable_size(&self, ptr: NonNull<u8>, layout: Layout) -> Result<usize, HeapError> {
         let addr = ptr.as_ptr().addr();
         if self.is_empty() || addr < self.heap.bottom().addr() || addr >= self.heap.top().addr() {

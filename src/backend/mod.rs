@@ -183,6 +183,11 @@ unsafe impl<P: FitPolicy> Backend for Heap<P> {
     /// Joins the range to a region it touches, else adds it as a chunk of
     /// the highest-priority region, else as the first region
     /// ([`Heap::add_memory`]).
+    ///
+    /// # Safety
+    /// As `Backend::add_memory` requires: the range is valid for reads and
+    /// writes, used by nothing else, and stays so while the heap (or any block
+    /// it handed out) is in use.
     unsafe fn add_memory(&mut self, start: *mut u8, size: usize) -> Result<(), HeapError> {
         // SAFETY: forwarded from the caller.
         unsafe { Heap::add_memory(self, start, size) }
@@ -201,6 +206,9 @@ unsafe impl<P: FitPolicy> Backend for Heap<P> {
         Heap::allocate_zeroed(self, layout)
     }
 
+    /// # Safety
+    /// As `Backend::deallocate` requires: `ptr` was returned by this heap for
+    /// `layout`, is live, and nothing uses it after the call.
     #[inline]
     unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
         // SAFETY: forwarded from the caller; region-heap validates the
@@ -208,6 +216,9 @@ unsafe impl<P: FitPolicy> Backend for Heap<P> {
         unsafe { Heap::deallocate(self, ptr, layout) }
     }
 
+    /// # Safety
+    /// As `Backend::realloc` requires: as for `deallocate`; on success the old
+    /// pointer is dead unless it is the one returned.
     unsafe fn realloc(
         &mut self,
         ptr: NonNull<u8>,
@@ -218,6 +229,9 @@ unsafe impl<P: FitPolicy> Backend for Heap<P> {
         unsafe { Heap::realloc(self, ptr, layout, new_size) }
     }
 
+    /// # Safety
+    /// As `Backend::usable_size` requires: `ptr` is a live block of this heap
+    /// allocated with `layout`.
     unsafe fn usable_size(&self, ptr: NonNull<u8>, _layout: Layout) -> Result<usize, HeapError> {
         // SAFETY: forwarded; invalid pointers are reported, not followed.
         unsafe { Heap::usable_size(self, ptr) }
