@@ -165,46 +165,6 @@ unsafe impl MemorySource for Arenas {
 }
 
 #[test]
-fn every_heap_grows_through_the_source() {
-    // The source must outlive the heap: `'static` by leaking is what a
-    // kernel does, but Miri reports leaks, so this test's source is a
-    // static that keeps its arenas for the whole run.
-    static SOURCE: Arenas = Arenas {
-        given: Mutex::new(Vec::new()),
-        grows: AtomicUsize::new(0),
-    };
-    let heap: PerCpuHeap<2> = PerCpuHeap::new(cpu_id);
-    heap.set_memory_source(&SOURCE);
-    let mut blocks = Vec::new();
-    for cpu in 0..2 {
-        play_cpu(cpu);
-        // Cpu 1's empty heap grows, although heap 0 has room.
-        let p = heap.allocate(layout(1000)).unwrap();
-        fill(p, 1000, cpu as u8);
-        blocks.push((p, cpu as u8));
-    }
-    assert_eq!(
-        SOURCE.grows.load(Ordering::Relaxed),
-        2,
-        "one growth per heap"
-    );
-    assert_eq!(heap.heap(0).stats().used_blocks, 1);
-    assert_eq!(heap.heap(1).stats().used_blocks, 1);
-    // Cpu 1 frees cpu 0's block: found through the owner word and the
-    // region table, which recorded the region when the heap grew.
-    for (p, seed) in blocks {
-        assert!(holds(p, 1000, seed));
-        // SAFETY: live blocks, no longer used.
-        unsafe { heap.free(p) }.unwrap();
-    }
-    assert_eq!(heap.cpu_counters(1).remote_frees, 1);
-    heap.check().unwrap();
-    // The heap (a local) is dead past this point; its memory can go.
-    let _ = heap;
-    SOURCE.given.lock().unwrap().clear();
-}
-
-#[test]
 fn misuse_is_reported_precisely_whichever_cpu_frees() {
     let arenas = arenas(2, ARENA);
     let heap = heap_over::<2>(&arenas);
@@ -439,32 +399,56 @@ fn interleaved(arena: &Arena) -> PerCpuHeap<2> {
     heap
 }
 
+/// An underrun that overwrites a block's owner word, with zeros, ones, or
+/// a plausible pointer (heap 0's region, as a used or a free block would
+/// name it): whichever CPU frees the block, the free gets exactly the
+/// error the owning heap gives, the misuse is counted (and quarantined) by
+/// that heap only, and the other live blocks keep their bytes.
 #[test]
 fn damage_in_interleaved_memory_is_reported_and_quarantined_by_its_owner() {
-    let arena = Arena::new(3 * (64 << 10));
-    let heap = interleaved(&arena);
-    play_cpu(1);
-    let _x = heap.allocate(layout(64)).unwrap();
-    let y = heap.allocate(layout(64)).unwrap();
-    // An underrun zeroes y's owner word.
-    // SAFETY: the word lies in y's header, in the arena.
-    unsafe {
-        y.as_ptr()
-            .sub(region_heap::raw::OWNER_OFFSET)
-            .cast::<usize>()
-            .write(0)
+    play_cpu(0);
+    let region_0 = {
+        let arena = Arena::new(3 * (64 << 10));
+        let heap = interleaved(&arena);
+        let a = heap.allocate(layout(64)).unwrap();
+        // SAFETY: a live block: its owner word is readable.
+        region_heap::raw::owner_region(unsafe { region_heap::raw::owner_word(a.as_ptr()) })
+            .wrapping_sub(arena.ptr.addr())
     };
-    // SAFETY: `usable_size` validates without dereferencing outside.
-    let owner_says = unsafe { heap.heap(1).lock().usable_size(y) };
-    assert!(
-        matches!(owner_says, Err(HeapError::Corrupted { .. })),
-        "{owner_says:?}"
-    );
-    // SAFETY: the word before `y` is arena memory no thread writes.
-    assert_eq!(unsafe { heap.free(y) }, owner_says.map(|_| 0));
-    let misuses = [0, 1].map(|i| heap.heap(i).stats().misuses);
-    assert_eq!(misuses, [0, 1], "counted (and quarantined) by heap 1");
-    heap.check().unwrap();
+    for (value, freeing_cpu) in [(0, 1), (!0, 0), (region_0, 1), (region_0 | 3, 0)] {
+        let arena = Arena::new(3 * (64 << 10));
+        let heap = interleaved(&arena);
+        // The same offset in this arena: heap 0's region address.
+        let value = if value == 0 || value == !0 {
+            value
+        } else {
+            value.wrapping_add(arena.ptr.addr())
+        };
+        play_cpu(1);
+        let x = heap.allocate(layout(64)).unwrap();
+        fill(x, 64, 0x3C);
+        let y = heap.allocate(layout(64)).unwrap();
+        // SAFETY: the word lies in y's header, in the arena.
+        unsafe {
+            y.as_ptr()
+                .sub(region_heap::raw::OWNER_OFFSET)
+                .cast::<usize>()
+                .write(value)
+        };
+        // SAFETY: `usable_size` validates without dereferencing outside.
+        let owner_says = unsafe { heap.heap(1).lock().usable_size(y) };
+        assert!(
+            matches!(owner_says, Err(HeapError::Corrupted { .. })),
+            "{value:#x}: {owner_says:?}"
+        );
+        play_cpu(freeing_cpu);
+        // SAFETY: the word before `y` is arena memory no thread writes.
+        assert_eq!(unsafe { heap.free(y) }, owner_says.map(|_| 0), "{value:#x}");
+        let misuses = [0, 1].map(|i| heap.heap(i).stats().misuses);
+        assert_eq!(misuses, [0, 1], "{value:#x}: counted by heap 1 only");
+        assert!(holds(x, 64, 0x3C), "{value:#x}: the live block is intact");
+        heap.check().unwrap();
+    }
 }
 
 #[test]
@@ -495,8 +479,14 @@ fn a_forged_owner_word_in_interleaved_memory_is_refused_by_the_right_heap() {
     assert_eq!(misuses, [0, 1], "the misuse is heap 1's, whose block it is");
 }
 
+/// Each CPU's empty heap grows through the source (not taking another
+/// heap's room), and a block freed by another CPU keeps its bytes and goes
+/// back to its own heap.
 #[test]
 fn heaps_that_start_empty_each_grow_their_own_memory() {
+    // The source must outlive the heap: `'static` by leaking is what a
+    // kernel does, but Miri reports leaks, so this test's source is a
+    // static that keeps its arenas until the heap is gone.
     static SOURCE: Arenas = Arenas {
         given: Mutex::new(Vec::new()),
         grows: AtomicUsize::new(0),
@@ -508,17 +498,27 @@ fn heaps_that_start_empty_each_grow_their_own_memory() {
         for cpu in 0..4 {
             play_cpu(cpu);
             for _ in 0..10 {
-                blocks.push(heap.allocate(layout(100)).unwrap());
+                let p = heap.allocate(layout(100)).unwrap();
+                fill(p, 100, cpu as u8);
+                blocks.push((p, cpu as u8));
             }
         }
+        assert_eq!(
+            SOURCE.grows.load(Ordering::Relaxed),
+            4,
+            "one growth per heap"
+        );
         let used = [0, 1, 2, 3].map(|c| heap.heap(c).stats().used_blocks);
         assert_eq!(used, [10; 4], "each CPU served by its own heap");
         play_cpu(0);
-        for p in blocks {
+        for (p, seed) in blocks {
+            assert!(holds(p, 100, seed));
             // SAFETY: live blocks, no longer used.
             unsafe { heap.free(p) }.unwrap();
         }
         assert_eq!(heap.cpu_counters(0).remote_frees, 30);
+        assert_eq!(heap.stats().used_blocks, 0);
+        heap.check().unwrap();
     }
     SOURCE.given.lock().unwrap().clear();
 }
