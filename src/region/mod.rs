@@ -14,7 +14,8 @@
 //!
 //! Submodules: [`chunks`] (the chunk table), [`nav`] (checked navigation:
 //! every link read from memory a program can write is proven before it is
-//! followed), [`repair`] (quarantine after damage).
+//! followed), [`repair`] (quarantine after damage), [`cutoff`] (the
+//! ranges a repair quarantined, which no block is taken from again).
 //!
 //! Integrity hooks (`integrity`, `crc`) run at fixed points: a free block
 //! is vetted (checksum, free pattern) before it is reused; a block is
@@ -34,6 +35,7 @@
 //!   control structure and the sentinels.
 
 mod chunks;
+mod cutoff;
 mod nav;
 mod place;
 mod release;
@@ -53,6 +55,7 @@ use crate::trace::TraceSink;
 pub(crate) use chunks::Chunk;
 use chunks::ChunkTable;
 pub use chunks::MAX_CHUNKS;
+use cutoff::CutOff;
 pub(crate) use release::Proven;
 
 /// Bytes of a chunk's sentinel: a header, padded to a minimal block (when
@@ -109,6 +112,8 @@ pub(crate) struct Region {
     pub(crate) c: Counters,
     /// Small blocks freed whole, kept for reuse (see `quick`).
     pub(crate) quick: QuickLists,
+    /// Ranges a repair quarantined (see `cutoff`).
+    cut_off: CutOff,
     /// Bytes of free pattern verified at each end of a reused free block.
     #[cfg(feature = "scramble")]
     pub(crate) scramble_depth: usize,
@@ -142,6 +147,7 @@ impl Region {
                     ..Counters::default()
                 },
                 quick: QuickLists::new(DEFAULT_QUICK_DEPTH),
+                cut_off: CutOff::new(),
                 #[cfg(feature = "scramble")]
                 scramble_depth: integrity::DEFAULT_SCRAMBLE_CHECK_DEPTH,
                 #[cfg(feature = "trace")]

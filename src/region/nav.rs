@@ -202,6 +202,9 @@ impl Region {
         }
         let size = self.vet_free_extent(&chunk, block)?;
         crate::integrity::check_free(block, self.scramble_depth())?;
+        if self.is_cut_off(&chunk, block.addr()) {
+            return Err(damage(block.addr(), Corruption::Quarantined));
+        }
         Ok((chunk, size))
     }
 

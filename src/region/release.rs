@@ -96,6 +96,10 @@ impl Region {
             return Err(corrupted(Corruption::BlockLinks));
         };
         integrity::check_guards(block)?;
+        if self.is_cut_off(chunk, header) {
+            // Its neighbours link back, but a repair cut them all off.
+            return Err(corrupted(Corruption::Quarantined));
+        }
         Ok(Proven {
             block,
             chunk: *chunk,
@@ -267,7 +271,8 @@ impl Region {
 
     /// The head of quick list `q` and its link, once both are vetted: the
     /// header is a cached block of this region of the list's size, the link
-    /// is 0 or a granule inside a chunk, and the `crc`/`scramble` checks of
+    /// is 0 for the list's last block and a granule inside a chunk for the
+    /// others, and the `crc`/`scramble` checks of
     /// a free block pass. Changes nothing.
     #[inline]
     fn vet_quick_head(&self, q: usize) -> Result<Option<(Block, Option<Block>)>, HeapError> {
@@ -284,14 +289,23 @@ impl Region {
         {
             return Err(damaged(Corruption::QuickList));
         }
+        // The links must end the list exactly where its length says: a
+        // link cut to 0 (or a cycle) loses cached blocks otherwise.
+        let last = self.quick.len(q) == 1;
         let next = match quick::link_addr(block) {
-            0 => None,
+            0 if last => None,
+            0 => return Err(damaged(Corruption::QuickList)),
+            _ if last => return Err(damaged(Corruption::QuickList)),
             at => match self.chunk_of(at) {
                 Some(chunk) => Some(Self::block_in(chunk, at)),
                 None => return Err(damaged(Corruption::QuickList)),
             },
         };
         integrity::check_free(block, self.scramble_depth())?;
+        match self.chunk_of(block.addr()) {
+            Some(chunk) if !self.is_cut_off(chunk, block.addr()) => {}
+            _ => return Err(damaged(Corruption::Quarantined)),
+        }
         Ok(Some((block, next)))
     }
 

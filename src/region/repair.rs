@@ -173,7 +173,7 @@ impl Region {
         let mut to = sentinel;
         while let Some(prev) = Self::prev_in(chunk, to) {
             let past_front = before != sentinel && prev.addr() <= before.addr();
-            if prev == at
+            if (prev == at && !self.skipped_to(chunk, before, at))
                 || past_front
                 || Self::next_in(chunk, prev) != Some(to)
                 || !self.is_own_header(prev)
@@ -185,8 +185,12 @@ impl Region {
         let first = Self::block_in(chunk, chunk.first());
         let (mut before, mut from) = if before == sentinel {
             (sentinel, first)
-        } else if at.addr() > before.addr() && Self::prev_in(chunk, to) == Some(at) {
-            // Both walks agree on where the damaged block starts.
+        } else if at.addr() > before.addr()
+            && Self::prev_in(chunk, to) == Some(at)
+            && !self.has_header_between(chunk, before.addr(), at.addr())
+        {
+            // Both walks agree on where the damaged block starts, and
+            // `before`'s next link skipped no header on the way to it.
             (before, at)
         } else {
             // `before`'s next link agrees with nothing behind: it may be
@@ -208,6 +212,31 @@ impl Region {
         Break::Range(before, from, to)
     }
 
+    /// Whether `before`'s next link, which leads to `at`, skipped blocks:
+    /// `at`'s own prev link names a block after `before`. Then `before`'s
+    /// link is the damaged one, and `at`, reached from the back over good
+    /// links, is one more good block; otherwise `at`'s prev link is.
+    fn skipped_to(&self, chunk: &Chunk, before: Block, at: Block) -> bool {
+        before != Self::block_in_sentinel(chunk)
+            && Self::prev_in(chunk, at).is_some_and(|p| p.addr() > before.addr())
+    }
+
+    /// Whether a granule strictly between `from` and `to` holds what looks
+    /// like a header of this region (owner word with an own state): then
+    /// the link from `from` to `to` skipped blocks, whatever else agrees
+    /// with it. Data that merely looks like a header makes the repair
+    /// quarantine more, never less.
+    fn has_header_between(&self, chunk: &Chunk, from: usize, to: usize) -> bool {
+        (from + GRANULE..to).step_by(GRANULE).any(|at| {
+            let block = Self::block_in_or_sentinel(chunk, at);
+            block.owner() == self.addr()
+                && matches!(
+                    block.state(),
+                    State::Used | State::Free | State::Cached | State::Quarantined
+                )
+        })
+    }
+
     /// Writes a quarantined block over `[from, to)`, linked between the
     /// good blocks `before` and `to`.
     ///
@@ -218,6 +247,7 @@ impl Region {
     /// them is trusted any more.
     unsafe fn quarantine_range(&mut self, chunk: &Chunk, before: Block, from: Block, to: Block) {
         self.retag_inner_headers(chunk, from.addr(), to.addr());
+        self.cut_off.record(from.addr(), to.addr());
         // SAFETY: `from` is a granule of the chunk with room for a header
         // before `to` (caller); its neighbours are good headers.
         unsafe {
