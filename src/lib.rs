@@ -84,6 +84,7 @@ mod crc;
 mod error;
 mod freelist;
 mod heap;
+mod inbox;
 mod index;
 pub mod integrity;
 mod lock;
@@ -112,6 +113,7 @@ pub use backend::LinkedListBackend;
 pub use block::{BLOCK_OVERHEAD, GRANULE, GUARD_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
 pub use error::{Corruption, HeapError};
 pub use heap::{Heap, RegionId, MAX_REGIONS};
+pub use inbox::INBOX_SLOTS;
 pub use lock::{InterruptControl, IrqSafeLock, LockGuard, RawLock, SpinLock};
 pub use locked::{
     ignore_misuse, panic_on_misuse, LockedHeap, MemorySource, ReportHandler, DUMP_BUFFER,

@@ -23,6 +23,7 @@ use crate::arena::StaticArena;
 use crate::backend::Backend;
 use crate::error::HeapError;
 use crate::heap::Heap;
+use crate::inbox::{Deferred, Inbox};
 use crate::lock::{LockGuard, Mutex, RawLock, SpinLock};
 use crate::policy::{FitPolicy, GoodFit};
 use crate::stats::Stats;
@@ -145,6 +146,8 @@ const DAMAGE_RETRIES: usize = 4;
 /// ```
 pub struct LockedHeap<B: Backend = Heap<GoodFit>, L: RawLock = SpinLock> {
     heap: Mutex<B, L>,
+    /// Frees left by other CPUs, done at every acquisition of `heap`.
+    inbox: Inbox<L>,
     hooks: Mutex<Hooks, L>,
 }
 
@@ -166,6 +169,7 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     pub const fn with_backend(source: Option<&'static dyn MemorySource>) -> Self {
         LockedHeap {
             heap: Mutex::new(B::EMPTY),
+            inbox: Inbox::new(),
             hooks: Mutex::new(Hooks {
                 report: panic_on_misuse,
                 source,
@@ -195,7 +199,7 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     /// As for [`Backend::add_memory`].
     pub unsafe fn add_memory(&self, start: *mut u8, size: usize) -> Result<(), HeapError> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.heap.lock().add_memory(start, size) }
+        unsafe { self.acquire().add_memory(start, size) }
     }
 
     /// An empty heap that takes `arena` whole on its first allocation: the
@@ -231,12 +235,65 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     /// [`LockedHeap::stats`], [`LockedHeap::check`] and
     /// [`LockedHeap::dump`] take the lock only to copy what they need.
     pub fn lock(&self) -> LockGuard<'_, B, L> {
-        self.heap.lock()
+        self.acquire()
     }
 
-    /// Locks the heap if nobody holds it; never waits.
+    /// Locks the heap if nobody holds it; never waits (and never calls the
+    /// report handler).
     pub fn try_lock(&self) -> Option<LockGuard<'_, B, L>> {
-        self.heap.try_lock()
+        self.try_acquire()
+    }
+
+    /// Takes the heap lock, waiting, after doing the frees that wait in
+    /// the inbox (see `inbox`); the misuses they met are reported with the
+    /// lock released, and the lock taken again.
+    fn acquire(&self) -> LockGuard<'_, B, L> {
+        loop {
+            let mut heap = self.heap.lock();
+            if self.inbox.is_idle() {
+                return heap;
+            }
+            self.drain_inbox(&mut heap, true);
+            let Some(kept) = self.inbox.take_kept() else {
+                return heap;
+            };
+            drop(heap);
+            for error in kept.iter() {
+                self.report(error);
+            }
+        }
+    }
+
+    /// [`LockedHeap::acquire`] that never waits: `None` when the heap lock
+    /// or the inbox lock is held. Misuses the inbox's frees meet stay kept
+    /// for the next reporting call.
+    fn try_acquire(&self) -> Option<LockGuard<'_, B, L>> {
+        let mut heap = self.heap.try_lock()?;
+        if self.inbox.is_idle() || self.drain_inbox(&mut heap, false) {
+            Some(heap)
+        } else {
+            None
+        }
+    }
+
+    /// Does the inbox's frees on `heap` (its lock held by the caller).
+    fn drain_inbox(&self, heap: &mut B, wait: bool) -> bool {
+        self.inbox.drain(wait, |free| {
+            // SAFETY: pushed by `defer_deallocate`, whose caller gave up
+            // the block, allocated from this heap with that layout.
+            unsafe { heap.deallocate(free.ptr, free.layout) }
+        })
+    }
+
+    /// Leaves the free of `ptr` in the inbox, for the heap's next lock
+    /// holder (waiting for the inbox lock, not the heap's); `false`
+    /// (nothing done) when the inbox is full.
+    ///
+    /// # Safety
+    /// As for [`Backend::deallocate`]; the block may be freed on another
+    /// CPU at any time after the call.
+    pub(crate) unsafe fn defer_deallocate(&self, ptr: NonNull<u8>, layout: Layout) -> bool {
+        self.inbox.push(Deferred { ptr, layout })
     }
 
     /// Whether the heap's lock is held now (a hint).
@@ -253,36 +310,40 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
         unsafe { self.heap.force_unlock() }
     }
 
-    /// Releases the hook lock (report handler, growth hook) if a holder
-    /// that will never run again left it held. Allocation only reads the
-    /// hooks under it; only the setters write them, which a program calls
-    /// at set-up, so what it guards stays usable.
+    /// Releases the hook lock (report handler, growth hook) and the inbox
+    /// lock if a holder that will never run again left them held.
+    /// Allocation only reads the hooks under the first; only the setters
+    /// write them, which a program calls at set-up, so what it guards stays
+    /// usable; the inbox changes its count last, after the entry.
     ///
     /// # Safety
     /// Nobody else uses this heap during the call, and no holder of its
-    /// hook lock will ever run again.
-    pub(crate) unsafe fn release_hooks_of_vanished_holder(&self) {
+    /// hook or inbox lock will ever run again.
+    pub(crate) unsafe fn release_side_locks_of_vanished_holder(&self) {
         if self.hooks.is_locked() {
             // SAFETY: held by a holder that will never run again (caller).
             unsafe { self.hooks.force_unlock() };
         }
+        // SAFETY: as above; a push cut short leaves at worst an entry not
+        // counted, which is never freed (a leak).
+        unsafe { self.inbox.release_of_vanished_holder() };
     }
 
     /// A statistics snapshot ([`Backend::stats`]); the lock is released
     /// before it returns, so `format!("{}", HEAP.stats())` is fine.
     pub fn stats(&self) -> Stats {
-        self.heap.lock().stats()
+        self.acquire().stats()
     }
 
     /// Walks the heap ([`Backend::check`]) under the lock and returns the
     /// first inconsistency.
     pub fn check(&self) -> Result<(), HeapError> {
-        self.heap.lock().check()
+        self.acquire().check()
     }
 
     /// Gives cached blocks back to the free memory ([`Backend::flush`]).
     pub fn flush(&self) -> Result<(), HeapError> {
-        self.heap.lock().flush()
+        self.acquire().flush()
     }
 
     /// Writes the block list ([`Backend::dump`]) to `out`, which may
@@ -303,7 +364,7 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     pub fn dump_buffered<const N: usize>(&self, out: &mut impl fmt::Write) -> fmt::Result {
         let mut buffer = LineBuffer::<N>::new();
         // An error here only means the buffer is full.
-        let _ = self.heap.lock().dump(&mut buffer);
+        let _ = self.acquire().dump(&mut buffer);
         out.write_str(buffer.as_str())?;
         if buffer.cut {
             writeln!(
@@ -330,7 +391,7 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     /// As for [`Backend::deallocate`].
     pub(crate) unsafe fn deallocate_reporting(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded from the caller.
-        let result = unsafe { self.heap.lock().deallocate(ptr, layout) };
+        let result = unsafe { self.acquire().deallocate(ptr, layout) };
         if let Err(error) = result {
             self.report(&error);
         }
@@ -366,7 +427,7 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
         let mut attempts = 0;
         while attempts <= GROW_ATTEMPTS {
             let hint = {
-                let mut heap = self.heap.lock();
+                let mut heap = self.acquire();
                 match op(&mut heap) {
                     Ok(value) => return Some(value),
                     Err(HeapError::OutOfMemory { .. }) => heap.growth_hint(layout),
@@ -388,7 +449,7 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
             attempts += 1;
             let source = self.hooks.lock().source?;
             let (start, size) = source.grow(hint)?;
-            let mut heap = self.heap.lock();
+            let mut heap = self.acquire();
             // SAFETY: the MemorySource contract gives the range to the heap.
             if let Err(error) = unsafe { heap.add_memory(start.as_ptr(), size) } {
                 drop(heap);
@@ -453,7 +514,7 @@ impl<P: FitPolicy, L: RawLock> LockedHeap<Heap<P>, L> {
     /// As for [`Heap::add_region`].
     pub unsafe fn add_region(&self, start: *mut u8, size: usize) -> Result<(), HeapError> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.heap.lock().add_region(start, size) }
+        unsafe { self.acquire().add_region(start, size) }
     }
 }
 

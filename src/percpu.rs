@@ -973,7 +973,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         let mut abandoned = 0;
         for cpu in &self.cpus {
             // SAFETY: no holder will run again (caller).
-            unsafe { cpu.heap.release_hooks_of_vanished_holder() };
+            unsafe { cpu.heap.release_side_locks_of_vanished_holder() };
             if cpu.is_abandoned() || !cpu.heap.is_locked() {
                 continue;
             }
@@ -1049,11 +1049,42 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// As for [`PerCpuHeap::free`].
     pub(crate) unsafe fn deallocate_reporting(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded from the caller.
+        if unsafe { self.defer_remote(ptr, layout) } {
+            return;
+        }
+        // SAFETY: forwarded from the caller.
         let result = unsafe { self.release(ptr, true, |heap| heap.deallocate(ptr, layout)) };
         // `Ok(Owner::Abandoned)`: a block of an abandoned heap, left alone.
         if let Err(error) = result {
             self.cpus[self.current()].heap.report(&error);
         }
+    }
+
+    /// Leaves the free of a block that another CPU's heap owns (as its
+    /// owner word says) in that heap's inbox, counted as a remote free;
+    /// `false` (nothing done) for a block of this CPU's heap, a region the
+    /// table does not know, an abandoned owner or a full inbox.
+    ///
+    /// # Safety
+    /// As for [`PerCpuHeap::free`], with `layout` the block's layout.
+    #[inline]
+    unsafe fn defer_remote(&self, ptr: NonNull<u8>, layout: Layout) -> bool {
+        // SAFETY: forwarded from the caller.
+        let Some(owner) = (unsafe { self.owner_hint(ptr) }) else {
+            return false;
+        };
+        let cpu = self.current();
+        if owner == cpu || self.cpus[owner].is_abandoned() {
+            return false;
+        }
+        // SAFETY: forwarded from the caller; the owner heap validates the
+        // free when it does it (a forged owner word gets that heap's report).
+        if !unsafe { self.cpus[owner].heap.defer_deallocate(ptr, layout) } {
+            return false;
+        }
+        self.cpus[cpu].frees.fetch_add(1, Ordering::Relaxed);
+        self.cpus[cpu].remote_frees.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Resizes a block: in the heap that owns it (in place, or moved

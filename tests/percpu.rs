@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 
 use common::Arena;
-use region_heap::{HeapError, MemorySource, PerCpuHeap};
+use region_heap::{HeapError, MemorySource, PerCpuHeap, INBOX_SLOTS};
 
 thread_local! {
     /// The CPU this test thread plays.
@@ -374,11 +374,103 @@ fn global_alloc_paths_reallocate_in_the_owner_and_report_misuse() {
             "the block stays in its owner's heap"
         );
         assert!(holds(q, 100, 0x3C));
+        // CPU 1 frees heap 0's block twice: both frees wait in heap 0's
+        // inbox, and heap 0 reports the second when it next takes its lock.
         heap.dealloc(q.as_ptr(), layout(3000));
         heap.dealloc(q.as_ptr(), layout(3000));
+        assert_eq!(heap.cpu_counters(1).remote_frees, 2);
+        assert!(REPORTS.lock().unwrap().is_empty(), "not done yet");
+        assert_eq!(heap.heap(0).stats().in_use_bytes, 0, "done first");
         let addr = q.as_ptr().addr();
         assert_eq!(*REPORTS.lock().unwrap(), [HeapError::DoubleFree { addr }]);
     }
+    heap.check().unwrap();
+}
+
+static INBOX_REPORTS: Mutex<Vec<HeapError>> = Mutex::new(Vec::new());
+
+fn record_inbox(error: &HeapError) {
+    INBOX_REPORTS.lock().unwrap().push(*error);
+}
+
+/// A block freed remotely waits in its owner's inbox; the owner's next
+/// lock holder frees it before anything else, so a second free of it from
+/// the owner's own CPU is reported as a double free, never taken for the
+/// free of a block handed out again.
+#[test]
+fn a_free_left_in_the_inbox_is_done_before_the_owner_goes_on() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    heap.set_report_handler(record_inbox);
+    play_cpu(0);
+    // SAFETY: GlobalAlloc calls with valid layouts; the double free is
+    // the misuse under test, on memory the heap still owns.
+    unsafe {
+        let p = heap.alloc(layout(48));
+        let witness = NonNull::new(heap.alloc(layout(48))).unwrap();
+        fill(witness, 48, 0x5A);
+        play_cpu(1);
+        heap.dealloc(p, layout(48));
+        assert_eq!(heap.cpu_counters(1).remote_frees, 1);
+        play_cpu(0);
+        // The buggy program frees it again on its owner's CPU.
+        heap.dealloc(p, layout(48));
+        let addr = p.addr();
+        assert_eq!(
+            *INBOX_REPORTS.lock().unwrap(),
+            [HeapError::DoubleFree { addr }]
+        );
+        let q = heap.alloc(layout(48));
+        assert_eq!(q, p, "freed once, handed out once");
+        assert!(holds(witness, 48, 0x5A));
+        heap.dealloc(q, layout(48));
+        heap.dealloc(witness.as_ptr(), layout(48));
+    }
+    heap.check().unwrap();
+    assert_eq!(heap.stats().used_blocks, 0);
+}
+
+/// Past `INBOX_SLOTS` waiting frees, a remote free takes the owner's lock
+/// (it waits for it): every free is done once the owner's lock is free.
+#[test]
+fn a_full_inbox_sends_the_free_to_the_owners_lock() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    play_cpu(0);
+    let blocks: Vec<Handed> = (0..INBOX_SLOTS + 8)
+        // SAFETY: a valid layout.
+        .map(|_| {
+            Handed(
+                NonNull::new(unsafe { heap.alloc(layout(64)) }).unwrap(),
+                64,
+                0,
+            )
+        })
+        .collect();
+    let n = blocks.len();
+    let held = heap.heap(0).lock();
+    std::thread::scope(|s| {
+        let heap = &heap;
+        let freeing = s.spawn(move || {
+            play_cpu(1);
+            for b in &blocks {
+                // SAFETY: live blocks of heap 0, given up.
+                unsafe { heap.dealloc(b.0.as_ptr(), layout(64)) };
+            }
+        });
+        // The first INBOX_SLOTS frees wait in the inbox; the next one
+        // waits for heap 0's lock, held here.
+        while heap.cpu_counters(1).remote_frees < INBOX_SLOTS as u64 {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(heap.cpu_counters(1).remote_frees, INBOX_SLOTS as u64);
+        assert_eq!(held.stats().used_blocks, n, "none done yet");
+        drop(held);
+        freeing.join().unwrap();
+    });
+    assert_eq!(heap.cpu_counters(1).remote_frees, n as u64);
+    assert_eq!(heap.stats().used_blocks, 0);
     heap.check().unwrap();
 }
 

@@ -18,7 +18,7 @@ use std::ptr::NonNull;
 
 use common::Arena;
 use proptest::prelude::*;
-use region_heap::{CpuCounters, HeapError, LockGuard, PerCpuHeap, SpinLock, GRANULE};
+use region_heap::{CpuCounters, HeapError, LockGuard, PerCpuHeap, SpinLock, GRANULE, INBOX_SLOTS};
 
 const CPUS: usize = 3;
 const ARENA: usize = 256 << 10;
@@ -48,6 +48,11 @@ enum Op {
     TryFree {
         pick: usize,
     },
+    /// `GlobalAlloc::dealloc`: another CPU's block waits in its owner's
+    /// inbox, even while the model holds the owner's lock.
+    Dealloc {
+        pick: usize,
+    },
     Realloc {
         pick: usize,
         size: usize,
@@ -70,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (1usize..1500, 0u32..=6).prop_map(|(size, align_shift)| Op::Alloc { size, align_shift }),
         6 => any::<usize>().prop_map(|pick| Op::Free { pick }),
         2 => any::<usize>().prop_map(|pick| Op::TryFree { pick }),
+        4 => any::<usize>().prop_map(|pick| Op::Dealloc { pick }),
         3 => (any::<usize>(), 1usize..3000).prop_map(|(pick, size)| Op::Realloc { pick, size }),
         1 => any::<usize>().prop_map(|pick| Op::DoubleFree { pick }),
         1 => (any::<usize>(), 1usize..8).prop_map(|(pick, granules)| Op::Interior { pick, granules }),
@@ -97,6 +103,9 @@ struct Model<'h> {
     /// they keep their provenance for Miri).
     freed: Vec<NonNull<u8>>,
     counters: [CpuCounters; CPUS],
+    /// At least how many frees wait in each heap's inbox (reset when the
+    /// model takes the heap's lock, which does them).
+    deferred: [usize; CPUS],
     fill: u8,
 }
 
@@ -175,6 +184,7 @@ impl<'h> Model<'h> {
             Op::Hold(other) => {
                 if other != cpu && self.held[other].is_none() {
                     self.held[other] = Some(self.heap.heap(other).lock());
+                    self.deferred[other] = 0;
                 }
             }
             Op::Release(other) => self.held[other] = None,
@@ -215,6 +225,29 @@ impl<'h> Model<'h> {
                     unsafe { self.heap.free(block.ptr) }
                 };
                 assert!(result.is_ok(), "{result:?}");
+                self.live.swap_remove(i);
+                self.freed.push(block.ptr);
+                self.counters[cpu].frees += 1;
+                if block.heap != cpu {
+                    self.counters[cpu].remote_frees += 1;
+                }
+            }
+            Op::Dealloc { pick } => {
+                let Some(i) = self.pick(pick) else { return };
+                let block = self.live[i];
+                assert!(Self::intact(&block));
+                if self.held[block.heap].is_some() {
+                    if block.heap == cpu || self.deferred[block.heap] >= INBOX_SLOTS {
+                        return; // the free would wait for the held lock
+                    }
+                    self.deferred[block.heap] += 1;
+                }
+                let layout = Layout::from_size_align(block.size, block.align).unwrap();
+                // SAFETY: a live block allocated with `layout`, given up.
+                unsafe { self.heap.dealloc(block.ptr.as_ptr(), layout) };
+                if self.held[block.heap].is_some() {
+                    assert!(Self::intact(&block), "waiting, untouched");
+                }
                 self.live.swap_remove(i);
                 self.freed.push(block.ptr);
                 self.counters[cpu].frees += 1;
@@ -349,6 +382,7 @@ fn run(ops: Vec<Op>) {
         live: Vec::new(),
         freed: Vec::new(),
         counters: [CpuCounters::default(); CPUS],
+        deferred: [0; CPUS],
         fill: 0,
     };
     for op in ops {
