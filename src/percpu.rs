@@ -26,17 +26,19 @@
 //! heap whose memory holds the address.
 //!
 //! **Remote frees** (a block freed by another CPU than the one whose heap
-//! owns it) take the owner's lock, one free at a time. The SMP benchmark
-//! (README) measures this as costly when many frees are remote: the
-//! owner's lock and metadata cross between the CPUs at each one. Batching
-//! them must keep double frees detectable: a list threaded through the
-//! freed blocks (one compare-and-swap per push) becomes a cycle when a
-//! block is pushed twice, and a buffer on the freeing CPU's side lets the
-//! owner reuse a block whose first free is still waiting, so that the
-//! deferred free later frees somebody else's block. What keeps them
-//! detectable is an inbox per owner (an array of pointers behind its own
-//! lock) that the owner drains at every acquisition of its heap lock,
-//! before anything else: not built yet.
+//! owns it): [`PerCpuHeap::free`] takes the owner's lock and returns the
+//! precise result at once. The `GlobalAlloc` and `Allocator` paths, which
+//! can only report, leave the free in the owner heap's *inbox* instead (up
+//! to [`INBOX_SLOTS`](crate::INBOX_SLOTS) waiting frees; past them, the
+//! owner's lock): the freeing CPU touches neither the owner's lock nor its
+//! metadata, and the owner's heap does every waiting free at each
+//! acquisition of its lock, before anything else, so a block waiting there
+//! is never handed out again first and a double free stays detectable (see
+//! `inbox`). A misuse found then is reported by the owner heap's next call
+//! that may report. A list threaded through the freed blocks would lose
+//! that (a block pushed twice makes a cycle), and so would a buffer on the
+//! freeing CPU's side (the owner could reuse a block whose first free still
+//! waits, and the deferred free would then free somebody else's block).
 //!
 //! **Interrupt handlers**: behind an [`IrqSafeLock`](crate::IrqSafeLock),
 //! a maskable interrupt's handler may allocate and free as any code does.
@@ -688,7 +690,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// breaks this.
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
         // SAFETY: forwarded from the caller.
-        match unsafe { self.release(ptr, true, |heap| heap.free(ptr)) }? {
+        match unsafe { self.release(ptr, self.owner_hint(ptr), true, |heap| heap.free(ptr)) }? {
             Owner::Ran(_, size) => Ok(size),
             Owner::Abandoned => Ok(0),
             // Only a call that does not wait gives up on a lock.
@@ -707,7 +709,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// As for [`PerCpuHeap::free`].
     pub unsafe fn try_free(&self, ptr: NonNull<u8>) -> Option<Result<usize, HeapError>> {
         // SAFETY: forwarded from the caller.
-        match unsafe { self.release(ptr, false, |heap| heap.free(ptr)) } {
+        match unsafe { self.release(ptr, self.owner_hint(ptr), false, |heap| heap.free(ptr)) } {
             Ok(Owner::Ran(_, size)) => Some(Ok(size)),
             Ok(Owner::Abandoned) => Some(Ok(0)),
             Ok(Owner::Busy) => None,
@@ -758,7 +760,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
                 self.count_frees(owner, core::mem::take(&mut run));
             }
             // SAFETY: forwarded from the caller.
-            match unsafe { self.locate(ptr, true) } {
+            match unsafe { self.locate(ptr, self.owner_hint(ptr), true) } {
                 Ok(Owner::Ran(owner, mut heap)) => {
                     // SAFETY: forwarded from the caller.
                     match unsafe { heap.free(ptr) } {
@@ -804,7 +806,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         op: impl FnOnce(&mut Heap<P>) -> Result<T, HeapError>,
     ) -> Result<Option<T>, HeapError> {
         // SAFETY: forwarded from the caller.
-        match unsafe { self.on_owner(ptr, true, op) }? {
+        match unsafe { self.on_owner(ptr, self.owner_hint(ptr), true, op) }? {
             Owner::Ran(_, result) => result.map(Some),
             Owner::Busy | Owner::Abandoned => Ok(None),
         }
@@ -821,11 +823,12 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     unsafe fn release<T>(
         &self,
         ptr: NonNull<u8>,
+        hint: Option<usize>,
         wait: bool,
         op: impl FnOnce(&mut Heap<P>) -> Result<T, HeapError>,
     ) -> Result<Owner<T>, HeapError> {
         // SAFETY: forwarded from the caller.
-        Ok(match unsafe { self.on_owner(ptr, wait, op) }? {
+        Ok(match unsafe { self.on_owner(ptr, hint, wait, op) }? {
             Owner::Ran(heap, result) => {
                 let value = result?;
                 self.count_frees(heap, 1);
@@ -837,7 +840,8 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     }
 
     /// Runs `f` under the lock of the heap `ptr` belongs to: the heap the
-    /// region table names, if one of its chunks holds the block (the fast
+    /// region table names (`hint`, from [`PerCpuHeap::owner_hint`]), if
+    /// one of its chunks holds the block (the fast
     /// path: one lookup, one lock); else the slow path's answer, the heap
     /// that holds the block or, failing that, the heap whose memory holds
     /// the address (which refuses `ptr` with its precise error, and
@@ -851,11 +855,12 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     unsafe fn on_owner<R>(
         &self,
         ptr: NonNull<u8>,
+        hint: Option<usize>,
         wait: bool,
         f: impl FnOnce(&mut Heap<P>) -> R,
     ) -> Result<Owner<R>, HeapError> {
         // SAFETY: forwarded from the caller.
-        Ok(match unsafe { self.locate(ptr, wait) }? {
+        Ok(match unsafe { self.locate(ptr, hint, wait) }? {
             Owner::Ran(heap, mut locked) => Owner::Ran(heap, f(&mut locked)),
             Owner::Busy => Owner::Busy,
             Owner::Abandoned => Owner::Abandoned,
@@ -866,15 +871,16 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// `Owner::Abandoned` if the region table names an abandoned heap.
     ///
     /// # Safety
-    /// As for [`PerCpuHeap::free`].
+    /// As for [`PerCpuHeap::free`]; `hint` is what
+    /// [`PerCpuHeap::owner_hint`] said of `ptr`.
     #[inline]
     unsafe fn locate(
         &self,
         ptr: NonNull<u8>,
+        hint: Option<usize>,
         wait: bool,
     ) -> Result<Owner<LockGuard<'_, Heap<P>, L>>, HeapError> {
-        // SAFETY: forwarded from the caller.
-        if let Some(owner) = unsafe { self.owner_hint(ptr) } {
+        if let Some(owner) = hint {
             if self.cpus[owner].is_abandoned() {
                 return Ok(Owner::Abandoned);
             }
@@ -1049,11 +1055,13 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// As for [`PerCpuHeap::free`].
     pub(crate) unsafe fn deallocate_reporting(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded from the caller.
-        if unsafe { self.defer_remote(ptr, layout) } {
+        let hint = unsafe { self.owner_hint(ptr) };
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.defer_remote(ptr, hint, layout) } {
             return;
         }
         // SAFETY: forwarded from the caller.
-        let result = unsafe { self.release(ptr, true, |heap| heap.deallocate(ptr, layout)) };
+        let result = unsafe { self.release(ptr, hint, true, |heap| heap.deallocate(ptr, layout)) };
         // `Ok(Owner::Abandoned)`: a block of an abandoned heap, left alone.
         if let Err(error) = result {
             self.cpus[self.current()].heap.report(&error);
@@ -1066,11 +1074,11 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// table does not know, an abandoned owner or a full inbox.
     ///
     /// # Safety
-    /// As for [`PerCpuHeap::free`], with `layout` the block's layout.
+    /// As for [`PerCpuHeap::free`], with `layout` the block's layout and
+    /// `hint` what [`PerCpuHeap::owner_hint`] said of `ptr`.
     #[inline]
-    unsafe fn defer_remote(&self, ptr: NonNull<u8>, layout: Layout) -> bool {
-        // SAFETY: forwarded from the caller.
-        let Some(owner) = (unsafe { self.owner_hint(ptr) }) else {
+    unsafe fn defer_remote(&self, ptr: NonNull<u8>, hint: Option<usize>, layout: Layout) -> bool {
+        let Some(owner) = hint else {
             return false;
         };
         let cpu = self.current();
@@ -1101,7 +1109,11 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     ) -> *mut u8 {
         // SAFETY: forwarded from the caller; the heap validates the block,
         // and on failure it is intact.
-        let found = unsafe { self.on_owner(ptr, true, |heap| heap.realloc(ptr, layout, new_size)) };
+        let found = unsafe {
+            self.on_owner(ptr, self.owner_hint(ptr), true, |heap| {
+                heap.realloc(ptr, layout, new_size)
+            })
+        };
         let (heap, error) = match found {
             Ok(Owner::Ran(_, Ok(moved))) => return moved.as_ptr(),
             Ok(Owner::Ran(heap, Err(error))) => (heap, error),
