@@ -83,7 +83,7 @@ use crate::large::{self, tag_freed, tag_used, LargeBlocks};
 use crate::misuse::{report, Misuse};
 use crate::source;
 use crate::stats::{Counter, Counts, Stat};
-use crate::tcache::{self, bin_of_request, bin_of_usable, limit, Bins, Detached};
+use crate::tcache::{self, bin_of_request, bin_of_usable, limit, Bins, Damaged, Detached};
 use crate::text::Text;
 use crate::thread::{self, ThreadState};
 
@@ -212,7 +212,10 @@ pub fn allocate(size: usize, counter: Option<Counter>) -> Option<(NonNull<u8>, b
             if !t.is_active() {
                 return None;
             }
-            let block = t.bins.pop(bin)?;
+            let block = match t.bins.pop(bin, cache_key()) {
+                Ok(block) => block?,
+                Err(Damaged(at)) => report("malloc", Misuse::Overwritten, at.as_ptr() as usize),
+            };
             if let Some(c) = counter {
                 t.count_active(c);
             }
@@ -418,11 +421,11 @@ unsafe fn cache(
     }
     let key = cache_key();
     // SAFETY: the block has at least 16 usable bytes.
-    if unsafe { ptr.as_ptr().add(8).cast::<usize>().read() } == key {
+    if unsafe { tcache::looks_cached(ptr, key) } {
         check_not_cached(t, bin, ptr, call);
     }
     if t.bins.is_full(bin) {
-        free_list(t.bins.detach_after(bin, limit(bin) / 2), call);
+        free_list(t.bins.detach_after(bin, limit(bin) / 2, key), call);
     }
     // SAFETY: a used block of this bin's size, given up, not cached.
     unsafe { t.bins.push(bin, ptr, key) };
@@ -444,16 +447,18 @@ fn shed_over_budget(bins: &Bins, call: &'static str) {
     for bin in 0..tcache::BINS {
         let len = bins.len(bin);
         if len > 1 {
-            free_list(bins.detach_after(bin, len / 2), call);
+            free_list(bins.detach_after(bin, len / 2, cache_key()), call);
         }
     }
 }
 
-/// A freed block carries the cache key: a double free if it is in the bin.
+/// A freed block's seal fits its link: a double free if it is in the bin.
 #[cold]
 fn check_not_cached(t: &ThreadState, bin: usize, ptr: NonNull<u8>, call: &'static str) {
-    if t.bins.contains(bin, ptr) {
-        report(call, Misuse::DoubleFree, ptr.as_ptr() as usize);
+    match t.bins.contains(bin, ptr, cache_key()) {
+        Ok(true) => report(call, Misuse::DoubleFree, ptr.as_ptr() as usize),
+        Ok(false) => {}
+        Err(Damaged(at)) => report(call, Misuse::Overwritten, at.as_ptr() as usize),
     }
 }
 
@@ -530,13 +535,16 @@ fn free_list(mut list: Detached, call: &'static str) {
         let addr = fault_addr(&e, NonNull::dangling());
         report(call, Misuse::of(&e), addr);
     }
+    if let Some(Damaged(at)) = list.damaged() {
+        report(call, Misuse::Overwritten, at.as_ptr() as usize);
+    }
 }
 
 /// Empties every bin (a thread's exit hook).
 fn flush_bins(bins: &Bins) {
     for bin in 0..tcache::BINS {
         if bins.len(bin) > 0 {
-            free_list(bins.detach_all(bin), "free");
+            free_list(bins.detach_all(bin, cache_key()), "free");
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum Misuse {
     InvalidPointer,
     /// The block's header (or its neighbours') is damaged.
     Corrupted,
+    /// A block in a thread cache was written to after its free (its link
+    /// or seal no longer fit).
+    Overwritten,
 }
 
 impl Misuse {
@@ -34,6 +37,7 @@ impl Misuse {
             Misuse::DoubleFree => b"double free",
             Misuse::InvalidPointer => b"invalid pointer",
             Misuse::Corrupted => b"corrupted block header",
+            Misuse::Overwritten => b"freed block overwritten (write after free)",
         }
     }
 }

@@ -17,20 +17,31 @@
 //! at 1 MiB it runs at 1.25x; a program with a big heap gets a bigger
 //! cache, which amortises the heap locks over more blocks.
 //!
-//! A cached block's first 16 data bytes hold the link and a key:
+//! A cached block's first 16 data bytes hold the link and its seal:
 //!
 //! ```text
 //! data + 0  next: *mut u8   next block of the bin (null at the end)
-//! data + 8  key:  usize     the process's cache key while cached, 0 once taken
+//! data + 8  seal: usize     seal(block, next): the process's cache key, the
+//!                           link and the block's address mixed; 0 once taken
 //! ```
 //!
-//! A free of a block whose key word equals the key is a suspected double
+//! A link is followed only once its seal proves it: a write after free
+//! into a cached block (zeros, ones, a crafted pointer) changes the link or
+//! the seal, and the next pop, walk or flush that reaches the block reports
+//! it ([`Damaged`]) instead of following the link, so damaged links never
+//! steer `malloc` to an address of the program's choosing nor make it read
+//! one. A pair copied from another cached block does not fit this block's
+//! address. (A program that reads a cached block, learns the key and then
+//! forges a seal is out of reach, as with glibc's safe-linking.)
+//!
+//! A free of a block whose seal word fits its link is a suspected double
 //! free; a walk of the bin confirms it (as glibc's tcache does). Every
 //! region block has at least 16 usable bytes, so the words always fit.
 //!
 //! Invariants: `counts[b]` is the length of bin `b`'s list and at most
 //! `limit(b)`; every listed block is a used region block of usable size
-//! `(b + 1) * 16` whose key word holds the key.
+//! `(b + 1) * 16` whose seal word holds `seal(block, next, key)` unless a
+//! program wrote over it.
 
 use core::cell::Cell;
 use core::ptr::{null_mut, NonNull};
@@ -134,17 +145,105 @@ fn prefetch(block: *const u8) {
     let _ = block;
 }
 
-/// A list of blocks taken out of a bin.
-pub struct Detached(*mut u8);
+/// A cached block found overwritten: its link or seal does not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Damaged(pub NonNull<u8>);
+
+/// The seal of cached block `block` whose link is `next`.
+#[inline(always)]
+fn seal(block: *mut u8, next: *mut u8, key: usize) -> usize {
+    key ^ (next as usize) ^ (block as usize).rotate_left(32)
+}
+
+/// Writes `block`'s link and seal.
+///
+/// # Safety
+/// The block's first 16 bytes belong to the cache.
+#[inline(always)]
+unsafe fn set_link(block: NonNull<u8>, next: *mut u8, key: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        block.as_ptr().cast::<*mut u8>().write(next);
+        block
+            .as_ptr()
+            .add(8)
+            .cast::<usize>()
+            .write(seal(block.as_ptr(), next, key));
+    }
+}
+
+/// `block`'s link, once its seal proves it.
+///
+/// # Safety
+/// `block` is a listed block (its first 16 bytes are readable).
+#[inline(always)]
+unsafe fn link(block: NonNull<u8>, key: usize) -> Result<*mut u8, Damaged> {
+    // SAFETY: forwarded from the caller.
+    let (next, sealed) = unsafe {
+        (
+            block.as_ptr().cast::<*mut u8>().read(),
+            block.as_ptr().add(8).cast::<usize>().read(),
+        )
+    };
+    if sealed == seal(block.as_ptr(), next, key) {
+        Ok(next)
+    } else {
+        Err(Damaged(block))
+    }
+}
+
+/// Whether `block`'s seal word fits its link: the block is in a bin, or
+/// was freed twice, or the program wrote the improbable pair itself.
+///
+/// # Safety
+/// `block` has at least 16 readable bytes.
+#[inline(always)]
+pub unsafe fn looks_cached(block: NonNull<u8>, key: usize) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe { link(block, key) }.is_ok()
+}
+
+/// A list of blocks taken out of a bin. It stops at a damaged block
+/// (which it does not yield: see [`Detached::damaged`]).
+pub struct Detached {
+    next: *mut u8,
+    key: usize,
+    damaged: Option<Damaged>,
+}
+
+impl Detached {
+    fn new(head: *mut u8, key: usize) -> Self {
+        Detached {
+            next: head,
+            key,
+            damaged: None,
+        }
+    }
+
+    /// The damaged block the list stopped at, if any.
+    pub fn damaged(&self) -> Option<Damaged> {
+        self.damaged
+    }
+}
 
 impl Iterator for Detached {
     type Item = NonNull<u8>;
 
     fn next(&mut self) -> Option<NonNull<u8>> {
-        let block = NonNull::new(self.0)?;
-        // SAFETY: a listed block's first word is its link (module docs).
-        self.0 = unsafe { block.as_ptr().cast::<*mut u8>().read() };
-        Some(block)
+        let block = NonNull::new(self.next)?;
+        // SAFETY: a listed block (module invariant): reached from a head
+        // or through a link its seal proved.
+        match unsafe { link(block, self.key) } {
+            Ok(next) => {
+                self.next = next;
+                Some(block)
+            }
+            Err(damaged) => {
+                self.next = null_mut();
+                self.damaged = Some(damaged);
+                None
+            }
+        }
     }
 }
 
@@ -196,22 +295,22 @@ impl Bins {
         self.cap.set(bytes);
     }
 
-    /// Takes a block from bin `bin`.
+    /// Takes a block from bin `bin`; `Err` (nothing changed) if the block
+    /// was overwritten while cached.
     #[inline]
-    pub fn pop(&self, bin: usize) -> Option<NonNull<u8>> {
-        let block = NonNull::new(self.heads[bin].get())?;
-        // SAFETY: a listed block: its link and key words are its own
-        // (module invariant); the key is cleared as it leaves the cache.
-        let next = unsafe {
-            let next = block.as_ptr().cast::<*mut u8>().read();
-            block.as_ptr().add(8).cast::<usize>().write(0);
-            next
+    pub fn pop(&self, bin: usize, key: usize) -> Result<Option<NonNull<u8>>, Damaged> {
+        let Some(block) = NonNull::new(self.heads[bin].get()) else {
+            return Ok(None);
         };
+        // SAFETY: a listed block (module invariant).
+        let next = unsafe { link(block, key) }?;
+        // SAFETY: its seal word is the cache's; cleared as it leaves.
+        unsafe { block.as_ptr().add(8).cast::<usize>().write(0) };
         self.heads[bin].set(next);
         prefetch(next);
         self.counts[bin].set(self.counts[bin].get() - 1);
         self.bytes.set(self.bytes.get() - block_of_bin(bin));
-        Some(block)
+        Ok(Some(block))
     }
 
     /// Whether bin `bin` is at its limit.
@@ -229,44 +328,45 @@ impl Bins {
     pub unsafe fn push(&self, bin: usize, block: NonNull<u8>, key: usize) {
         debug_assert!(!self.is_full(bin));
         // SAFETY: the block's first 16 bytes are ours now (caller).
-        unsafe {
-            block
-                .as_ptr()
-                .cast::<*mut u8>()
-                .write(self.heads[bin].get());
-            block.as_ptr().add(8).cast::<usize>().write(key);
-        }
+        unsafe { set_link(block, self.heads[bin].get(), key) };
         self.heads[bin].set(block.as_ptr());
         self.counts[bin].set(self.counts[bin].get() + 1);
         self.bytes.set(self.bytes.get() + block_of_bin(bin));
     }
 
-    /// Whether `block` is listed in bin `bin`.
-    pub fn contains(&self, bin: usize, block: NonNull<u8>) -> bool {
-        Detached(self.heads[bin].get()).any(|b| b == block)
+    /// Whether `block` is listed in bin `bin`; `Err` if the walk meets a
+    /// block overwritten while cached.
+    pub fn contains(&self, bin: usize, block: NonNull<u8>, key: usize) -> Result<bool, Damaged> {
+        let mut list = Detached::new(self.heads[bin].get(), key);
+        let found = list.any(|b| b == block);
+        match list.damaged() {
+            Some(damaged) if !found => Err(damaged),
+            _ => Ok(found),
+        }
     }
 
     /// Keeps the `keep` most recently cached blocks of bin `bin` and
-    /// returns the others.
-    pub fn detach_after(&self, bin: usize, keep: u32) -> Detached {
+    /// returns the others (a list that stops at a damaged block, which
+    /// it reports: the bin is then left as it was).
+    pub fn detach_after(&self, bin: usize, keep: u32, key: usize) -> Detached {
         if keep == 0 {
-            return self.detach_all(bin);
+            return self.detach_all(bin, key);
         }
-        let mut list = Detached(self.heads[bin].get());
+        let mut list = Detached::new(self.heads[bin].get(), key);
         let mut kept = 0;
         let Some(mut last) = list.next() else {
-            return Detached(null_mut());
+            return list;
         };
         kept += 1;
         while kept < keep {
             match list.next() {
                 Some(b) => last = b,
-                None => return Detached(null_mut()),
+                None => return list,
             }
             kept += 1;
         }
         // SAFETY: `last` is a listed block; cutting its link ends the bin.
-        unsafe { last.as_ptr().cast::<*mut u8>().write(null_mut()) };
+        unsafe { set_link(last, null_mut(), key) };
         let gone = (self.counts[bin].get() - keep) as usize;
         self.bytes.set(self.bytes.get() - gone * block_of_bin(bin));
         self.counts[bin].set(keep);
@@ -274,10 +374,10 @@ impl Bins {
     }
 
     /// Empties bin `bin` and returns its blocks.
-    pub fn detach_all(&self, bin: usize) -> Detached {
+    pub fn detach_all(&self, bin: usize, key: usize) -> Detached {
         let gone = self.counts[bin].replace(0) as usize;
         self.bytes.set(self.bytes.get() - gone * block_of_bin(bin));
-        Detached(self.heads[bin].replace(null_mut()))
+        Detached::new(self.heads[bin].replace(null_mut()), key)
     }
 }
 
@@ -333,12 +433,12 @@ mod tests {
         for &p in &ptrs {
             // SAFETY: test slots of 64 bytes, each pushed once.
             unsafe { bins.push(bin, p, key) };
-            // SAFETY: the key word of a cached slot.
-            assert_eq!(unsafe { p.as_ptr().add(8).cast::<usize>().read() }, key);
+            // SAFETY: a cached slot.
+            assert!(unsafe { looks_cached(p, key) });
         }
         assert!(bins.is_full(bin));
-        assert!(bins.contains(bin, ptrs[0]));
-        let cold: Vec<_> = bins.detach_after(bin, n / 2).collect();
+        assert_eq!(bins.contains(bin, ptrs[0], key), Ok(true));
+        let cold: Vec<_> = bins.detach_after(bin, n / 2, key).collect();
         assert_eq!(cold.len(), (n - n / 2) as usize);
         assert_eq!(
             cold[0],
@@ -347,13 +447,70 @@ mod tests {
         );
         assert_eq!(bins.len(bin), n / 2);
         assert_eq!(bins.bytes(), (n / 2) as usize * block_of_bin(bin));
-        let top = bins.pop(bin).unwrap();
+        let top = bins.pop(bin, key).unwrap().unwrap();
         assert_eq!(top, ptrs[n as usize - 1], "last in, first out");
         // SAFETY: a slot just taken from the bin.
         assert_eq!(unsafe { top.as_ptr().add(8).cast::<usize>().read() }, 0);
-        assert!(!bins.contains(bin, top));
-        assert_eq!(bins.detach_all(bin).count(), (n / 2 - 1) as usize);
-        assert!(bins.is_empty() && bins.pop(bin).is_none());
+        assert_eq!(bins.contains(bin, top, key), Ok(false));
+        assert_eq!(bins.detach_all(bin, key).count(), (n / 2 - 1) as usize);
+        assert!(bins.is_empty() && bins.pop(bin, key) == Ok(None));
         assert_eq!(bins.bytes(), 0);
+    }
+
+    /// A write after free into a cached block, of zeros, ones, a crafted
+    /// pointer or the link of another cached block, is caught before the
+    /// link is followed: by a pop (nothing changes), a walk and a flush.
+    #[test]
+    fn overwritten_links_are_caught_before_they_are_followed() {
+        let key = 0x5eed_1234_5678_9abd;
+        let mut target = [0u64; 8];
+        let crafted = target.as_mut_ptr().cast::<u8>();
+        let values: [Box<dyn Fn(&[NonNull<u8>]) -> [usize; 2]>; 5] = [
+            Box::new(|_| [0, 0]),
+            Box::new(|_| [usize::MAX, usize::MAX]),
+            Box::new(move |_| [crafted as usize, 0]),
+            // Only the link: the seal left as it was.
+            Box::new(move |p| {
+                [crafted as usize, unsafe {
+                    p[1].as_ptr().add(8).cast::<usize>().read()
+                }]
+            }),
+            // The words of the block below it in the bin.
+            Box::new(|p| unsafe {
+                [
+                    p[0].as_ptr().cast::<usize>().read(),
+                    p[0].as_ptr().add(8).cast::<usize>().read(),
+                ]
+            }),
+        ];
+        for value in values {
+            let bins = Bins::new();
+            let bin = 3;
+            let mut slots = vec![[0u64; 8]; 3];
+            let ptrs: Vec<_> = slots
+                .iter_mut()
+                .map(|s| NonNull::new(s.as_mut_ptr().cast::<u8>()).unwrap())
+                .collect();
+            for &p in &ptrs {
+                // SAFETY: test slots of 64 bytes, each pushed once.
+                unsafe { bins.push(bin, p, key) };
+            }
+            // The program writes over the second block (ptrs[1]), which
+            // links to the first.
+            let [next, sealed] = value(&ptrs);
+            // SAFETY: the test's own slot.
+            unsafe {
+                ptrs[1].as_ptr().cast::<usize>().write(next);
+                ptrs[1].as_ptr().add(8).cast::<usize>().write(sealed);
+            }
+            assert_eq!(bins.contains(bin, ptrs[0], key), Err(Damaged(ptrs[1])));
+            assert_eq!(bins.pop(bin, key), Ok(Some(ptrs[2])));
+            assert_eq!(bins.pop(bin, key), Err(Damaged(ptrs[1])));
+            assert_eq!(bins.len(bin), 2, "the damaged block stays listed");
+            let mut flushed = bins.detach_all(bin, key);
+            assert_eq!(flushed.next(), None, "nothing past the damage");
+            assert_eq!(flushed.damaged(), Some(Damaged(ptrs[1])));
+            assert_eq!(target, [0; 8], "the crafted address is never written");
+        }
     }
 }

@@ -43,9 +43,27 @@ int main(int argc, char **argv) {
         announce(p);
         free(p);
         p = realloc(p, 6000);
+    } else if (!strcmp(what, "uaf-link-small") || !strcmp(what, "uaf-zero-small")) {
+        /* A write after free into a block in the thread cache: a crafted
+         * link (an address the program chose) or zeros. The next malloc
+         * of that size must report the block, never return the address. */
+        static char target[64];
+        char *p = malloc(32);
+        char *q = malloc(32);
+        char *volatile freed = q; /* hides the write after free from gcc */
+        announce(q);
+        free(p);
+        free(q);
+        if (what[4] == 'l')
+            *(char **)freed = target;
+        else
+            memset(freed, 0, 16);
+        p = malloc(32);
+        printf("malloc returned %p (target %p)\n", (void *)p, (void *)target);
     } else {
         fprintf(stderr, "usage: misuse double-small|double-heap|double-large|"
-                        "interior|misaligned|stack|realloc-freed\n");
+                        "interior|misaligned|stack|realloc-freed|"
+                        "uaf-link-small|uaf-zero-small\n");
         return 2;
     }
     fprintf(stderr, "misuse %s was not caught\n", what);

@@ -34,14 +34,24 @@ const PROGRAMS: [&str; 7] = [
     "threads",
     "seed002",
 ];
-const MISUSES: [&str; 7] = [
-    "double-small",
-    "double-heap",
-    "double-large",
-    "interior",
-    "misaligned",
-    "stack",
-    "realloc-freed",
+/// Each misuse of `shim/tests/misuse.c` and the report it must abort with
+/// (followed by ` at <the address the program printed>`).
+const MISUSES: [(&str, &str); 9] = [
+    ("double-small", "free(): double free"),
+    ("double-heap", "free(): double free"),
+    ("double-large", "free(): double free"),
+    ("interior", "free(): invalid pointer"),
+    ("misaligned", "free(): invalid pointer"),
+    ("stack", "free(): invalid pointer"),
+    ("realloc-freed", "realloc(): double free"),
+    (
+        "uaf-link-small",
+        "malloc(): freed block overwritten (write after free)",
+    ),
+    (
+        "uaf-zero-small",
+        "malloc(): freed block overwritten (write after free)",
+    ),
 ];
 
 /// Builds the shim and runs every C test against it.
@@ -79,9 +89,9 @@ pub fn test(quick: bool) -> Result<(), String> {
     let off_brk = run_program(&out, "api", false, &lib, &[("REGIONHEAP_BRK", "0")], &[])?;
     expect_success("api (REGIONHEAP_BRK=0)", false, &off_brk)?;
     check_stats_report(&out, &lib)?;
-    for misuse in MISUSES {
+    for (misuse, report) in MISUSES {
         let output = run_program(&out, "misuse", false, &lib, &[], &[misuse])?;
-        expect_abort_naming_address(misuse, &output)?;
+        expect_abort_naming_address(misuse, report, &output)?;
     }
     println!(
         "hosted shim: C tests passed ({} programs, {} misuses)",
@@ -200,7 +210,7 @@ fn field(text: &str, key: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn expect_abort_naming_address(misuse: &str, output: &Output) -> Result<(), String> {
+fn expect_abort_naming_address(misuse: &str, report: &str, output: &Output) -> Result<(), String> {
     let address = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.signal() != Some(libc_sigabrt()) {
@@ -209,9 +219,10 @@ fn expect_abort_naming_address(misuse: &str, output: &Output) -> Result<(), Stri
             output.status
         ));
     }
-    if address.is_empty() || !stderr.contains(&format!("at {address}")) {
+    let expected = format!("region-heap: {report} at {address}\n");
+    if address.is_empty() || !stderr.contains(&expected) {
         return Err(format!(
-            "misuse {misuse}: stderr does not name {address:?}:\n{stderr}"
+            "misuse {misuse}: stderr does not say {expected:?}:\n{stderr}"
         ));
     }
     println!("    ok  misuse {misuse}: {}", stderr.trim());
