@@ -72,7 +72,7 @@
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use region_heap::raw::{owner_region, owner_word, usable_size_unlocked, used_owner, EXACT_USABLE};
 use region_heap::{HeapError, MIN_BLOCK};
@@ -81,9 +81,10 @@ use crate::arenas::Arenas;
 use crate::cpu::online_cpus;
 use crate::large::{self, tag_freed, tag_used, LargeBlocks};
 use crate::misuse::{report, Misuse};
+use crate::seal::{self, Damaged};
 use crate::source;
 use crate::stats::{Counter, Counts, Stat};
-use crate::tcache::{self, bin_of_request, bin_of_usable, limit, Bins, Damaged, Detached};
+use crate::tcache::{self, bin_of_request, bin_of_usable, limit, Bins, Detached};
 use crate::text::Text;
 use crate::thread::{self, ThreadState};
 
@@ -98,7 +99,6 @@ const RUNNING: u8 = 1;
 const READY: u8 = 2;
 const FAILED: u8 = 3;
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-static CACHE_KEY: AtomicUsize = AtomicUsize::new(0);
 
 const BRK_FROM_ENV: u8 = 0;
 const BRK_NO: u8 = 2;
@@ -142,11 +142,11 @@ fn init_slow() -> bool {
 }
 
 fn init_now() -> bool {
+    seal::init();
     let use_brk = BRK_CHOICE.load(Ordering::Relaxed) != BRK_NO && env_allows_brk();
     if ARENAS.init(online_cpus(), use_brk).is_none() {
         return false;
     }
-    CACHE_KEY.store(fresh_key(), Ordering::Relaxed);
     // Without the exit hook, threads simply never use their cache.
     thread::init_exit_hook(flush_bins);
     true
@@ -158,23 +158,6 @@ fn env_allows_brk() -> bool {
     let value = unsafe { libc::getenv(c"REGIONHEAP_BRK".as_ptr()) };
     // SAFETY: a non-null result is a NUL-terminated string.
     value.is_null() || unsafe { *value } as u8 != b'0'
-}
-
-/// A random non-zero key for the thread caches' double-free check.
-fn fresh_key() -> usize {
-    let mut key: usize = 0;
-    // SAFETY: fills the eight bytes of `key`.
-    let got = unsafe {
-        libc::getrandom(
-            (&mut key as *mut usize).cast(),
-            core::mem::size_of::<usize>(),
-            libc::GRND_NONBLOCK,
-        )
-    };
-    if got != core::mem::size_of::<usize>() as isize {
-        key = (&key as *const usize as usize).rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
-    }
-    key | 1
 }
 
 /// Whether the thread caches are used (not with the core's guard zones).
@@ -195,11 +178,6 @@ unsafe fn region_usable(ptr: NonNull<u8>) -> usize {
     }
 }
 
-#[inline]
-fn cache_key() -> usize {
-    CACHE_KEY.load(Ordering::Relaxed)
-}
-
 // ---- allocation ----
 
 /// Allocates `size` bytes (16-aligned), counting the call as `counter`
@@ -212,7 +190,7 @@ pub fn allocate(size: usize, counter: Option<Counter>) -> Option<(NonNull<u8>, b
             if !t.is_active() {
                 return None;
             }
-            let block = match t.bins.pop(bin, cache_key()) {
+            let block = match t.bins.pop(bin, seal::key()) {
                 Ok(block) => block?,
                 Err(Damaged(at)) => report("malloc", Misuse::Overwritten, at.as_ptr() as usize),
             };
@@ -238,7 +216,7 @@ fn allocate_slow(size: usize, counter: Option<Counter>) -> Option<(NonNull<u8>, 
             return None;
         }
         if size >= large::THRESHOLD || !ARENAS.has_usable_heap() {
-            return LARGE.allocate(size.max(1), 16).map(|g| (g.ptr, g.zeroed));
+            return large_allocate(size.max(1), 16, counter).map(|g| (g.ptr, g.zeroed));
         }
         let cache_on = t.activate();
         if CACHE_ENABLED && size <= tcache::MAX_SIZE && cache_on {
@@ -262,7 +240,7 @@ fn refill(t: &ThreadState, bin: usize) -> Option<NonNull<u8>> {
     let n = ARENAS.allocate_batch(&mut hint, layout, &mut got[..want]);
     t.set_hint(hint);
     t.bins.set_budget(tcache::budget(ARENAS.handed_out()));
-    let key = cache_key();
+    let key = seal::key();
     for &p in got.iter().take(n).skip(1) {
         if let Some(block) = NonNull::new(p) {
             // SAFETY: a fresh used block of at least the bin's size; the
@@ -284,7 +262,7 @@ pub fn allocate_aligned(size: usize, align: usize, counter: Counter) -> Option<N
             return None;
         }
         if size >= large::THRESHOLD || align >= large::THRESHOLD || !ARENAS.has_usable_heap() {
-            return LARGE.allocate(size.max(1), align).map(|g| g.ptr);
+            return large_allocate(size.max(1), align, Some(counter)).map(|g| g.ptr);
         }
         t.activate();
         let layout = Layout::from_size_align(size.max(1), align).ok()?;
@@ -293,6 +271,26 @@ pub fn allocate_aligned(size: usize, align: usize, counter: Counter) -> Option<N
         t.set_hint(hint);
         block
     })
+}
+
+/// A large block from [`LARGE`], reporting a cached range overwritten
+/// since its free (the call is named by its counter).
+fn large_allocate(size: usize, align: usize, counter: Option<Counter>) -> Option<large::Grant> {
+    let call = match counter {
+        Some(Counter::Calloc) => "calloc",
+        Some(Counter::Realloc) => "realloc",
+        _ => "malloc",
+    };
+    sealed(LARGE.allocate(size, align), call, Misuse::Overwritten)
+}
+
+/// The value of a call that checked a seal; on damage, the report (which
+/// aborts).
+fn sealed<T>(result: Result<T, Damaged>, call: &'static str, misuse: Misuse) -> T {
+    match result {
+        Ok(value) => value,
+        Err(Damaged(at)) => report(call, misuse, at.as_ptr() as usize),
+    }
 }
 
 // ---- free ----
@@ -419,7 +417,7 @@ unsafe fn cache(
     if counted {
         t.count_active(Counter::Free);
     }
-    let key = cache_key();
+    let key = seal::key();
     // SAFETY: the block has at least 16 usable bytes.
     if unsafe { tcache::looks_cached(ptr, key) } {
         check_not_cached(t, bin, ptr, call);
@@ -447,7 +445,7 @@ fn shed_over_budget(bins: &Bins, call: &'static str) {
     for bin in 0..tcache::BINS {
         let len = bins.len(bin);
         if len > 1 {
-            free_list(bins.detach_after(bin, len / 2, cache_key()), call);
+            free_list(bins.detach_after(bin, len / 2, seal::key()), call);
         }
     }
 }
@@ -455,7 +453,7 @@ fn shed_over_budget(bins: &Bins, call: &'static str) {
 /// A freed block's seal fits its link: a double free if it is in the bin.
 #[cold]
 fn check_not_cached(t: &ThreadState, bin: usize, ptr: NonNull<u8>, call: &'static str) {
-    match t.bins.contains(bin, ptr, cache_key()) {
+    match t.bins.contains(bin, ptr, seal::key()) {
         Ok(true) => report(call, Misuse::DoubleFree, ptr.as_ptr() as usize),
         Ok(false) => {}
         Err(Damaged(at)) => report(call, Misuse::Overwritten, at.as_ptr() as usize),
@@ -476,7 +474,8 @@ unsafe fn release_slow(ptr: NonNull<u8>, call: &'static str, counted: bool) {
         Kind::Large => {
             count_shared_or_own(Counter::Free, counted);
             // SAFETY: a live large block.
-            unsafe { LARGE.free(ptr) }
+            let freed = unsafe { LARGE.free(ptr) };
+            sealed(freed, call, Misuse::Corrupted)
         }
     }
 }
@@ -544,7 +543,7 @@ fn free_list(mut list: Detached, call: &'static str) {
 fn flush_bins(bins: &Bins) {
     for bin in 0..tcache::BINS {
         if bins.len(bin) > 0 {
-            free_list(bins.detach_all(bin, cache_key()), "free");
+            free_list(bins.detach_all(bin, seal::key()), "free");
         }
     }
 }
@@ -612,19 +611,25 @@ unsafe fn resize_region(ptr: NonNull<u8>, size: usize, call: &'static str) -> Op
 unsafe fn resize_large(ptr: NonNull<u8>, size: usize, call: &'static str) -> Option<NonNull<u8>> {
     if size >= large::THRESHOLD / 2 {
         // SAFETY: forwarded.
-        if let Some(resized) = unsafe { LARGE.resize(ptr, size) } {
+        let resized = unsafe { LARGE.resize(ptr, size) };
+        if let Some(resized) = sealed(resized, call, Misuse::Corrupted) {
             return Some(resized);
         }
         // `mremap` refused (no memory, or the user split the mapping with
         // `mprotect`): copy instead.
     }
-    let _ = call;
+    // SAFETY: a live large block (caller).
+    let usable = sealed(
+        unsafe { LargeBlocks::usable_size(ptr) },
+        call,
+        Misuse::Corrupted,
+    );
     let (moved, _) = allocate(size, None)?;
     // SAFETY: both blocks are live and distinct.
     unsafe {
-        let keep = size.min(LargeBlocks::usable_size(ptr));
-        core::ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), keep);
-        LARGE.free(ptr);
+        core::ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), size.min(usable));
+        let freed = LARGE.free(ptr);
+        sealed(freed, call, Misuse::Corrupted);
     }
     Some(moved)
 }
@@ -645,8 +650,9 @@ pub unsafe fn usable(ptr: NonNull<u8>) -> usize {
         // SAFETY: a used region block.
         unsafe { region_usable(ptr) }
     } else if owner == tag_used() {
-        // SAFETY: a live large block.
-        unsafe { LargeBlocks::usable_size(ptr) }
+        // SAFETY: a large block handed out; 0 if its header was overwritten
+        // (as for any pointer that is no live block).
+        unsafe { LargeBlocks::usable_size(ptr) }.unwrap_or(0)
     } else if used_owner(owner).is_some() {
         // Perhaps a block of a region the table does not know.
         // SAFETY: the heaps validate `ptr` before they read past its header.

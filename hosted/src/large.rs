@@ -50,6 +50,7 @@ use region_heap::raw::OWNER_OFFSET;
 use spin::Mutex;
 
 use crate::lock::acquire;
+use crate::seal::{self, Damaged};
 use crate::source::{map, page_size, remap, round_up, unmap};
 
 /// Smallest request served by a range of its own.
@@ -64,12 +65,18 @@ pub const CACHE_CEILING: usize = 1 << 30;
 /// serve a large request by itself.
 pub const SPLIT_MIN: usize = THRESHOLD;
 /// Bytes reserved before a large block's data for its header.
-pub const HEADER: usize = (OWNER_OFFSET + 24).next_multiple_of(16);
+pub const HEADER: usize = (OWNER_OFFSET + 32).next_multiple_of(16);
 
 /// The header of a large block, placed so that `tag` lies where a region
-/// block has its owner word ([`OWNER_OFFSET`] before the data).
+/// block has its owner word ([`OWNER_OFFSET`] before the data), and sealed
+/// ([`crate::seal`]): `free`, `realloc` and `malloc_usable_size` trust its
+/// range only once the seal proves it, so an underrun that rewrites it
+/// cannot make the shim unmap or remap memory of the program's choosing.
+/// A cached range keeps a freed header, sealed too, at its first block's
+/// place, checked when the range is reused.
 #[repr(C)]
 struct LargeHeader {
+    seal: usize,
     origin: usize,
     len: usize,
     start: usize,
@@ -138,7 +145,61 @@ pub struct Grant {
 }
 
 fn header(data: NonNull<u8>) -> *mut LargeHeader {
-    data.as_ptr().wrapping_sub(OWNER_OFFSET + 24).cast()
+    data.as_ptr().wrapping_sub(OWNER_OFFSET + 32).cast()
+}
+
+/// The seal of the header of the block at `data` over `range`, tagged
+/// `tag`.
+fn seal_of(data: NonNull<u8>, range: Range, tag: usize) -> usize {
+    seal::key()
+        ^ (data.as_ptr() as usize)
+        ^ range.start.rotate_left(13)
+        ^ range.len.rotate_left(29)
+        ^ range.origin.rotate_left(41)
+        ^ tag.rotate_left(53)
+}
+
+/// Writes the header of the block at `data` over `range`, tagged `tag`.
+///
+/// # Safety
+/// The header's bytes before `data` lie inside `range`, which the caller
+/// owns.
+unsafe fn write_header(data: NonNull<u8>, range: Range, tag: usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        header(data).write(LargeHeader {
+            seal: seal_of(data, range, tag),
+            origin: range.origin,
+            len: range.len,
+            start: range.start,
+            tag,
+        })
+    };
+}
+
+/// The range of the block at `data` as its header says, once its tag is
+/// `tag` and its seal fits.
+///
+/// # Safety
+/// The header's bytes before `data` are readable.
+unsafe fn read_header(data: NonNull<u8>, tag: usize) -> Result<Range, Damaged> {
+    // SAFETY: forwarded.
+    let h = unsafe { header(data).read() };
+    let range = Range {
+        start: h.start,
+        len: h.len,
+        origin: h.origin,
+    };
+    if h.tag == tag && h.seal == seal_of(data, range, tag) {
+        Ok(range)
+    } else {
+        Err(Damaged(data))
+    }
+}
+
+/// The data of a cached range's first block, where its freed header lies.
+fn first_data(range: Range) -> NonNull<u8> {
+    NonNull::new((range.start + HEADER) as *mut u8).expect("a mapped range")
 }
 
 impl LargeBlocks {
@@ -167,32 +228,43 @@ impl LargeBlocks {
         (cache.count, cache.cached_bytes, cache.live_bytes)
     }
 
-    /// A block of `size` bytes aligned to `align` (a power of two), or
-    /// `None` when the system has no memory or the size overflows.
-    pub fn allocate(&self, size: usize, align: usize) -> Option<Grant> {
+    /// A block of `size` bytes aligned to `align` (a power of two); `Ok(None)`
+    /// when the system has no memory or the size overflows, `Err` when the
+    /// cached range it would reuse was written to since it was freed.
+    pub fn allocate(&self, size: usize, align: usize) -> Result<Option<Grant>, Damaged> {
         let page = page_size();
         let slack = if align <= page {
-            round_up(HEADER, align.max(16))?
+            round_up(HEADER, align.max(16))
         } else {
-            align.checked_add(HEADER)?
+            align.checked_add(HEADER)
         };
-        let len = round_up(size.checked_add(slack)?, page)?;
-        let (range, zeroed) = self.range_for(len)?;
-        let data = round_up(range.start + HEADER, align.max(16))?;
-        let ptr = NonNull::new(data as *mut u8)?;
+        let Some(len) = slack
+            .and_then(|slack| size.checked_add(slack))
+            .and_then(|n| round_up(n, page))
+        else {
+            return Ok(None);
+        };
+        let Some((range, zeroed)) = self.range_for(len)? else {
+            return Ok(None);
+        };
+        let data = round_up(range.start + HEADER, align.max(16));
+        let Some(ptr) = data.and_then(|d| NonNull::new(d as *mut u8)) else {
+            return Ok(None);
+        };
         // SAFETY: the header lies inside the range, which we own.
-        unsafe { write_header(ptr, range) };
-        Some(Grant { ptr, zeroed })
+        unsafe { write_header(ptr, range, tag_used()) };
+        Ok(Some(Grant { ptr, zeroed }))
     }
 
     /// A range of at least `len` bytes (page multiple): from the cache if
-    /// it holds anything, else fresh (then `true`: zeroed).
-    fn range_for(&self, len: usize) -> Option<(Range, bool)> {
+    /// it holds anything, else fresh (then `true`: zeroed); `Err` if the
+    /// cached range was written to since it was freed.
+    fn range_for(&self, len: usize) -> Result<Option<(Range, bool)>, Damaged> {
         let (taken, spare) = {
             let mut cache = acquire(&self.cache);
             match cache.pick(len) {
                 Some(i) => {
-                    let cached = cache.remove(i);
+                    let cached = cache.take(i)?;
                     let (head, tail) = split(cached, len);
                     let spare = tail.and_then(|t| cache.try_push(t));
                     (Some(head), spare)
@@ -206,12 +278,17 @@ impl LargeBlocks {
         }
         let (range, zeroed) = match taken {
             Some(cached) => {
-                let fitted = grow_to(cached, len)?;
+                let Some(fitted) = grow_to(cached, len) else {
+                    return Ok(None);
+                };
                 self.recycled.fetch_add(1, Ordering::Relaxed);
                 (fitted, false)
             }
             None => {
-                let start = map(len)?.as_ptr() as usize;
+                let Some(mapped) = map(len) else {
+                    return Ok(None);
+                };
+                let start = mapped.as_ptr() as usize;
                 let fresh = Range {
                     start,
                     len,
@@ -221,7 +298,7 @@ impl LargeBlocks {
             }
         };
         self.note_live(range.len as isize);
-        Some((range, zeroed))
+        Ok(Some((range, zeroed)))
     }
 
     fn note_live(&self, delta: isize) {
@@ -230,14 +307,15 @@ impl LargeBlocks {
         cache.peak_live = cache.peak_live.max(cache.live_bytes);
     }
 
-    /// Usable bytes of the large block at `data`.
+    /// Usable bytes of the large block at `data`; `Err` if its header was
+    /// overwritten.
     ///
     /// # Safety
-    /// `data` is a live large block.
-    pub unsafe fn usable_size(data: NonNull<u8>) -> usize {
-        // SAFETY: a live block's header is readable (caller).
-        let h = unsafe { &*header(data) };
-        h.start + h.len - data.as_ptr() as usize
+    /// `data` is a large block handed out (its header is readable).
+    pub unsafe fn usable_size(data: NonNull<u8>) -> Result<usize, Damaged> {
+        // SAFETY: forwarded.
+        let range = unsafe { read_header(data, tag_used()) }?;
+        Ok(range.end().saturating_sub(data.as_ptr() as usize))
     }
 
     /// Whether the block at `data` is a large block that was freed (its
@@ -251,27 +329,23 @@ impl LargeBlocks {
     }
 
     /// Frees the large block at `data`: cached, or unmapped if the cache
-    /// policy says so.
+    /// policy says so; `Err` (nothing done) if its header was overwritten.
     ///
     /// # Safety
-    /// `data` is a live large block nothing uses any more.
-    pub unsafe fn free(&self, data: NonNull<u8>) {
-        let h = header(data);
-        // SAFETY: a live block's header (caller).
-        let freed = unsafe {
-            (*h).tag = tag_freed();
-            Range {
-                start: (*h).start,
-                len: (*h).len,
-                origin: (*h).origin,
-            }
-        };
+    /// `data` is a large block handed out (its header is readable) that
+    /// nothing uses any more.
+    pub unsafe fn free(&self, data: NonNull<u8>) -> Result<(), Damaged> {
+        // SAFETY: forwarded.
+        let freed = unsafe { read_header(data, tag_used()) }?;
+        // SAFETY: the block's own header, proven; tagged freed for a later
+        // double free.
+        unsafe { write_header(data, freed, tag_freed()) };
         let mut evicted = [Range::EMPTY; MAX_CACHED + 1];
         let mut n = 0;
         {
             let mut cache = acquire(&self.cache);
             cache.live_bytes = cache.live_bytes.saturating_sub(freed.len);
-            let merged = cache.merge_neighbours(freed);
+            let merged = cache.merge_neighbours(freed)?;
             let budget = (cache.peak_live + cache.peak_live / 4).max(CACHE_FLOOR);
             let fits = |c: &Cache| {
                 c.count < MAX_CACHED
@@ -293,6 +367,7 @@ impl LargeBlocks {
             // SAFETY: a range nobody uses (cached or just freed).
             unsafe { unmap_range(*range) };
         }
+        Ok(())
     }
 
     /// Resizes the large block at `data` to hold `size` bytes by remapping
@@ -300,28 +375,33 @@ impl LargeBlocks {
     /// the system refused).
     ///
     /// # Safety
-    /// `data` is a live large block the caller owns.
-    pub unsafe fn resize(&self, data: NonNull<u8>, size: usize) -> Option<NonNull<u8>> {
-        let h = header(data);
-        // SAFETY: a live block's header (caller).
-        let old = unsafe {
-            Range {
-                start: (*h).start,
-                len: (*h).len,
-                origin: (*h).origin,
-            }
-        };
+    /// `data` is a large block handed out (its header is readable) that
+    /// the caller owns.
+    pub unsafe fn resize(
+        &self,
+        data: NonNull<u8>,
+        size: usize,
+    ) -> Result<Option<NonNull<u8>>, Damaged> {
+        // SAFETY: forwarded.
+        let old = unsafe { read_header(data, tag_used()) }?;
         let offset = data.as_ptr() as usize - old.start;
-        let new_len = round_up(size.checked_add(offset)?, page_size())?;
+        let Some(new_len) = size
+            .checked_add(offset)
+            .and_then(|n| round_up(n, page_size()))
+        else {
+            return Ok(None);
+        };
         if new_len == old.len {
-            return Some(data);
+            return Ok(Some(data));
         }
-        let moved = remap_range(old, new_len)?;
-        let new_data = NonNull::new((moved.start + offset) as *mut u8)?;
+        let Some(moved) = remap_range(old, new_len) else {
+            return Ok(None);
+        };
+        let new_data = NonNull::new((moved.start + offset) as *mut u8).expect("a mapped range");
         // SAFETY: the header moved with the range.
-        unsafe { write_header(new_data, moved) };
+        unsafe { write_header(new_data, moved, tag_used()) };
         self.note_live(new_len as isize - old.len as isize);
-        Some(new_data)
+        Ok(Some(new_data))
     }
 
     /// The `pthread_atfork` child handler's part for large blocks: if
@@ -350,21 +430,6 @@ impl Default for LargeBlocks {
     }
 }
 
-/// # Safety
-/// The header's bytes before `data` lie inside `range`, which the caller
-/// owns.
-unsafe fn write_header(data: NonNull<u8>, range: Range) {
-    // SAFETY: forwarded.
-    unsafe {
-        header(data).write(LargeHeader {
-            origin: range.origin,
-            len: range.len,
-            start: range.start,
-            tag: tag_used(),
-        })
-    };
-}
-
 impl Cache {
     /// The smallest entry of at least `len` bytes, else the largest one.
     fn pick(&self, len: usize) -> Option<usize> {
@@ -383,10 +448,27 @@ impl Cache {
         r
     }
 
+    /// Caches `r` (an entry must be free), with a sealed freed header at
+    /// its first block's place.
     fn push(&mut self, r: Range) {
+        // SAFETY: a range nobody uses, mapped and at least a page long:
+        // the header before its first block's data lies inside it.
+        unsafe { write_header(first_data(r), r, tag_freed()) };
         self.entries[self.count] = r;
         self.count += 1;
         self.cached_bytes += r.len;
+    }
+
+    /// Takes entry `i` out for reuse, once its freed header proves that
+    /// nothing wrote it since it was cached; `Err` (entry dropped from the
+    /// cache, its memory left alone) otherwise.
+    fn take(&mut self, i: usize) -> Result<Range, Damaged> {
+        let r = self.remove(i);
+        // SAFETY: a cached range: mapped, its header written by `push`.
+        match unsafe { read_header(first_data(r), tag_freed()) } {
+            Ok(sealed) if sealed == r => Ok(r),
+            _ => Err(Damaged(first_data(r))),
+        }
     }
 
     /// Caches `r` if there is a free entry; else gives it back.
@@ -399,20 +481,21 @@ impl Cache {
     }
 
     /// Takes the cached ranges of `r`'s mapping that touch it out of the
-    /// cache and returns `r` joined with them.
-    fn merge_neighbours(&mut self, mut r: Range) -> Range {
+    /// cache and returns `r` joined with them; `Err` at a neighbour written
+    /// to since it was cached.
+    fn merge_neighbours(&mut self, mut r: Range) -> Result<Range, Damaged> {
         while let Some(i) = (0..self.count).find(|&i| {
             let c = self.entries[i];
             c.origin == r.origin && (c.end() == r.start || r.end() == c.start)
         }) {
-            let c = self.remove(i);
+            let c = self.take(i)?;
             r = Range {
                 start: r.start.min(c.start),
                 len: r.len + c.len,
                 origin: r.origin,
             };
         }
-        r
+        Ok(r)
     }
 }
 
@@ -492,17 +575,17 @@ mod tests {
     fn freed_mappings_are_reused_not_remapped() {
         let large = LargeBlocks::new();
         let size = 5 << 20;
-        let first = large.allocate(size, 16).unwrap();
+        let first = large.allocate(size, 16).unwrap().unwrap();
         assert!(first.zeroed && holds(first.ptr, size, 0));
         fill(first.ptr, size, 1);
         // SAFETY: a live block, freed once.
         unsafe {
-            assert!(LargeBlocks::usable_size(first.ptr) >= size);
-            large.free(first.ptr);
+            assert!(LargeBlocks::usable_size(first.ptr).unwrap() >= size);
+            large.free(first.ptr).unwrap();
             assert!(LargeBlocks::is_freed(first.ptr));
         }
         let maps = counts().mmap;
-        let again = large.allocate(size - 4096, 16).unwrap();
+        let again = large.allocate(size - 4096, 16).unwrap().unwrap();
         assert_eq!(again.ptr, first.ptr, "the cached mapping came back");
         assert!(!again.zeroed);
         assert_eq!(large.recycled(), 1);
@@ -511,39 +594,39 @@ mod tests {
         assert!(holds(again.ptr, size - 4096, 1));
         assert!(counts().mmap >= maps);
         // SAFETY: live.
-        unsafe { large.free(again.ptr) };
+        unsafe { large.free(again.ptr).unwrap() };
         assert_eq!(large.footprint().0, 1);
     }
 
     #[test]
     fn a_short_cached_range_grows_and_a_long_one_is_split() {
         let large = LargeBlocks::new();
-        let small = large.allocate(1 << 20, 16).unwrap();
+        let small = large.allocate(1 << 20, 16).unwrap().unwrap();
         fill(small.ptr, 1 << 20, 7);
         // SAFETY: live, freed once.
-        unsafe { large.free(small.ptr) };
-        let big = large.allocate(8 << 20, 16).unwrap();
+        unsafe { large.free(small.ptr).unwrap() };
+        let big = large.allocate(8 << 20, 16).unwrap().unwrap();
         assert!(holds(big.ptr, 1 << 20, 7), "mremap kept the pages");
         fill(big.ptr, 8 << 20, 9);
         // SAFETY: live, freed once.
-        unsafe { large.free(big.ptr) };
+        unsafe { large.free(big.ptr).unwrap() };
         let maps = counts().munmap;
-        let head = large.allocate(2 << 20, 16).unwrap();
+        let head = large.allocate(2 << 20, 16).unwrap().unwrap();
         // SAFETY: live.
-        let usable = unsafe { LargeBlocks::usable_size(head.ptr) };
+        let usable = unsafe { LargeBlocks::usable_size(head.ptr).unwrap() };
         assert!((2 << 20..(2 << 20) + 8192).contains(&usable), "{usable}");
         assert!(holds(head.ptr, 2 << 20, 9));
         let (count, cached, live) = large.footprint();
         assert_eq!(count, 1, "the tail stays cached, split off");
         assert_eq!(cached + live, (8 << 20) + 4096);
         // The tail serves the next request, with the bytes it had.
-        let tail = large.allocate(5 << 20, 16).unwrap();
+        let tail = large.allocate(5 << 20, 16).unwrap().unwrap();
         assert!(!tail.zeroed && holds(tail.ptr, 5 << 20, 9));
         assert!(counts().munmap >= maps);
         // SAFETY: live blocks, freed once.
         unsafe {
-            large.free(head.ptr);
-            large.free(tail.ptr);
+            large.free(head.ptr).unwrap();
+            large.free(tail.ptr).unwrap();
         }
         let (_, _, live) = large.footprint();
         assert_eq!(live, 0);
@@ -553,28 +636,30 @@ mod tests {
     fn aligned_blocks_and_resizes() {
         let large = LargeBlocks::new();
         for align in [16, 64, 4096, 1 << 16, 1 << 21] {
-            let g = large.allocate(300 << 10, align).unwrap();
+            let g = large.allocate(300 << 10, align).unwrap().unwrap();
             assert_eq!(g.ptr.as_ptr() as usize % align, 0);
             fill(g.ptr, 300 << 10, 3);
             // SAFETY: live blocks.
             unsafe {
-                let grown = large.resize(g.ptr, 3 << 20).unwrap();
+                let grown = large.resize(g.ptr, 3 << 20).unwrap().unwrap();
                 assert!(holds(grown, 300 << 10, 3));
                 fill(grown, 3 << 20, 4);
-                let shrunk = large.resize(grown, 260 << 10).unwrap();
+                let shrunk = large.resize(grown, 260 << 10).unwrap().unwrap();
                 assert!(holds(shrunk, 260 << 10, 4));
-                assert!(LargeBlocks::usable_size(shrunk) < (260 << 10) + 2 * align.max(4096));
-                large.free(shrunk);
+                assert!(
+                    LargeBlocks::usable_size(shrunk).unwrap() < (260 << 10) + 2 * align.max(4096)
+                );
+                large.free(shrunk).unwrap();
             }
         }
-        assert!(large.allocate(usize::MAX - 100, 16).is_none());
+        assert!(large.allocate(usize::MAX - 100, 16).unwrap().is_none());
     }
 
     #[test]
     fn the_cache_stays_within_a_quarter_above_the_peak() {
         let large = LargeBlocks::new();
         let blocks: Vec<_> = (0..80)
-            .map(|_| large.allocate(3 << 20, 16).unwrap())
+            .map(|_| large.allocate(3 << 20, 16).unwrap().unwrap())
             .collect();
         let peak = large.footprint().2;
         let bound = (peak + peak / 4).max(CACHE_FLOOR);
@@ -585,7 +670,7 @@ mod tests {
             .chain(blocks.iter().skip(1).step_by(2))
         {
             // SAFETY: live blocks, each freed once.
-            unsafe { large.free(g.ptr) };
+            unsafe { large.free(g.ptr).unwrap() };
             let (count, cached, live) = large.footprint();
             assert!(count <= MAX_CACHED);
             assert!(cached + live <= bound, "{cached} + {live} > {bound}");
@@ -599,10 +684,10 @@ mod tests {
     #[test]
     fn a_child_empties_a_cache_locked_at_fork() {
         let large = LargeBlocks::new();
-        let kept = large.allocate(1 << 20, 16).unwrap();
-        let cached = large.allocate(2 << 20, 16).unwrap();
+        let kept = large.allocate(1 << 20, 16).unwrap().unwrap();
+        let cached = large.allocate(2 << 20, 16).unwrap().unwrap();
         // SAFETY: live, freed once.
-        unsafe { large.free(cached.ptr) };
+        unsafe { large.free(cached.ptr).unwrap() };
         // SAFETY: a simulated child, no other thread uses `large`.
         assert!(!unsafe { large.after_fork_in_child() }, "lock copied free");
         assert_eq!(large.footprint().0, 1, "the cache is kept");
@@ -612,13 +697,13 @@ mod tests {
         let (count, bytes, live) = large.footprint();
         assert_eq!((count, bytes), (0, 0), "the cache was emptied");
         assert!(live >= 1 << 20);
-        let fresh = large.allocate(2 << 20, 16).unwrap();
+        let fresh = large.allocate(2 << 20, 16).unwrap().unwrap();
         assert!(fresh.zeroed, "a fresh mapping, not the forgotten range");
         fill(fresh.ptr, 2 << 20, 5);
         // SAFETY: live blocks, freed once.
         unsafe {
-            large.free(kept.ptr);
-            large.free(fresh.ptr);
+            large.free(kept.ptr).unwrap();
+            large.free(fresh.ptr).unwrap();
         }
         assert_eq!(large.footprint().2, 0);
     }
@@ -626,12 +711,12 @@ mod tests {
     #[test]
     fn freed_neighbours_of_one_mapping_merge() {
         let large = LargeBlocks::new();
-        let whole = large.allocate(12 << 20, 16).unwrap();
+        let whole = large.allocate(12 << 20, 16).unwrap().unwrap();
         // SAFETY: live, freed once.
-        unsafe { large.free(whole.ptr) };
+        unsafe { large.free(whole.ptr).unwrap() };
         // Two pieces of the same mapping, the second split off the first.
-        let a = large.allocate(4 << 20, 16).unwrap();
-        let b = large.allocate(4 << 20, 16).unwrap();
+        let a = large.allocate(4 << 20, 16).unwrap().unwrap();
+        let b = large.allocate(4 << 20, 16).unwrap().unwrap();
         assert_eq!(a.ptr, whole.ptr);
         assert_eq!(
             b.ptr.as_ptr() as usize - a.ptr.as_ptr() as usize,
@@ -640,15 +725,46 @@ mod tests {
         );
         // SAFETY: live blocks, freed once.
         unsafe {
-            large.free(b.ptr);
-            large.free(a.ptr);
+            large.free(b.ptr).unwrap();
+            large.free(a.ptr).unwrap();
         }
         let (count, cached, live) = large.footprint();
         assert_eq!((count, live), (1, 0), "the pieces merged back");
         assert_eq!(cached, (12 << 20) + 4096);
-        let again = large.allocate(12 << 20, 16).unwrap();
+        let again = large.allocate(12 << 20, 16).unwrap().unwrap();
         assert_eq!(again.ptr, whole.ptr);
         // SAFETY: live.
-        unsafe { large.free(again.ptr) };
+        unsafe { large.free(again.ptr).unwrap() };
+    }
+
+    /// An underrun over a live block's header: `free`, `realloc` and
+    /// `usable_size` refuse it and change nothing; a write into a cached
+    /// range's freed header: its reuse is refused.
+    #[test]
+    fn overwritten_headers_are_refused() {
+        let large = LargeBlocks::new();
+        let g = large.allocate(1 << 20, 16).unwrap().unwrap();
+        let h = header(g.ptr);
+        // SAFETY: the block's own header; restored below.
+        let saved = unsafe { h.read() };
+        for damage in [0usize, usize::MAX, 4096] {
+            // SAFETY: as above.
+            unsafe { (*h).len = damage };
+            // SAFETY: a block handed out, its header damaged.
+            unsafe {
+                assert_eq!(LargeBlocks::usable_size(g.ptr), Err(Damaged(g.ptr)));
+                assert_eq!(large.resize(g.ptr, 2 << 20), Err(Damaged(g.ptr)));
+                assert_eq!(large.free(g.ptr), Err(Damaged(g.ptr)));
+            }
+        }
+        // SAFETY: as above.
+        unsafe { h.write(saved) };
+        fill(g.ptr, 1 << 20, 7);
+        // SAFETY: intact again: freed, and its range cached.
+        unsafe { large.free(g.ptr).unwrap() };
+        // SAFETY: the cached range is still mapped; the test writes into
+        // its freed header as a write after free would.
+        unsafe { (*h).start ^= 4096 };
+        assert_eq!(large.allocate(1 << 20, 16).err(), Some(Damaged(g.ptr)));
     }
 }

@@ -38,6 +38,7 @@ pub mod large;
 pub mod lock;
 pub mod malloc;
 pub mod misuse;
+pub mod seal;
 pub mod source;
 pub mod stats;
 pub mod tcache;

@@ -17,8 +17,9 @@ pub enum Misuse {
     InvalidPointer,
     /// The block's header (or its neighbours') is damaged.
     Corrupted,
-    /// A block in a thread cache was written to after its free (its link
-    /// or seal no longer fit).
+    /// A freed block the allocator keeps for reuse was written to: its
+    /// link, seal or the word before its data no longer fit (a write
+    /// after free, or an overrun from the block before it).
     Overwritten,
 }
 
@@ -37,7 +38,7 @@ impl Misuse {
             Misuse::DoubleFree => b"double free",
             Misuse::InvalidPointer => b"invalid pointer",
             Misuse::Corrupted => b"corrupted block header",
-            Misuse::Overwritten => b"freed block overwritten (write after free)",
+            Misuse::Overwritten => b"freed block overwritten",
         }
     }
 }

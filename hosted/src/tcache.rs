@@ -46,6 +46,9 @@
 use core::cell::Cell;
 use core::ptr::{null_mut, NonNull};
 
+use region_heap::raw::owner_word;
+
+use crate::seal::Damaged;
 use region_heap::GRANULE;
 
 /// Largest usable size cached.
@@ -145,20 +148,26 @@ fn prefetch(block: *const u8) {
     let _ = block;
 }
 
-/// A cached block found overwritten: its link or seal does not fit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Damaged(pub NonNull<u8>);
-
-/// The seal of cached block `block` whose link is `next`.
+/// The seal of cached block `block` whose link is `next`: the key, the
+/// link, the block's address and its owner word (the word before the
+/// data, where glibc keeps a chunk's size: a write there while the block
+/// is cached is caught too). Not the ring links, which a neighbour's
+/// split or alignment gap may change.
+///
+/// # Safety
+/// `block` is a region block's data (its owner word is readable).
 #[inline(always)]
-fn seal(block: *mut u8, next: *mut u8, key: usize) -> usize {
-    key ^ (next as usize) ^ (block as usize).rotate_left(32)
+unsafe fn seal(block: *mut u8, next: *mut u8, key: usize) -> usize {
+    // SAFETY: forwarded from the caller.
+    let owner = unsafe { owner_word(block) };
+    key ^ (next as usize) ^ (block as usize).rotate_left(32) ^ owner.rotate_left(16)
 }
 
 /// Writes `block`'s link and seal.
 ///
 /// # Safety
-/// The block's first 16 bytes belong to the cache.
+/// The block's first 16 bytes belong to the cache; it is a region block's
+/// data (its owner word is readable).
 #[inline(always)]
 unsafe fn set_link(block: NonNull<u8>, next: *mut u8, key: usize) {
     // SAFETY: forwarded from the caller.
@@ -175,7 +184,8 @@ unsafe fn set_link(block: NonNull<u8>, next: *mut u8, key: usize) {
 /// `block`'s link, once its seal proves it.
 ///
 /// # Safety
-/// `block` is a listed block (its first 16 bytes are readable).
+/// `block` is a listed block (its first 16 bytes and its owner word are
+/// readable).
 #[inline(always)]
 unsafe fn link(block: NonNull<u8>, key: usize) -> Result<*mut u8, Damaged> {
     // SAFETY: forwarded from the caller.
@@ -185,7 +195,8 @@ unsafe fn link(block: NonNull<u8>, key: usize) -> Result<*mut u8, Damaged> {
             block.as_ptr().add(8).cast::<usize>().read(),
         )
     };
-    if sealed == seal(block.as_ptr(), next, key) {
+    // SAFETY: forwarded from the caller.
+    if sealed == unsafe { seal(block.as_ptr(), next, key) } {
         Ok(next)
     } else {
         Err(Damaged(block))
@@ -196,7 +207,7 @@ unsafe fn link(block: NonNull<u8>, key: usize) -> Result<*mut u8, Damaged> {
 /// was freed twice, or the program wrote the improbable pair itself.
 ///
 /// # Safety
-/// `block` has at least 16 readable bytes.
+/// `block` is a used region block's data (16 usable bytes at least).
 #[inline(always)]
 pub unsafe fn looks_cached(block: NonNull<u8>, key: usize) -> bool {
     // SAFETY: forwarded from the caller.
@@ -418,18 +429,24 @@ mod tests {
         assert_eq!(limit(63), (BIN_BYTES / (64 * 16 + 16)) as u32);
     }
 
+    use region_heap::raw::OWNER_OFFSET;
+
+    /// The data of a test slot: 64 bytes after a 16-byte header.
+    fn slot_data(slot: &mut [u64; 10]) -> NonNull<u8> {
+        // Derived from the whole slot: the header words are reachable.
+        NonNull::new(slot.as_mut_ptr().wrapping_add(2).cast::<u8>()).unwrap()
+    }
+
     #[test]
     fn lifo_with_keys_and_cold_half_detached() {
         let bins = Bins::new();
         let key = 0x5eed;
         let bin = 3;
         let n = limit(bin);
-        // Slots of 64 bytes (the bin's usable size), 8-aligned.
-        let mut slots = vec![[0u64; 8]; n as usize];
-        let ptrs: Vec<_> = slots
-            .iter_mut()
-            .map(|s| NonNull::new(s.as_mut_ptr().cast::<u8>()).unwrap())
-            .collect();
+        // Slots of 64 bytes (the bin's usable size) after a 16-byte header,
+        // 8-aligned.
+        let mut slots = vec![[0u64; 10]; n as usize];
+        let ptrs: Vec<_> = slots.iter_mut().map(slot_data).collect();
         for &p in &ptrs {
             // SAFETY: test slots of 64 bytes, each pushed once.
             unsafe { bins.push(bin, p, key) };
@@ -465,7 +482,9 @@ mod tests {
         let key = 0x5eed_1234_5678_9abd;
         let mut target = [0u64; 8];
         let crafted = target.as_mut_ptr().cast::<u8>();
-        let values: [Box<dyn Fn(&[NonNull<u8>]) -> [usize; 2]>; 5] = [
+        // What the program writes over the second block, given the blocks.
+        type Write = Box<dyn Fn(&[NonNull<u8>]) -> [usize; 2]>;
+        let values: [Write; 5] = [
             Box::new(|_| [0, 0]),
             Box::new(|_| [usize::MAX, usize::MAX]),
             Box::new(move |_| [crafted as usize, 0]),
@@ -486,11 +505,8 @@ mod tests {
         for value in values {
             let bins = Bins::new();
             let bin = 3;
-            let mut slots = vec![[0u64; 8]; 3];
-            let ptrs: Vec<_> = slots
-                .iter_mut()
-                .map(|s| NonNull::new(s.as_mut_ptr().cast::<u8>()).unwrap())
-                .collect();
+            let mut slots = vec![[0u64; 10]; 3];
+            let ptrs: Vec<_> = slots.iter_mut().map(slot_data).collect();
             for &p in &ptrs {
                 // SAFETY: test slots of 64 bytes, each pushed once.
                 unsafe { bins.push(bin, p, key) };
@@ -512,5 +528,15 @@ mod tests {
             assert_eq!(flushed.damaged(), Some(Damaged(ptrs[1])));
             assert_eq!(target, [0; 8], "the crafted address is never written");
         }
+        // The word before a cached block's data (its owner word, where
+        // glibc keeps a chunk's size) overwritten: the next pop says so.
+        let bins = Bins::new();
+        let mut slot = [0u64; 10];
+        let block = slot_data(&mut slot);
+        // SAFETY: the test's own slot.
+        unsafe { bins.push(3, block, key) };
+        // SAFETY: the slot's owner word.
+        unsafe { block.as_ptr().sub(OWNER_OFFSET).cast::<usize>().write(0x41) };
+        assert_eq!(bins.pop(3, key), Err(Damaged(block)));
     }
 }

@@ -60,10 +60,38 @@ int main(int argc, char **argv) {
             memset(freed, 0, 16);
         p = malloc(32);
         printf("malloc returned %p (target %p)\n", (void *)p, (void *)target);
+    } else if (!strcmp(what, "size-word-small")) {
+        /* The word before a freed block's data (where glibc keeps the
+         * size) overwritten, then a malloc of that size. */
+        char *p = malloc(32);
+        char *volatile freed = p;
+        announce(p);
+        free(p);
+        ((size_t *)freed)[-1] = 0x41;
+        p = malloc(32);
+        printf("malloc returned %p\n", (void *)p);
+    } else if (!strcmp(what, "underrun-large")) {
+        /* An underrun over a large block's header (the words before its
+         * data): free must refuse to trust it, never unmap what it says. */
+        char *p = malloc(1 << 20);
+        announce(p);
+        memset(p - 24, 0, 16);
+        free(p);
+    } else if (!strcmp(what, "uaf-large")) {
+        /* A write after free into a large block kept for reuse: the next
+         * malloc that would reuse it says so. */
+        char *p = malloc(1 << 20);
+        char *volatile freed = p;
+        announce(p);
+        free(p);
+        memset(freed - 24, 0x41, 16);
+        p = malloc(1 << 20);
+        printf("malloc returned %p\n", (void *)p);
     } else {
         fprintf(stderr, "usage: misuse double-small|double-heap|double-large|"
                         "interior|misaligned|stack|realloc-freed|"
-                        "uaf-link-small|uaf-zero-small\n");
+                        "uaf-link-small|uaf-zero-small|size-word-small|"
+                        "underrun-large|uaf-large\n");
         return 2;
     }
     fprintf(stderr, "misuse %s was not caught\n", what);

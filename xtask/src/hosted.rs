@@ -36,7 +36,7 @@ const PROGRAMS: [&str; 7] = [
 ];
 /// Each misuse of `shim/tests/misuse.c` and the report it must abort with
 /// (followed by ` at <the address the program printed>`).
-const MISUSES: [(&str, &str); 9] = [
+const MISUSES: [(&str, &str); 12] = [
     ("double-small", "free(): double free"),
     ("double-heap", "free(): double free"),
     ("double-large", "free(): double free"),
@@ -44,14 +44,11 @@ const MISUSES: [(&str, &str); 9] = [
     ("misaligned", "free(): invalid pointer"),
     ("stack", "free(): invalid pointer"),
     ("realloc-freed", "realloc(): double free"),
-    (
-        "uaf-link-small",
-        "malloc(): freed block overwritten (write after free)",
-    ),
-    (
-        "uaf-zero-small",
-        "malloc(): freed block overwritten (write after free)",
-    ),
+    ("uaf-link-small", "malloc(): freed block overwritten"),
+    ("uaf-zero-small", "malloc(): freed block overwritten"),
+    ("size-word-small", "malloc(): freed block overwritten"),
+    ("underrun-large", "free(): corrupted block header"),
+    ("uaf-large", "malloc(): freed block overwritten"),
 ];
 
 /// Builds the shim and runs every C test against it.
