@@ -245,7 +245,7 @@ fn refill(t: &ThreadState, bin: usize) -> Option<NonNull<u8>> {
         if let Some(block) = NonNull::new(p) {
             // SAFETY: a fresh used block of at least the bin's size; the
             // bin was empty and a batch is at most half its limit.
-            unsafe { t.bins.push(bin, block, key) };
+            unsafe { t.bins.push(bin, block, tcache::salt(block, key)) };
         }
     }
     NonNull::new(got[0]).filter(|_| n > 0)
@@ -417,16 +417,17 @@ unsafe fn cache(
     if counted {
         t.count_active(Counter::Free);
     }
-    let key = seal::key();
+    // SAFETY: a used region block (its owner word is readable).
+    let salt = unsafe { tcache::salt(ptr, seal::key()) };
     // SAFETY: the block has at least 16 usable bytes.
-    if unsafe { tcache::looks_cached(ptr, key) } {
+    if unsafe { tcache::looks_cached(ptr, salt) } {
         check_not_cached(t, bin, ptr, call);
     }
     if t.bins.is_full(bin) {
-        free_list(t.bins.detach_after(bin, limit(bin) / 2, key), call);
+        free_list(t.bins.detach_after(bin, limit(bin) / 2, seal::key()), call);
     }
     // SAFETY: a used block of this bin's size, given up, not cached.
-    unsafe { t.bins.push(bin, ptr, key) };
+    unsafe { t.bins.push(bin, ptr, salt) };
     if t.bins.over_budget() {
         shed_over_budget(&t.bins, call);
     }

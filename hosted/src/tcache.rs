@@ -154,22 +154,30 @@ fn prefetch(block: *const u8) {
 /// is cached is caught too). Not the ring links, which a neighbour's
 /// split or alignment gap may change.
 ///
+/// The seal is `salt ^ next`, the salt being what is the block's own (see
+/// [`salt`]): a free computes it once for its double-free check and its
+/// push.
+#[derive(Clone, Copy)]
+pub struct Salt(usize);
+
+/// The salt of `block`'s seals: the key, the block's address and its
+/// owner word.
+///
 /// # Safety
 /// `block` is a region block's data (its owner word is readable).
 #[inline(always)]
-unsafe fn seal(block: *mut u8, next: *mut u8, key: usize) -> usize {
+pub unsafe fn salt(block: NonNull<u8>, key: usize) -> Salt {
     // SAFETY: forwarded from the caller.
-    let owner = unsafe { owner_word(block) };
-    key ^ (next as usize) ^ (block as usize).rotate_left(32) ^ owner.rotate_left(16)
+    let owner = unsafe { owner_word(block.as_ptr()) };
+    Salt(key ^ block.as_ptr() as usize ^ owner)
 }
 
 /// Writes `block`'s link and seal.
 ///
 /// # Safety
-/// The block's first 16 bytes belong to the cache; it is a region block's
-/// data (its owner word is readable).
+/// The block's first 16 bytes belong to the cache; `salt` is its salt.
 #[inline(always)]
-unsafe fn set_link(block: NonNull<u8>, next: *mut u8, key: usize) {
+unsafe fn set_link(block: NonNull<u8>, next: *mut u8, salt: Salt) {
     // SAFETY: forwarded from the caller.
     unsafe {
         block.as_ptr().cast::<*mut u8>().write(next);
@@ -177,7 +185,7 @@ unsafe fn set_link(block: NonNull<u8>, next: *mut u8, key: usize) {
             .as_ptr()
             .add(8)
             .cast::<usize>()
-            .write(seal(block.as_ptr(), next, key));
+            .write(salt.0 ^ next as usize);
     }
 }
 
@@ -189,14 +197,23 @@ unsafe fn set_link(block: NonNull<u8>, next: *mut u8, key: usize) {
 #[inline(always)]
 unsafe fn link(block: NonNull<u8>, key: usize) -> Result<*mut u8, Damaged> {
     // SAFETY: forwarded from the caller.
+    unsafe { salted_link(block, salt(block, key)) }
+}
+
+/// [`link`] with the block's salt.
+///
+/// # Safety
+/// As for [`link`]; `salt` is the block's.
+#[inline(always)]
+unsafe fn salted_link(block: NonNull<u8>, salt: Salt) -> Result<*mut u8, Damaged> {
+    // SAFETY: forwarded from the caller.
     let (next, sealed) = unsafe {
         (
             block.as_ptr().cast::<*mut u8>().read(),
             block.as_ptr().add(8).cast::<usize>().read(),
         )
     };
-    // SAFETY: forwarded from the caller.
-    if sealed == unsafe { seal(block.as_ptr(), next, key) } {
+    if sealed == salt.0 ^ next as usize {
         Ok(next)
     } else {
         Err(Damaged(block))
@@ -207,11 +224,12 @@ unsafe fn link(block: NonNull<u8>, key: usize) -> Result<*mut u8, Damaged> {
 /// was freed twice, or the program wrote the improbable pair itself.
 ///
 /// # Safety
-/// `block` is a used region block's data (16 usable bytes at least).
+/// `block` is a used region block's data (16 usable bytes at least);
+/// `salt` is its salt.
 #[inline(always)]
-pub unsafe fn looks_cached(block: NonNull<u8>, key: usize) -> bool {
+pub unsafe fn looks_cached(block: NonNull<u8>, salt: Salt) -> bool {
     // SAFETY: forwarded from the caller.
-    unsafe { link(block, key) }.is_ok()
+    unsafe { salted_link(block, salt) }.is_ok()
 }
 
 /// A list of blocks taken out of a bin. It stops at a damaged block
@@ -334,12 +352,13 @@ impl Bins {
     ///
     /// # Safety
     /// `block` is a used region block of usable size `usable_of_bin(bin)`
-    /// that nothing else uses, and not in any bin.
+    /// that nothing else uses, and not in any bin; `salt` is its
+    /// [`salt`].
     #[inline]
-    pub unsafe fn push(&self, bin: usize, block: NonNull<u8>, key: usize) {
+    pub unsafe fn push(&self, bin: usize, block: NonNull<u8>, salt: Salt) {
         debug_assert!(!self.is_full(bin));
         // SAFETY: the block's first 16 bytes are ours now (caller).
-        unsafe { set_link(block, self.heads[bin].get(), key) };
+        unsafe { set_link(block, self.heads[bin].get(), salt) };
         self.heads[bin].set(block.as_ptr());
         self.counts[bin].set(self.counts[bin].get() + 1);
         self.bytes.set(self.bytes.get() + block_of_bin(bin));
@@ -377,7 +396,7 @@ impl Bins {
             kept += 1;
         }
         // SAFETY: `last` is a listed block; cutting its link ends the bin.
-        unsafe { set_link(last, null_mut(), key) };
+        unsafe { set_link(last, null_mut(), salt(last, key)) };
         let gone = (self.counts[bin].get() - keep) as usize;
         self.bytes.set(self.bytes.get() - gone * block_of_bin(bin));
         self.counts[bin].set(keep);
@@ -449,9 +468,9 @@ mod tests {
         let ptrs: Vec<_> = slots.iter_mut().map(slot_data).collect();
         for &p in &ptrs {
             // SAFETY: test slots of 64 bytes, each pushed once.
-            unsafe { bins.push(bin, p, key) };
+            unsafe { bins.push(bin, p, salt(p, key)) };
             // SAFETY: a cached slot.
-            assert!(unsafe { looks_cached(p, key) });
+            assert!(unsafe { looks_cached(p, salt(p, key)) });
         }
         assert!(bins.is_full(bin));
         assert_eq!(bins.contains(bin, ptrs[0], key), Ok(true));
@@ -509,7 +528,7 @@ mod tests {
             let ptrs: Vec<_> = slots.iter_mut().map(slot_data).collect();
             for &p in &ptrs {
                 // SAFETY: test slots of 64 bytes, each pushed once.
-                unsafe { bins.push(bin, p, key) };
+                unsafe { bins.push(bin, p, salt(p, key)) };
             }
             // The program writes over the second block (ptrs[1]), which
             // links to the first.
@@ -534,7 +553,7 @@ mod tests {
         let mut slot = [0u64; 10];
         let block = slot_data(&mut slot);
         // SAFETY: the test's own slot.
-        unsafe { bins.push(3, block, key) };
+        unsafe { bins.push(3, block, salt(block, key)) };
         // SAFETY: the slot's owner word.
         unsafe { block.as_ptr().sub(OWNER_OFFSET).cast::<usize>().write(0x41) };
         assert_eq!(bins.pop(3, key), Err(Damaged(block)));
