@@ -14,7 +14,8 @@
 //!   0..=32, with each value, runs a fixed follow-up and prints a tally
 //!   (`--nocapture`); every case must keep the invariants, and in every
 //!   build every case that changed metadata must be detected;
-//! - `fuzz_regressions` replays every file of `fuzz/regressions/`;
+//! - `fuzz_regressions` replays every file of `fuzz/regressions/` (under Miri,
+//!   those of at most 64 bytes: longer ones take Miri tens of minutes);
 //! - `check_stays_out_of_the_gap_between_chunks`: a free-list link pointing
 //!   into the gap between two chunks of a region is reported by `check()`,
 //!   not followed.
@@ -383,6 +384,9 @@ fn report(groups: &[(String, Tally)]) {
     }
 }
 
+/// Longest reproducer `fuzz_regressions` replays under Miri.
+const MIRI_REGRESSION_BYTES: usize = 64;
+
 #[test]
 fn fuzz_regressions() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
@@ -394,6 +398,11 @@ fn fuzz_regressions() {
     for file in files {
         watchdog();
         let bytes = std::fs::read(&file).unwrap();
+        if cfg!(miri) && bytes.len() > MIRI_REGRESSION_BYTES {
+            // Long programs take Miri tens of minutes (every step checks
+            // the whole arena); they run natively in every build.
+            continue;
+        }
         let ops = adversary::decode(&bytes);
         println!("{}: {ops:?}", file.display());
         let outcome = catch_unwind(|| adversary::run(&ops))

@@ -183,9 +183,10 @@ pub fn miri() -> Result<(), String> {
             "integrity",
         ],
         // The adversarial sweep (a reduced subset under cfg(miri)), the
-        // chunk-gap check and the fuzz reproducers, plain build (about five
-        // minutes); the random programs and the `crc` build run natively
-        // only (the feature matrix).
+        // chunk-gap check and the fuzz reproducers of at most 64 bytes,
+        // plain build (about five minutes); the random programs, the longer
+        // reproducers and the `crc` build run natively only (the feature
+        // matrix).
         &[
             "--test",
             "adversarial",
