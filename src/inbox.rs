@@ -25,10 +25,22 @@
 //! heap lock. The deferred frees run under the inbox lock, so a push waits
 //! for at most one drain of [`INBOX_SLOTS`] frees.
 //!
-//! Invariants: `pending` counts entries plus kept errors, changed only
-//! under the inbox lock, so a zero read after the lock holder's release
-//! (or by the thread that pushed) means nothing waits; the inbox lock is
-//! taken either alone or inside the heap lock, never the other way round.
+//! A free waiting here is done by the heap's *next* acquisition: a holder
+//! that took the lock before the push does not see it, so a program that
+//! frees one block from two CPUs at once (a double free racing with
+//! itself) can have the second free done and the block handed out again
+//! by that holder before the first is drained, as a double free racing
+//! with the block's reuse escapes any allocator. The inbox trusts the
+//! owner word that chose it: a block whose owner word was forged to name
+//! another heap's region is judged (and refused: `NotBlockStart`, nothing
+//! changed) by that heap, not by the heap whose memory holds it, which
+//! [`PerCpuHeap::free`](crate::PerCpuHeap::free) would find.
+//!
+//! Invariants: `pending` is the number of entries plus kept errors, stored
+//! whole under the inbox lock, so a zero read after the lock holder's
+//! release (or by the thread that pushed) means nothing waits; the inbox
+//! lock is taken either alone or inside the heap lock, never the other way
+//! round.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -115,7 +127,7 @@ impl<L: RawLock> Inbox<L> {
         };
         *slot = Some(free);
         slots.len += 1;
-        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.publish(&slots);
         true
     }
 
@@ -141,11 +153,10 @@ impl<L: RawLock> Inbox<L> {
                 if let Some(slot) = slots.errors.get_mut(kept) {
                     *slot = Some(error);
                     slots.kept += 1;
-                    self.pending.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        self.pending.fetch_sub(n, Ordering::Relaxed);
+        self.publish(&slots);
         true
     }
 
@@ -155,8 +166,8 @@ impl<L: RawLock> Inbox<L> {
         if slots.kept == 0 {
             return None;
         }
-        let n = core::mem::take(&mut slots.kept);
-        self.pending.fetch_sub(n, Ordering::Relaxed);
+        slots.kept = 0;
+        self.publish(&slots);
         Some(Kept {
             errors: core::mem::replace(&mut slots.errors, [None; KEPT_ERRORS]),
         })
@@ -171,6 +182,14 @@ impl<L: RawLock> Inbox<L> {
             // SAFETY: held by a holder that will never run again (caller).
             unsafe { self.slots.force_unlock() };
         }
+    }
+
+    /// Sets `pending` from the slots (their lock held): stored whole, so
+    /// that a count a vanished holder left unfinished is made right by the
+    /// next holder.
+    fn publish(&self, slots: &Slots) {
+        self.pending
+            .store(slots.len + slots.kept, Ordering::Relaxed);
     }
 
     fn lock(&self, wait: bool) -> Option<crate::lock::LockGuard<'_, Slots, L>> {

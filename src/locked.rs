@@ -324,8 +324,9 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
             // SAFETY: held by a holder that will never run again (caller).
             unsafe { self.hooks.force_unlock() };
         }
-        // SAFETY: as above; a push cut short leaves at worst an entry not
-        // counted, which is never freed (a leak).
+        // SAFETY: as above; a push cut short leaves at worst its entry
+        // uncounted (never freed: a leak), or counted and not yet in
+        // `pending` (the next drain sets `pending` whole).
         unsafe { self.inbox.release_of_vanished_holder() };
     }
 
@@ -491,12 +492,10 @@ impl<P: FitPolicy, L: RawLock> LockedHeap<Heap<P>, L> {
         loop {
             let mut taken = [None; TRIM_BATCH];
             let mut count = 0;
-            self.heap
-                .lock()
-                .trim_at_most(TRIM_BATCH, &mut |start, len| {
-                    taken[count] = Some((start, len));
-                    count += 1;
-                })?;
+            self.acquire().trim_at_most(TRIM_BATCH, &mut |start, len| {
+                taken[count] = Some((start, len));
+                count += 1;
+            })?;
             for (start, len) in taken.into_iter().flatten() {
                 source.release(start, len);
                 total += len;
@@ -522,7 +521,7 @@ impl<B: Backend, L: RawLock> fmt::Debug for LockedHeap<B, L> {
     /// The backend's name and statistics, or `<locked>` if the lock is
     /// held: formatting never waits for the lock.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.heap.try_lock() {
+        match self.try_acquire() {
             Some(heap) => {
                 let stats = heap.stats();
                 drop(heap);

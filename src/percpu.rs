@@ -283,7 +283,9 @@ pub struct CpuCounters {
     pub allocations: u64,
     /// Blocks freed by this CPU, to whichever heap.
     pub frees: u64,
-    /// Of those frees, blocks owned by another CPU's heap.
+    /// Of those frees, blocks owned by another CPU's heap (a free left in
+    /// the owner's inbox counts when it is left, even if the owner then
+    /// refuses it as a misuse).
     pub remote_frees: u64,
 }
 

@@ -649,3 +649,129 @@ mod review {
         unsafe { heap.free(q) }.unwrap();
     }
 }
+
+// Repairs that meet a second damage (found by the random programs and a
+// review, 2026-12-06): the repair must never take back memory it cut off,
+// nor accept a link that skipped live blocks.
+
+/// Eight blocks of 64 bytes in a row, quick lists off.
+fn eight_blocks(arena: &Arena) -> (Heap, Vec<std::ptr::NonNull<u8>>) {
+    let mut heap = Heap::new();
+    // SAFETY: the arena outlives the heap.
+    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    heap.set_quick_depth(0).unwrap();
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    let blocks: Vec<_> = (0..8).map(|_| heap.allocate(layout).unwrap()).collect();
+    for (i, &b) in blocks.iter().enumerate() {
+        // SAFETY: a live block of 64 bytes.
+        unsafe { b.as_ptr().write_bytes(i as u8, 64) };
+    }
+    (heap, blocks)
+}
+
+/// The owner word before `data` (the plain build's header layout or the
+/// features', through the exported offset).
+fn owner_word_of(data: std::ptr::NonNull<u8>) -> *mut usize {
+    data.as_ptr()
+        .wrapping_sub(region_heap::raw::OWNER_OFFSET)
+        .cast()
+}
+
+/// The ring's `next` link (granules, an `i32` at the header's start).
+fn next_link_of(data: std::ptr::NonNull<u8>) -> *mut i32 {
+    data.as_ptr()
+        .wrapping_sub(region_heap::raw::DATA_OFFSET)
+        .cast()
+}
+
+/// Every block `allocate` hands out until it has no more room lies clear
+/// of the `held` blocks (64 bytes each), which keep their bytes.
+fn allocations_avoid(heap: &mut Heap, held: &[(std::ptr::NonNull<u8>, u8)]) {
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    let mut got = 0;
+    while let Ok(p) = heap.allocate(layout) {
+        let a = p.as_ptr().addr();
+        for &(h, _) in held {
+            let h = h.as_ptr().addr();
+            assert!(
+                a + 64 <= h || h + 64 <= a,
+                "{a:#x} overlaps a held block {h:#x}"
+            );
+        }
+        got += 1;
+        assert!(got < 10_000, "allocations go on for ever");
+    }
+    assert!(got > 100, "the heap still serves 64-byte blocks ({got})");
+    for &(h, fill) in held {
+        // SAFETY: the program's own live blocks.
+        let bytes = unsafe { std::slice::from_raw_parts(h.as_ptr(), 64) };
+        assert!(bytes.iter().all(|&b| b == fill), "held block {h:?} changed");
+    }
+}
+
+/// A header cut off by a quarantine whose owner word was damaged at the
+/// time (so no retag reached it) is written back, and the quarantined
+/// block's own `next` link is pointed at it: neither a free of it nor the
+/// repair's walks take it back, and allocation keeps working.
+#[test]
+fn memory_a_repair_cut_off_stays_cut_off() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, b) = eight_blocks(&arena);
+    // SAFETY: the program's blocks and their header words, as a buggy
+    // program writes them; the heap must report, never follow.
+    unsafe {
+        heap.free(b[3]).unwrap();
+        let saved: Vec<usize> = (2..=4).map(|i| owner_word_of(b[i]).read()).collect();
+        for &block in &b[2..=4] {
+            owner_word_of(block).write(0);
+        }
+        assert!(matches!(heap.free(b[1]), Err(HeapError::Corrupted { .. })));
+        for (k, i) in (2..=4).enumerate() {
+            owner_word_of(b[i]).write(saved[k]);
+        }
+        // The cut-off block 2 looks valid again: refused all the same.
+        assert!(matches!(
+            heap.free(b[2]),
+            Err(HeapError::Corrupted { .. } | HeapError::NotBlockStart { .. })
+        ));
+        // The quarantined block's `next` link now names block 2.
+        let granules = ((b[2].as_ptr().addr() - b[1].as_ptr().addr()) / GRANULE) as i32;
+        next_link_of(b[1]).write(granules);
+        let _ = heap.free(b[5]);
+    }
+    // Blocks 2 and 4 are still the program's (it never freed them).
+    allocations_avoid(&mut heap, &[(b[2], 2), (b[4], 4)]);
+    heap.check().unwrap();
+}
+
+/// A one-granule-step overrun makes a free block's `next` link skip two
+/// live blocks and land exactly on a real header: the repair quarantines
+/// the free block alone, and the skipped blocks stay the program's, intact
+/// and freeable.
+#[test]
+fn a_link_that_skips_live_blocks_is_not_accepted() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, b) = eight_blocks(&arena);
+    // SAFETY: as above.
+    unsafe {
+        heap.free(b[2]).unwrap();
+        // Block 2 is free; its link now skips blocks 3 and 4 to block 5.
+        let granules = ((b[5].as_ptr().addr() - b[2].as_ptr().addr()) / GRANULE) as i32;
+        next_link_of(b[2]).write(granules);
+        // Freeing block 3 meets the broken ring and is refused; the repair
+        // quarantines block 2 (its link is the damage) and block 3, which
+        // the error named.
+        assert!(matches!(heap.free(b[3]), Err(HeapError::Corrupted { .. })));
+        heap.check().unwrap();
+        let quarantined = HeapError::Corrupted {
+            addr: b[3].as_ptr().addr() - region_heap::raw::DATA_OFFSET,
+            what: region_heap::Corruption::Quarantined,
+        };
+        assert_eq!(heap.free(b[3]), Err(quarantined));
+        // Block 4 was not taken: freed as any live block.
+        assert!((0..64).all(|k| b[4].as_ptr().add(k).read() == 4));
+        heap.free(b[4]).unwrap();
+    }
+    allocations_avoid(&mut heap, &[(b[1], 1), (b[3], 3), (b[5], 5), (b[6], 6)]);
+    heap.check().unwrap();
+}

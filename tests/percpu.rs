@@ -430,6 +430,32 @@ fn a_free_left_in_the_inbox_is_done_before_the_owner_goes_on() {
     assert_eq!(heap.stats().used_blocks, 0);
 }
 
+/// A free left in the inbox is done before a `try_` call on the owner goes
+/// on, too (the path of interrupt handlers): the owner's `try_free` of the
+/// same block is a double free.
+#[test]
+fn try_free_meets_the_free_left_in_the_inbox() {
+    let arenas = arenas(2, ARENA);
+    let heap = heap_over::<2>(&arenas);
+    play_cpu(0);
+    // SAFETY: GlobalAlloc calls with valid layouts; the second free is the
+    // misuse under test, on memory the heap still owns.
+    unsafe {
+        let p = heap.alloc(layout(48));
+        play_cpu(1);
+        heap.dealloc(p, layout(48));
+        play_cpu(0);
+        let ptr = NonNull::new(p).unwrap();
+        let addr = p.addr();
+        assert_eq!(
+            heap.try_free(ptr),
+            Some(Err(HeapError::DoubleFree { addr }))
+        );
+    }
+    assert_eq!(heap.stats().used_blocks, 0);
+    heap.check().unwrap();
+}
+
 /// Past `INBOX_SLOTS` waiting frees, a remote free takes the owner's lock
 /// (it waits for it): every free is done once the owner's lock is free.
 #[test]
@@ -460,7 +486,12 @@ fn a_full_inbox_sends_the_free_to_the_owners_lock() {
         });
         // The first INBOX_SLOTS frees wait in the inbox; the next one
         // waits for heap 0's lock, held here.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while heap.cpu_counters(1).remote_frees < INBOX_SLOTS as u64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "remote frees wait for the owner's lock instead of its inbox"
+            );
             std::thread::yield_now();
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

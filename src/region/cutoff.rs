@@ -21,8 +21,9 @@
 use super::chunks::Chunk;
 use super::Region;
 
-/// Ranges remembered before the region falls back to walking rings.
-const RANGES: usize = 8;
+/// Ranges remembered before the region falls back to walking rings (a
+/// repair quarantines at most 16 ranges per chunk).
+const RANGES: usize = 16;
 
 /// The quarantined ranges of one region.
 pub(crate) struct CutOff {
@@ -57,6 +58,14 @@ impl CutOff {
             .iter()
             .any(|&(from, to)| from <= addr && addr < to)
     }
+
+    /// Whether `addr` lies strictly inside a range (past the quarantined
+    /// block's own header).
+    fn holds_inside(&self, addr: usize) -> bool {
+        self.ranges[..self.len]
+            .iter()
+            .any(|&(from, to)| from < addr && addr < to)
+    }
 }
 
 impl Region {
@@ -72,15 +81,25 @@ impl Region {
             || (self.cut_off.overflowed && !Self::ring_reaches(chunk, header))
     }
 
-    /// Whether walking `chunk`'s ring forward from its first block reaches
-    /// `header` (at most one step per granule of the chunk).
+    /// Whether `header` lies strictly inside a recorded range: a header
+    /// there was cut off from the ring, and a repair's walks must not take
+    /// it back in, whatever its links say (it ends the walk as damage).
+    #[inline]
+    pub(crate) fn is_inside_cut_off(&self, header: usize) -> bool {
+        self.cut_off.len != 0 && self.cut_off.holds_inside(header)
+    }
+
+    /// Whether walking `chunk`'s ring forward from its first block, over
+    /// links whose target links back, reaches `header` (at most one step
+    /// per granule of the chunk). A damaged link on the way says no: the
+    /// caller refuses the block, and the refusal leads to a repair.
     #[cold]
     fn ring_reaches(chunk: &Chunk, header: usize) -> bool {
         let mut at = Self::block_in(chunk, chunk.first());
         while at.addr() < header {
             match Self::next_in(chunk, at) {
-                Some(next) => at = next,
-                None => return false,
+                Some(next) if Self::prev_in(chunk, next) == Some(at) => at = next,
+                _ => return false,
             }
         }
         at.addr() == header

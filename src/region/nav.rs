@@ -203,7 +203,9 @@ impl Region {
         let size = self.vet_free_extent(&chunk, block)?;
         crate::integrity::check_free(block, self.scramble_depth())?;
         if self.is_cut_off(&chunk, block.addr()) {
-            return Err(damage(block.addr(), Corruption::Quarantined));
+            // A free list holds memory a repair cut off: the list is
+            // damaged (the repair that follows rebuilds it from the ring).
+            return Err(damage(block.addr(), Corruption::FreeList));
         }
         Ok((chunk, size))
     }

@@ -304,7 +304,8 @@ impl Region {
         integrity::check_free(block, self.scramble_depth())?;
         match self.chunk_of(block.addr()) {
             Some(chunk) if !self.is_cut_off(chunk, block.addr()) => {}
-            _ => return Err(damaged(Corruption::Quarantined)),
+            // The list holds memory a repair cut off: the list is damaged.
+            _ => return Err(damaged(Corruption::QuickList)),
         }
         Ok(Some((block, next)))
     }

@@ -148,7 +148,7 @@ impl Region {
                     self.backward_to(chunk, before, at)
                 };
             }
-            if !back || !self.is_own_header(at) {
+            if !back || !self.is_own_header(at) || self.is_inside_cut_off(at.addr()) {
                 return self.backward_to(chunk, before, at);
             }
             match Self::next_in(chunk, at) {
@@ -177,6 +177,7 @@ impl Region {
                 || past_front
                 || Self::next_in(chunk, prev) != Some(to)
                 || !self.is_own_header(prev)
+                || self.is_inside_cut_off(prev.addr())
             {
                 break;
             }

@@ -50,13 +50,13 @@ fn main() -> ExitCode {
 pub const STABLE_FEATURES: &str =
     "region-heap/crc,region-heap/guard,region-heap/scramble,region-heap/trace,region-heap/linked-list,region-heap/buddy,region-heap/allocator-api2,region-heap/portable-atomic,region-heap/x86_64";
 
-/// Every test and check of the project, in order of increasing cost.
 /// Seed of every property test's cases unless `PROPTEST_RNG_SEED` is set:
 /// the same commit tests the same cases on every machine, so a CI failure
 /// replays. `PROPTEST_RNG_SEED=<n> cargo xtask test` tries other cases;
 /// `cargo xtask fuzz` explores at length.
 const PROPTEST_SEED: &str = "20261206";
 
+/// Every test and check of the project, in order of increasing cost.
 fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
