@@ -692,7 +692,11 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// breaks this.
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
         // SAFETY: forwarded from the caller.
-        match unsafe { self.release(ptr, self.owner_hint(ptr), true, |heap| heap.free(ptr)) }? {
+        match unsafe {
+            self.release(ptr, self.owner_hint(ptr), self.current(), true, |heap| {
+                heap.free(ptr)
+            })
+        }? {
             Owner::Ran(_, size) => Ok(size),
             Owner::Abandoned => Ok(0),
             // Only a call that does not wait gives up on a lock.
@@ -711,7 +715,11 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// As for [`PerCpuHeap::free`].
     pub unsafe fn try_free(&self, ptr: NonNull<u8>) -> Option<Result<usize, HeapError>> {
         // SAFETY: forwarded from the caller.
-        match unsafe { self.release(ptr, self.owner_hint(ptr), false, |heap| heap.free(ptr)) } {
+        match unsafe {
+            self.release(ptr, self.owner_hint(ptr), self.current(), false, |heap| {
+                heap.free(ptr)
+            })
+        } {
             Ok(Owner::Ran(_, size)) => Some(Ok(size)),
             Ok(Owner::Abandoned) => Some(Ok(0)),
             Ok(Owner::Busy) => None,
@@ -734,6 +742,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         &self,
         mut next: impl FnMut() -> Option<NonNull<u8>>,
     ) -> (usize, Result<(), HeapError>) {
+        let cpu = self.current();
         let mut held: Option<(usize, LockGuard<'_, Heap<P>, L>)> = None;
         let (mut bytes, mut run) = (0, 0);
         let mut result = Ok(());
@@ -759,7 +768,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
             }
             if let Some((owner, heap)) = held.take() {
                 drop(heap);
-                self.count_frees(owner, core::mem::take(&mut run));
+                self.count_frees(cpu, owner, core::mem::take(&mut run));
             }
             // SAFETY: forwarded from the caller.
             match unsafe { self.locate(ptr, self.owner_hint(ptr), true) } {
@@ -786,7 +795,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         }
         if let Some((owner, heap)) = held {
             drop(heap);
-            self.count_frees(owner, run);
+            self.count_frees(cpu, owner, run);
         }
         (bytes, result)
     }
@@ -815,7 +824,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     }
 
     /// Runs `op` (a free of `ptr`) on the heap that owns `ptr` and counts
-    /// it; `Owner::Busy` when `wait` is false and a heap it needs is
+    /// it on CPU `cpu` (the running one); `Owner::Busy` when `wait` is false and a heap it needs is
     /// locked, `Owner::Abandoned` (`op` not run) when the owning heap is
     /// abandoned.
     ///
@@ -826,6 +835,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         &self,
         ptr: NonNull<u8>,
         hint: Option<usize>,
+        cpu: usize,
         wait: bool,
         op: impl FnOnce(&mut Heap<P>) -> Result<T, HeapError>,
     ) -> Result<Owner<T>, HeapError> {
@@ -833,7 +843,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         Ok(match unsafe { self.on_owner(ptr, hint, wait, op) }? {
             Owner::Ran(heap, result) => {
                 let value = result?;
-                self.count_frees(heap, 1);
+                self.count_frees(cpu, heap, 1);
                 Owner::Ran(heap, value)
             }
             Owner::Busy => Owner::Busy,
@@ -952,9 +962,9 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         refused.map_or(Found::Nowhere, Found::Refused)
     }
 
-    /// Counts `n` frees of blocks of heap `owner` on the running CPU.
-    fn count_frees(&self, owner: usize, n: usize) {
-        let cpu = self.current();
+    /// Counts `n` frees of blocks of heap `owner` on CPU `cpu` (the running
+    /// one, asked once per call).
+    fn count_frees(&self, cpu: usize, owner: usize, n: usize) {
         self.cpus[cpu].frees.fetch_add(n, Ordering::Relaxed);
         if owner != cpu {
             self.cpus[cpu].remote_frees.fetch_add(n, Ordering::Relaxed);
@@ -1058,15 +1068,17 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     pub(crate) unsafe fn deallocate_reporting(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded from the caller.
         let hint = unsafe { self.owner_hint(ptr) };
+        let cpu = self.current();
         // SAFETY: forwarded from the caller.
-        if unsafe { self.defer_remote(ptr, hint, layout) } {
+        if unsafe { self.defer_remote(ptr, hint, cpu, layout) } {
             return;
         }
         // SAFETY: forwarded from the caller.
-        let result = unsafe { self.release(ptr, hint, true, |heap| heap.deallocate(ptr, layout)) };
+        let result =
+            unsafe { self.release(ptr, hint, cpu, true, |heap| heap.deallocate(ptr, layout)) };
         // `Ok(Owner::Abandoned)`: a block of an abandoned heap, left alone.
         if let Err(error) = result {
-            self.cpus[self.current()].heap.report(&error);
+            self.cpus[cpu].heap.report(&error);
         }
     }
 
@@ -1076,14 +1088,20 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
     /// table does not know, an abandoned owner or a full inbox.
     ///
     /// # Safety
-    /// As for [`PerCpuHeap::free`], with `layout` the block's layout and
-    /// `hint` what [`PerCpuHeap::owner_hint`] said of `ptr`.
+    /// As for [`PerCpuHeap::free`], with `layout` the block's layout,
+    /// `hint` what [`PerCpuHeap::owner_hint`] said of `ptr` and `cpu` the
+    /// running CPU.
     #[inline]
-    unsafe fn defer_remote(&self, ptr: NonNull<u8>, hint: Option<usize>, layout: Layout) -> bool {
+    unsafe fn defer_remote(
+        &self,
+        ptr: NonNull<u8>,
+        hint: Option<usize>,
+        cpu: usize,
+        layout: Layout,
+    ) -> bool {
         let Some(owner) = hint else {
             return false;
         };
-        let cpu = self.current();
         if owner == cpu || self.cpus[owner].is_abandoned() {
             return false;
         }
@@ -1092,8 +1110,7 @@ impl<const CPUS: usize, P: FitPolicy, L: RawLock> PerCpuHeap<CPUS, P, L> {
         if !unsafe { self.cpus[owner].heap.defer_deallocate(ptr, layout) } {
             return false;
         }
-        self.cpus[cpu].frees.fetch_add(1, Ordering::Relaxed);
-        self.cpus[cpu].remote_frees.fetch_add(1, Ordering::Relaxed);
+        self.count_frees(cpu, owner, 1);
         true
     }
 

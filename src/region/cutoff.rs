@@ -74,11 +74,18 @@ impl Region {
     /// inside one. One compare while the region has never been repaired.
     #[inline]
     pub(crate) fn is_cut_off(&self, chunk: &Chunk, header: usize) -> bool {
-        if self.cut_off.len == 0 {
+        if !self.was_repaired() {
             return false;
         }
         self.cut_off.covers(header)
             || (self.cut_off.overflowed && !Self::ring_reaches(chunk, header))
+    }
+
+    /// Whether a repair ever quarantined a range of this region (until
+    /// then, nothing is cut off).
+    #[inline]
+    pub(crate) fn was_repaired(&self) -> bool {
+        self.cut_off.len != 0
     }
 
     /// Whether `header` lies strictly inside a recorded range: a header
@@ -86,7 +93,7 @@ impl Region {
     /// it back in, whatever its links say (it ends the walk as damage).
     #[inline]
     pub(crate) fn is_inside_cut_off(&self, header: usize) -> bool {
-        self.cut_off.len != 0 && self.cut_off.holds_inside(header)
+        self.was_repaired() && self.cut_off.holds_inside(header)
     }
 
     /// Whether walking `chunk`'s ring forward from its first block, over

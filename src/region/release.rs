@@ -302,10 +302,12 @@ impl Region {
             },
         };
         integrity::check_free(block, self.scramble_depth())?;
-        match self.chunk_of(block.addr()) {
-            Some(chunk) if !self.is_cut_off(chunk, block.addr()) => {}
-            // The list holds memory a repair cut off: the list is damaged.
-            _ => return Err(damaged(Corruption::QuickList)),
+        if self.was_repaired() {
+            match self.chunk_of(block.addr()) {
+                Some(chunk) if !self.is_cut_off(chunk, block.addr()) => {}
+                // The list holds memory a repair cut off: it is damaged.
+                _ => return Err(damaged(Corruption::QuickList)),
+            }
         }
         Ok(Some((block, next)))
     }
