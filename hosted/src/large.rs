@@ -559,6 +559,14 @@ mod tests {
     use super::*;
     use crate::source::counts;
 
+    /// A fresh set of large blocks, with the process key drawn first: the
+    /// key must not change under a sealed header, and the shim's own tests
+    /// initialise it concurrently.
+    fn blocks() -> LargeBlocks {
+        seal::init();
+        LargeBlocks::new()
+    }
+
     fn fill(p: NonNull<u8>, len: usize, byte: u8) {
         // SAFETY: `len` writable bytes (the tests' own blocks).
         unsafe { p.as_ptr().write_bytes(byte, len) };
@@ -573,7 +581,7 @@ mod tests {
 
     #[test]
     fn freed_mappings_are_reused_not_remapped() {
-        let large = LargeBlocks::new();
+        let large = blocks();
         let size = 5 << 20;
         let first = large.allocate(size, 16).unwrap().unwrap();
         assert!(first.zeroed && holds(first.ptr, size, 0));
@@ -600,7 +608,7 @@ mod tests {
 
     #[test]
     fn a_short_cached_range_grows_and_a_long_one_is_split() {
-        let large = LargeBlocks::new();
+        let large = blocks();
         let small = large.allocate(1 << 20, 16).unwrap().unwrap();
         fill(small.ptr, 1 << 20, 7);
         // SAFETY: live, freed once.
@@ -634,7 +642,7 @@ mod tests {
 
     #[test]
     fn aligned_blocks_and_resizes() {
-        let large = LargeBlocks::new();
+        let large = blocks();
         for align in [16, 64, 4096, 1 << 16, 1 << 21] {
             let g = large.allocate(300 << 10, align).unwrap().unwrap();
             assert_eq!(g.ptr.as_ptr() as usize % align, 0);
@@ -657,7 +665,7 @@ mod tests {
 
     #[test]
     fn the_cache_stays_within_a_quarter_above_the_peak() {
-        let large = LargeBlocks::new();
+        let large = blocks();
         let blocks: Vec<_> = (0..80)
             .map(|_| large.allocate(3 << 20, 16).unwrap().unwrap())
             .collect();
@@ -683,7 +691,7 @@ mod tests {
     /// copy was free keeps the cache.
     #[test]
     fn a_child_empties_a_cache_locked_at_fork() {
-        let large = LargeBlocks::new();
+        let large = blocks();
         let kept = large.allocate(1 << 20, 16).unwrap().unwrap();
         let cached = large.allocate(2 << 20, 16).unwrap().unwrap();
         // SAFETY: live, freed once.
@@ -710,7 +718,7 @@ mod tests {
 
     #[test]
     fn freed_neighbours_of_one_mapping_merge() {
-        let large = LargeBlocks::new();
+        let large = blocks();
         let whole = large.allocate(12 << 20, 16).unwrap().unwrap();
         // SAFETY: live, freed once.
         unsafe { large.free(whole.ptr).unwrap() };
@@ -742,7 +750,7 @@ mod tests {
     /// range's freed header: its reuse is refused.
     #[test]
     fn overwritten_headers_are_refused() {
-        let large = LargeBlocks::new();
+        let large = blocks();
         let g = large.allocate(1 << 20, 16).unwrap().unwrap();
         let h = header(g.ptr);
         // SAFETY: the block's own header; restored below.

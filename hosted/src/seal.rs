@@ -20,9 +20,12 @@ static KEY: AtomicUsize = AtomicUsize::new(0);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Damaged(pub NonNull<u8>);
 
-/// Draws the key; call once, before anything is sealed.
+/// Draws the key, before anything is sealed; later calls keep the key
+/// drawn first (records sealed with it stay valid).
 pub fn init() {
-    KEY.store(fresh(), Ordering::Relaxed);
+    if key() == 0 {
+        let _ = KEY.compare_exchange(0, fresh(), Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
 /// The key.
