@@ -470,6 +470,96 @@ impl<P: FitPolicy> Heap<P> {
         })
     }
 
+    /// Allocates up to `out.len()` blocks for `layout`, writing their
+    /// addresses to the front of `out`, as that many calls of
+    /// [`Heap::allocate`] would (same regions in the same order, same
+    /// checks, same statistics), but cheaper for the blocks that come from
+    /// the free index: after the quick list of their size, a region carves
+    /// the rest one after the other from the front of one free block that
+    /// holds them all (one search and one proof for the run, the blocks
+    /// side by side), else takes them one by one. This is what a cache in
+    /// front of the heap (a thread cache's refill) wants.
+    ///
+    /// Returns how many it allocated: all of them unless memory ran out.
+    /// An error only when it allocated none (as [`Heap::allocate`] would
+    /// return). Damage met after some blocks were allocated is handled as
+    /// `allocate` handles it (counted in [`Stats::misuses`], the
+    /// damage quarantined) and ends the batch early.
+    pub fn allocate_batch(
+        &mut self,
+        layout: Layout,
+        out: &mut [NonNull<u8>],
+    ) -> Result<usize, HeapError> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let (Some(size), true) = (block_size_for(layout.size()), layout.align() <= GRANULE) else {
+            // Oversized or aligned: the single path says why, or serves it.
+            return self.allocate_each(layout, out);
+        };
+        let mut got = 0;
+        for i in 0..self.count {
+            // SAFETY: a live region of this heap; `&mut self` makes the
+            // access exclusive.
+            let region = unsafe { &mut *self.regions[i].as_ptr() };
+            let before = region.c.used_bytes;
+            let want = out.len() - got;
+            let mut each = |block: Block| {
+                // SAFETY: a block just allocated for `layout.size()` bytes.
+                unsafe { integrity::on_allocate(block, layout.size()) };
+                trace!(
+                    self.sink,
+                    TraceEvent::Allocated {
+                        addr: block.data().as_ptr().addr(),
+                        size: layout.size(),
+                        align: layout.align(),
+                        block: block.size(),
+                    }
+                );
+                out[got] = block.data();
+                got += 1;
+            };
+            // SAFETY: a live region of this heap, borrowed exclusively.
+            let result = unsafe { region.allocate_many(size, want, P::BEST_FIT, &mut each) };
+            let grown = region.c.used_bytes - before;
+            self.account_growth(grown);
+            match result {
+                Ok(_) if got == out.len() => break,
+                Ok(_) => {}
+                Err((_, error)) => {
+                    let error = self.misuse(error);
+                    self.ops.allocations += got as u64;
+                    return if got == 0 { Err(error) } else { Ok(got) };
+                }
+            }
+        }
+        self.ops.allocations += got as u64;
+        if got == 0 {
+            self.ops.failures += 1;
+            return Err(HeapError::OutOfMemory {
+                size: layout.size(),
+                align: layout.align(),
+            });
+        }
+        Ok(got)
+    }
+
+    /// [`Heap::allocate_batch`] by single allocations.
+    fn allocate_each(
+        &mut self,
+        layout: Layout,
+        out: &mut [NonNull<u8>],
+    ) -> Result<usize, HeapError> {
+        for (got, slot) in out.iter_mut().enumerate() {
+            match self.allocate(layout) {
+                Ok(ptr) => *slot = ptr,
+                Err(error) if got == 0 => return Err(error),
+                Err(_) => return Ok(got),
+            }
+        }
+        Ok(out.len())
+    }
+
     /// Allocates `layout` with every byte zeroed.
     pub fn allocate_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
         let ptr = self.allocate(layout)?;
@@ -1319,6 +1409,153 @@ mod tests {
         // SAFETY: live.
         unsafe { heap.free(p) }.unwrap();
         balanced(&heap);
+    }
+
+    #[test]
+    fn a_batch_is_a_run_of_blocks_side_by_side() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        heap.set_quick_depth(0).unwrap();
+        let mut one = heap_over(&Arena::new(64 << 10));
+        one.set_quick_depth(0).unwrap();
+        let mut out = [NonNull::dangling(); 20];
+        assert_eq!(heap.allocate_batch(layout(40, 8), &mut out), Ok(20));
+        let stride = block_size_for(40).unwrap();
+        for (i, pair) in out.windows(2).enumerate() {
+            assert_eq!(
+                pair[1].as_ptr().addr() - pair[0].as_ptr().addr(),
+                stride,
+                "block {i}"
+            );
+        }
+        for (i, p) in out.iter().enumerate() {
+            // SAFETY: 40 writable bytes each.
+            unsafe { p.as_ptr().write_bytes(i as u8, 40) };
+        }
+        for (i, p) in out.iter().enumerate() {
+            // SAFETY: as written above.
+            let data = unsafe { core::slice::from_raw_parts(p.as_ptr(), 40) };
+            assert!(
+                data.iter().all(|&b| b == i as u8),
+                "block {i} kept its bytes"
+            );
+        }
+        // The same counts as twenty single allocations.
+        for _ in 0..20 {
+            one.allocate(layout(40, 8)).unwrap();
+        }
+        let (a, b) = (heap.stats(), one.stats());
+        assert_eq!(
+            (a.used_blocks, a.free_blocks, a.in_use_bytes, a.allocations),
+            (b.used_blocks, b.free_blocks, b.in_use_bytes, b.allocations)
+        );
+        balanced(&heap);
+        for p in out {
+            // SAFETY: live blocks of this heap, freed once.
+            unsafe { heap.free(p).unwrap() };
+        }
+        assert_eq!(heap.stats().used_blocks, 0);
+        balanced(&heap);
+    }
+
+    #[test]
+    fn a_batch_fills_the_smallest_holes_first_and_stops_when_memory_ends() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        heap.set_quick_depth(0).unwrap();
+        let stride = block_size_for(100).unwrap();
+        // Holes of three blocks between live ones, then the free tail.
+        let live: std::vec::Vec<_> = (0..40)
+            .map(|_| heap.allocate(layout(100, 8)).unwrap())
+            .collect();
+        for group in live.chunks(4) {
+            for &p in &group[..3] {
+                // SAFETY: live blocks, freed once.
+                unsafe { heap.free(p).unwrap() };
+            }
+        }
+        let mut out = [NonNull::dangling(); 3];
+        assert_eq!(heap.allocate_batch(layout(100, 8), &mut out), Ok(3));
+        let addrs: std::vec::Vec<_> = out.iter().map(|p| p.as_ptr().addr()).collect();
+        let hole = addrs[0];
+        assert_eq!(addrs, [hole, hole + stride, hole + 2 * stride]);
+        assert!(
+            live.chunks(4).any(|group| group[0].as_ptr().addr() == hole),
+            "a hole, not the tail"
+        );
+        balanced(&heap);
+        // A batch bigger than the memory left: as many as fit, then out of
+        // memory for an empty heap.
+        let mut many = std::vec![NonNull::dangling(); 1000];
+        let got = heap.allocate_batch(layout(100, 8), &mut many).unwrap();
+        assert!((1..1000).contains(&got), "{got}");
+        assert!(heap.stats().largest_free < stride);
+        balanced(&heap);
+        assert!(matches!(
+            heap.allocate_batch(layout(100, 8), &mut out),
+            Err(HeapError::OutOfMemory {
+                size: 100,
+                align: 8
+            })
+        ));
+        // Oversized and aligned layouts get what single calls get.
+        let huge = layout(isize::MAX as usize - 64, 8);
+        assert_eq!(
+            heap.allocate_batch(huge, &mut out).err(),
+            heap.allocate(huge).err()
+        );
+        for p in many[..got].iter().chain(&out).chain(
+            &live[3..]
+                .iter()
+                .step_by(4)
+                .copied()
+                .collect::<std::vec::Vec<_>>(),
+        ) {
+            // SAFETY: live blocks, freed once.
+            unsafe { heap.free(*p).unwrap() };
+        }
+        let mut aligned = [NonNull::dangling(); 4];
+        assert_eq!(heap.allocate_batch(layout(64, 256), &mut aligned), Ok(4));
+        assert!(aligned.iter().all(|p| p.as_ptr().addr() % 256 == 0));
+        balanced(&heap);
+    }
+
+    #[test]
+    fn a_batch_reports_damage_and_keeps_what_it_took() {
+        let arena = Arena::new(64 << 10);
+        let mut heap = heap_over(&arena);
+        heap.set_quick_depth(0).unwrap();
+        let live: std::vec::Vec<_> = (0..8)
+            .map(|_| heap.allocate(layout(64, 8)).unwrap())
+            .collect();
+        // A hole of four blocks, which a batch of two is carved from.
+        for &p in &live[2..6] {
+            // SAFETY: live blocks, freed once.
+            unsafe { heap.free(p).unwrap() };
+        }
+        // An overrun of `live[1]` over the free block's header (its links).
+        let header = live[2].as_ptr().wrapping_sub(DATA_OFFSET);
+        // SAFETY: the header lies in the arena.
+        unsafe { header.write_bytes(0x41, 8) };
+        let mut out = [NonNull::dangling(); 2];
+        let result = heap.allocate_batch(layout(64, 8), &mut out);
+        assert!(
+            matches!(result, Err(HeapError::Corrupted { addr, .. }) if addr == header.addr()),
+            "{result:?}"
+        );
+        assert_eq!(heap.stats().misuses, 1);
+        // Quarantined: the next batch is served from the tail, the live
+        // blocks are intact.
+        assert_eq!(heap.allocate_batch(layout(64, 8), &mut out), Ok(2));
+        assert!(out
+            .iter()
+            .all(|p| p.as_ptr().addr() > live[7].as_ptr().addr()));
+        heap.check().unwrap();
+        for p in live[..2].iter().chain(&live[6..]).chain(&out) {
+            // SAFETY: live blocks, freed once.
+            unsafe { heap.free(*p).unwrap() };
+        }
+        heap.check().unwrap();
     }
 
     #[test]

@@ -21,6 +21,7 @@ const PIECE: usize = 32 << 10;
 #[derive(Clone, Debug)]
 enum Op {
     Alloc { size: usize, align_shift: u32 },
+    AllocBatch { size: usize, count: usize },
     Free { pick: usize },
     Realloc { pick: usize, size: usize },
     AddPiece { as_region: bool, priority: u8 },
@@ -32,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => (0usize..1500, prop_oneof![8 => 0u32..=4, 2 => 5u32..=12])
             .prop_map(|(size, align_shift)| Op::Alloc { size, align_shift }),
+        2 => (0usize..600, 1usize..40).prop_map(|(size, count)| Op::AllocBatch { size, count }),
         7 => any::<usize>().prop_map(|pick| Op::Free { pick }),
         3 => (any::<usize>(), 0usize..3000).prop_map(|(pick, size)| Op::Realloc { pick, size }),
         1 => (any::<bool>(), 0u8..3).prop_map(|(as_region, priority)| Op::AddPiece { as_region, priority }),
@@ -155,6 +157,36 @@ impl<P: FitPolicy> Model<P> {
                         assert!(
                             largest < size + align + MIN_BLOCK,
                             "refused {size}/{align} with {largest} free"
+                        );
+                    }
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            }
+            Op::AllocBatch { size, count } => {
+                let layout = Layout::from_size_align(size, 8).unwrap();
+                let before = self.heap.stats().allocations;
+                let mut out = vec![NonNull::dangling(); count];
+                match self.heap.allocate_batch(layout, &mut out) {
+                    Ok(got) => {
+                        assert!((1..=count).contains(&got));
+                        assert_eq!(self.heap.stats().allocations, before + got as u64);
+                        if got < count {
+                            // Fewer only when no free block holds one more.
+                            let largest = self.heap.stats().largest_free;
+                            assert!(
+                                largest < size + MIN_BLOCK,
+                                "stopped at {got} with {largest} free"
+                            );
+                        }
+                        for &ptr in &out[..got] {
+                            self.admit(ptr, size, 8);
+                        }
+                    }
+                    Err(HeapError::OutOfMemory { .. }) => {
+                        let largest = self.heap.stats().largest_free;
+                        assert!(
+                            largest < size + MIN_BLOCK,
+                            "refused {size} with {largest} free"
                         );
                     }
                     Err(e) => panic!("unexpected {e}"),

@@ -377,23 +377,17 @@ impl Arenas {
 
     /// Allocates up to `out.len()` blocks of `layout` from one heap under
     /// one lock; returns how many (at least 1 unless memory ran out).
-    pub fn allocate_batch(&self, hint: &mut usize, layout: Layout, out: &mut [*mut u8]) -> usize {
+    pub fn allocate_batch(
+        &self,
+        hint: &mut usize,
+        layout: Layout,
+        out: &mut [NonNull<u8>],
+    ) -> usize {
         if !self.has_usable_heap() {
             return 0;
         }
         let batch = self.heaps.with_heap(*hint, layout, |heap| {
-            self.counted(heap, |heap| {
-                let mut n = 0;
-                while n < out.len() {
-                    match heap.allocate(layout) {
-                        Ok(p) => out[n] = p.as_ptr(),
-                        Err(e) if n == 0 => return Err(e),
-                        Err(_) => break,
-                    }
-                    n += 1;
-                }
-                Ok(n)
-            })
+            self.counted(heap, |heap| heap.allocate_batch(layout, out))
         });
         match batch {
             Ok((n, served)) => {
@@ -555,13 +549,13 @@ mod tests {
     fn batches_and_in_place_resizes() {
         let arenas = Box::leak(Box::new(Arenas::new()));
         arenas.init(2, false).unwrap();
-        let mut out = [core::ptr::null_mut(); 16];
+        let mut out = [NonNull::dangling(); 16];
         assert_eq!(arenas.allocate_batch(&mut 1, layout(48), &mut out), 16);
         for p in out {
             // SAFETY: live blocks of the batch.
-            assert_eq!(unsafe { arenas.owner_of(p) }, Some(1));
+            assert_eq!(unsafe { arenas.owner_of(p.as_ptr()) }, Some(1));
         }
-        let last = NonNull::new(out[15]).unwrap();
+        let last = out[15];
         // SAFETY: the last block of the batch has the free tail after it.
         unsafe {
             assert_eq!(arenas.resize_in_place(last, 4000), Ok(true));
@@ -573,7 +567,7 @@ mod tests {
             arenas
                 .free_all(|| {
                     i += 1;
-                    out.get(i - 1).map(|&p| NonNull::new(p).unwrap())
+                    out.get(i - 1).copied()
                 })
                 .unwrap();
         }
@@ -610,13 +604,13 @@ mod tests {
         let mut hint = 1;
         let d = arenas.allocate(&mut hint, layout(100)).unwrap();
         assert_eq!(hint, 0, "the hint left the abandoned heap");
-        let mut out = [core::ptr::null_mut(); 8];
+        let mut out = [NonNull::dangling(); 8];
         assert_eq!(arenas.allocate_batch(&mut 1, layout(32), &mut out), 8);
         // SAFETY: live blocks; their headers are readable.
         unsafe {
             assert_eq!(arenas.owner_of(d.as_ptr()), Some(0));
             for p in out {
-                assert_eq!(arenas.owner_of(p), Some(0));
+                assert_eq!(arenas.owner_of(p.as_ptr()), Some(0));
             }
         }
 
@@ -629,9 +623,7 @@ mod tests {
             let mut list = [a, c, d].into_iter();
             arenas.free_all(|| list.next()).unwrap();
             let mut batch = out.into_iter();
-            arenas
-                .free_all(|| batch.next().map(|p| NonNull::new(p).unwrap()))
-                .unwrap();
+            arenas.free_all(|| batch.next()).unwrap();
         }
         assert_eq!(used_blocks(arenas, 1), used1, "frees to heap 1 dropped");
         assert_eq!(used_blocks(arenas, 0), 0, "heap 0 got its blocks back");
@@ -692,7 +684,7 @@ mod tests {
         assert!(!arenas.has_usable_heap());
         assert!(arenas.allocate(&mut 0, layout(16)).is_none());
         assert_eq!(
-            arenas.allocate_batch(&mut 1, layout(16), &mut [core::ptr::null_mut(); 4]),
+            arenas.allocate_batch(&mut 1, layout(16), &mut [NonNull::dangling(); 4]),
             0
         );
     }
@@ -773,9 +765,9 @@ mod tests {
             }
             note(arenas, &live);
             // A batch, as the thread caches refill.
-            let mut out = [core::ptr::null_mut(); 32];
+            let mut out = [NonNull::dangling(); 32];
             let n = arenas.allocate_batch(&mut hint, layout(16 * (1 + rng.below(128))), &mut out);
-            live.extend(out[..n].iter().map(|&p| NonNull::new(p).unwrap()));
+            live.extend(&out[..n]);
             note(arenas, &live);
             // In-place resizes, up and down.
             for _ in 0..10 {

@@ -79,6 +79,7 @@ use region_heap::{HeapError, MIN_BLOCK};
 
 use crate::arenas::Arenas;
 use crate::cpu::online_cpus;
+use crate::depot::Depot;
 use crate::large::{self, tag_freed, tag_used, LargeBlocks};
 use crate::misuse::{report, Misuse};
 use crate::seal::{self, Damaged};
@@ -93,6 +94,8 @@ pub const MAX_REQUEST: usize = isize::MAX as usize;
 
 static ARENAS: Arenas = Arenas::new();
 static LARGE: LargeBlocks = LargeBlocks::new();
+/// Whole bins passed from freeing threads to allocating ones.
+static DEPOT: Depot = Depot::new();
 
 const UNINIT: u8 = 0;
 const RUNNING: u8 = 1;
@@ -233,22 +236,32 @@ fn allocate_slow(size: usize, counter: Option<Counter>) -> Option<(NonNull<u8>, 
 /// Takes a batch for bin `bin` from a heap: one block for the caller,
 /// the rest into the (empty) bin.
 fn refill(t: &ThreadState, bin: usize) -> Option<NonNull<u8>> {
+    if let Some(chain) = DEPOT.take(bin) {
+        if let Err(chain) = t.bins.adopt(chain) {
+            free_list(chain.into_list(seal::key()), "malloc");
+        }
+        match t.bins.pop(bin, seal::key()) {
+            Ok(Some(block)) => return Some(block),
+            Ok(None) => {}
+            Err(Damaged(at)) => report("malloc", Misuse::Overwritten, at.as_ptr() as usize),
+        }
+    }
     let layout = Layout::from_size_align(tcache::usable_of_bin(bin), 16).ok()?;
-    let mut got = [core::ptr::null_mut(); 64];
+    let mut got = [NonNull::dangling(); 64];
     let want = tcache::batch(bin).min(got.len());
     let mut hint = t.hint();
     let n = ARENAS.allocate_batch(&mut hint, layout, &mut got[..want]);
     t.set_hint(hint);
     t.bins.set_budget(tcache::budget(ARENAS.handed_out()));
     let key = seal::key();
-    for &p in got.iter().take(n).skip(1) {
-        if let Some(block) = NonNull::new(p) {
-            // SAFETY: a fresh used block of at least the bin's size; the
-            // bin was empty and a batch is at most half its limit.
-            unsafe { t.bins.push(bin, block, tcache::salt(block, key)) };
-        }
+    // Pushed last to first, so that the bin hands them out in address
+    // order (a run's blocks lie side by side).
+    for &block in got[1..n.max(1)].iter().rev() {
+        // SAFETY: a fresh used block of at least the bin's size; the bin
+        // was empty and a batch is at most half its limit.
+        unsafe { t.bins.push(bin, block, tcache::salt(block, key)) };
     }
-    NonNull::new(got[0]).filter(|_| n > 0)
+    (n > 0).then_some(got[0])
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two).
@@ -424,7 +437,7 @@ unsafe fn cache(
         check_not_cached(t, bin, ptr, call);
     }
     if t.bins.is_full(bin) {
-        free_list(t.bins.detach_after(bin, limit(bin) / 2, seal::key()), call);
+        empty_full_bin(&t.bins, bin, call);
     }
     // SAFETY: a used block of this bin's size, given up, not cached.
     unsafe { t.bins.push(bin, ptr, salt) };
@@ -446,7 +459,7 @@ fn shed_over_budget(bins: &Bins, call: &'static str) {
     for bin in 0..tcache::BINS {
         let len = bins.len(bin);
         if len > 1 {
-            free_list(bins.detach_after(bin, len / 2, seal::key()), call);
+            give_back(bins.detach_after(bin, len / 2, seal::key()), call);
         }
     }
 }
@@ -454,7 +467,12 @@ fn shed_over_budget(bins: &Bins, call: &'static str) {
 /// A freed block's seal fits its link: a double free if it is in the bin.
 #[cold]
 fn check_not_cached(t: &ThreadState, bin: usize, ptr: NonNull<u8>, call: &'static str) {
-    match t.bins.contains(bin, ptr, seal::key()) {
+    let key = seal::key();
+    let found = match t.bins.contains(bin, ptr, key) {
+        Ok(false) => DEPOT.contains(bin, ptr, key),
+        other => other,
+    };
+    match found {
         Ok(true) => report(call, Misuse::DoubleFree, ptr.as_ptr() as usize),
         Ok(false) => {}
         Err(Damaged(at)) => report(call, Misuse::Overwritten, at.as_ptr() as usize),
@@ -505,9 +523,13 @@ unsafe fn release_region(ptr: NonNull<u8>, call: &'static str, counted: bool) {
     } else {
         None
     };
+    // A thread that only frees (the consumer of a producer/consumer pair)
+    // gets its cache on its first free, as one that allocates does on its
+    // first allocation: else each of its frees would take a heap's lock.
     // SAFETY: a used block of the bin's size, given up.
-    let cached =
-        bin.is_some_and(|bin| thread::with(|t| unsafe { cache(t, bin, ptr, call, counted) }));
+    let cached = bin.is_some_and(|bin| {
+        thread::with(|t| t.activate() && unsafe { cache(t, bin, ptr, call, counted) })
+    });
     if cached {
         return;
     }
@@ -525,6 +547,38 @@ fn fault_addr(e: &HeapError, ptr: NonNull<u8>) -> usize {
         | HeapError::DoubleFree { addr }
         | HeapError::Corrupted { addr, .. } => addr,
         _ => ptr.as_ptr() as usize,
+    }
+}
+
+/// Makes room in full bin `bin`: the whole bin onto the depot's shelf
+/// (no walk), else its older half back to the heaps.
+#[cold]
+fn empty_full_bin(bins: &Bins, bin: usize, call: &'static str) {
+    let key = seal::key();
+    if let Ok(chain) = bins.detach_all(bin, key).into_chain() {
+        match DEPOT.put(chain) {
+            Ok(()) => return,
+            Err(chain) => {
+                if let Err(chain) = bins.adopt(chain) {
+                    free_list(chain.into_list(key), call);
+                    return;
+                }
+            }
+        }
+    }
+    free_list(bins.detach_after(bin, limit(bin) / 2, key), call);
+}
+
+/// Gives a list detached from a bin to the threads that allocate:
+/// onto the depot's shelf if it fits there, else back to the heaps.
+fn give_back(list: Detached, call: &'static str) {
+    match list.into_chain() {
+        Ok(chain) => {
+            if let Err(chain) = DEPOT.put(chain) {
+                free_list(chain.into_list(seal::key()), call);
+            }
+        }
+        Err(list) => free_list(list, call),
     }
 }
 
@@ -722,6 +776,11 @@ pub fn print_stat(heaps: bool) {
         .dec(live as u64)
         .put(b" bytes\n");
     line.write_stderr();
+    let mut line = Text::<64>::new();
+    line.put(b"  depot: ")
+        .dec(DEPOT.bytes() as u64)
+        .put(b" bytes of cached blocks\n");
+    line.write_stderr();
 }
 
 /// `pthread_atfork` child handler (the only fork handler: see the module
@@ -746,6 +805,7 @@ pub unsafe fn fork_child() {
     unsafe {
         ARENAS.after_fork_in_child();
         LARGE.after_fork_in_child();
+        DEPOT.after_fork_in_child();
         thread::after_fork_in_child();
     }
 }
@@ -773,6 +833,12 @@ pub fn abandoned_heaps() -> u64 {
 pub(crate) fn init_for_tests() {
     prefer_mmap();
     assert!(ensure_init());
+}
+
+/// Blocks on the depot's shelves: used in their heaps, waiting for a
+/// thread to take them (tests, diagnostics).
+pub fn depot_blocks() -> usize {
+    DEPOT.blocks()
 }
 
 /// Runs `f` on each per-CPU heap under its lock (tests, diagnostics).

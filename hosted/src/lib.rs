@@ -12,6 +12,8 @@
 //!   bounded cache, resized with `mremap`;
 //! - [`tcache`] and [`thread`]: the per-thread cache of small blocks, the
 //!   thread's heap hint and counters, flushed when the thread exits;
+//! - [`depot`]: whole bins of cached blocks passed from the threads that
+//!   free them to the threads that allocate them;
 //! - [`global`]: the process-wide allocator made of those parts;
 //! - [`malloc`]: the C functions with glibc's semantics (errno, overflow,
 //!   alignment, `realloc` rules), which the `region-heap-shim` cdylib
@@ -33,6 +35,7 @@
 
 pub mod arenas;
 pub mod cpu;
+pub mod depot;
 pub mod global;
 pub mod large;
 pub mod lock;

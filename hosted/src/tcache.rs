@@ -238,6 +238,9 @@ pub struct Detached {
     next: *mut u8,
     key: usize,
     damaged: Option<Damaged>,
+    /// The bin and length of a list cut off whole and not walked yet (it
+    /// can become a [`Chain`]); `None` otherwise.
+    whole: Option<(usize, u32)>,
 }
 
 impl Detached {
@@ -246,12 +249,82 @@ impl Detached {
             next: head,
             key,
             damaged: None,
+            whole: None,
         }
     }
 
     /// The damaged block the list stopped at, if any.
     pub fn damaged(&self) -> Option<Damaged> {
         self.damaged
+    }
+
+    /// Walks the list for `block`; `Err` if it stops at a damaged block
+    /// first.
+    fn find(mut self, block: NonNull<u8>) -> Result<bool, Damaged> {
+        let found = self.any(|b| b == block);
+        match self.damaged() {
+            Some(damaged) if !found => Err(damaged),
+            _ => Ok(found),
+        }
+    }
+
+    /// The list as a [`Chain`], if it was cut off whole from a bin and
+    /// not walked since; else the list itself, to walk.
+    pub fn into_chain(self) -> Result<Chain, Detached> {
+        match (self.whole, NonNull::new(self.next)) {
+            (Some((bin, len)), Some(head)) if len > 0 => Ok(Chain { head, bin, len }),
+            _ => Err(self),
+        }
+    }
+}
+
+/// A whole list of one bin's blocks, as a bin held it (links sealed), moved
+/// between threads as a unit (see `depot`): its head, bin and length.
+///
+/// Invariant (made only by [`Detached::into_chain`]): `head` starts a list
+/// of `len` blocks, each a used region block of usable size
+/// `usable_of_bin(bin)` that nothing else uses, linked and sealed as a
+/// bin's blocks are, the last link null unless a program wrote over it.
+pub struct Chain {
+    head: NonNull<u8>,
+    bin: usize,
+    len: u32,
+}
+
+// SAFETY: a chain owns its blocks (nothing else uses them); nothing in it
+// belongs to a thread.
+unsafe impl Send for Chain {}
+
+impl Chain {
+    /// The bin whose blocks it holds.
+    pub fn bin(&self) -> usize {
+        self.bin
+    }
+
+    /// Blocks it holds.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Never: a chain holds at least one block.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of its blocks (as [`block_of_bin`] counts them).
+    pub fn bytes(&self) -> usize {
+        self.len as usize * block_of_bin(self.bin)
+    }
+
+    /// Whether `block` is one of its blocks; `Err` if the walk meets a
+    /// block overwritten since it was cached.
+    pub fn contains(&self, block: NonNull<u8>, key: usize) -> Result<bool, Damaged> {
+        Detached::new(self.head.as_ptr(), key).find(block)
+    }
+
+    /// Its blocks, one by one (to give them back to their heaps).
+    pub fn into_list(self, key: usize) -> Detached {
+        Detached::new(self.head.as_ptr(), key)
     }
 }
 
@@ -367,12 +440,7 @@ impl Bins {
     /// Whether `block` is listed in bin `bin`; `Err` if the walk meets a
     /// block overwritten while cached.
     pub fn contains(&self, bin: usize, block: NonNull<u8>, key: usize) -> Result<bool, Damaged> {
-        let mut list = Detached::new(self.heads[bin].get(), key);
-        let found = list.any(|b| b == block);
-        match list.damaged() {
-            Some(damaged) if !found => Err(damaged),
-            _ => Ok(found),
-        }
+        Detached::new(self.heads[bin].get(), key).find(block)
     }
 
     /// Keeps the `keep` most recently cached blocks of bin `bin` and
@@ -397,17 +465,35 @@ impl Bins {
         }
         // SAFETY: `last` is a listed block; cutting its link ends the bin.
         unsafe { set_link(last, null_mut(), salt(last, key)) };
-        let gone = (self.counts[bin].get() - keep) as usize;
-        self.bytes.set(self.bytes.get() - gone * block_of_bin(bin));
+        let gone = self.counts[bin].get() - keep;
+        self.bytes
+            .set(self.bytes.get() - gone as usize * block_of_bin(bin));
         self.counts[bin].set(keep);
+        list.whole = Some((bin, gone));
         list
     }
 
     /// Empties bin `bin` and returns its blocks.
     pub fn detach_all(&self, bin: usize, key: usize) -> Detached {
-        let gone = self.counts[bin].replace(0) as usize;
-        self.bytes.set(self.bytes.get() - gone * block_of_bin(bin));
-        Detached::new(self.heads[bin].replace(null_mut()), key)
+        let gone = self.counts[bin].replace(0);
+        self.bytes
+            .set(self.bytes.get() - gone as usize * block_of_bin(bin));
+        let mut list = Detached::new(self.heads[bin].replace(null_mut()), key);
+        list.whole = Some((bin, gone));
+        list
+    }
+
+    /// Makes `chain` the content of its bin, which must be empty (a bin
+    /// about to be refilled); gives the chain back if the bin is not.
+    pub fn adopt(&self, chain: Chain) -> Result<(), Chain> {
+        let bin = chain.bin;
+        if self.counts[bin].get() != 0 || chain.len > limit(bin) {
+            return Err(chain);
+        }
+        self.heads[bin].set(chain.head.as_ptr());
+        self.counts[bin].set(chain.len);
+        self.bytes.set(self.bytes.get() + chain.bytes());
+        Ok(())
     }
 }
 
@@ -454,6 +540,42 @@ mod tests {
     fn slot_data(slot: &mut [u64; 10]) -> NonNull<u8> {
         // Derived from the whole slot: the header words are reachable.
         NonNull::new(slot.as_mut_ptr().wrapping_add(2).cast::<u8>()).unwrap()
+    }
+
+    #[test]
+    fn only_lists_cut_off_whole_become_chains_and_only_empty_bins_adopt() {
+        let key = 0x5eed;
+        let bin = 3;
+        let mut slots = vec![[0u64; 10]; 4];
+        let ptrs: Vec<_> = slots.iter_mut().map(slot_data).collect();
+        let bins = Bins::new();
+        for &p in &ptrs {
+            // SAFETY: test slots of 64 bytes, each pushed once.
+            unsafe { bins.push(bin, p, salt(p, key)) };
+        }
+        let tail = bins.detach_after(bin, 1, key).into_chain().ok().unwrap();
+        assert_eq!((tail.bin(), tail.len()), (bin, 3));
+        assert_eq!(tail.contains(ptrs[0], key), Ok(true));
+        assert_eq!(tail.contains(ptrs[3], key), Ok(false), "kept in the bin");
+        // A list that has been walked is no chain any more.
+        let mut walked = bins.detach_all(bin, key);
+        assert_eq!(walked.next(), Some(ptrs[3]));
+        assert!(walked.into_chain().is_err());
+        // An empty bin's list is none either.
+        assert!(bins.detach_all(bin, key).into_chain().is_err());
+        // A bin holding blocks refuses a chain; an empty one takes it.
+        // SAFETY: a slot taken out of the bin above.
+        unsafe { bins.push(bin, ptrs[3], salt(ptrs[3], key)) };
+        let tail = bins.adopt(tail).err().unwrap();
+        assert_eq!(bins.len(bin), 1);
+        assert_eq!(bins.pop(bin, key), Ok(Some(ptrs[3])));
+        bins.adopt(tail).ok().unwrap();
+        assert_eq!(bins.len(bin), 3);
+        assert_eq!(bins.bytes(), 3 * block_of_bin(bin));
+        assert_eq!(
+            bins.detach_all(bin, key).collect::<Vec<_>>(),
+            ptrs[..3].iter().rev().copied().collect::<Vec<_>>()
+        );
     }
 
     #[test]

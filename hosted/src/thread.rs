@@ -14,7 +14,8 @@
 //! linked). Elsewhere a `thread_local!` holds the state.
 //!
 //! Its life has three phases:
-//! - `Fresh`: not used yet; the first slow-path call activates it;
+//! - `Fresh`: not used yet; the first slow-path call (an allocation, or
+//!   the free of a block the cache holds) activates it;
 //! - `Active`: the cache is in use; the state is on the registry and a
 //!   `pthread` key holds its address, so that the key's destructor flushes
 //!   the cache when the thread exits;

@@ -37,8 +37,9 @@ fn an_exiting_thread_flushes_its_cache() {
     .unwrap();
     assert_eq!(
         used_blocks(),
-        before,
-        "the exit hook gave every cached block back"
+        before + global::depot_blocks(),
+        "the exit hook gave every cached block back (the cache shed some to \
+         the depot while the thread ran: they wait there for other threads)"
     );
     global::for_each_heap(|_, heap| heap.check().unwrap());
 }

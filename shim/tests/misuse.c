@@ -87,11 +87,32 @@ int main(int argc, char **argv) {
         memset(freed - 24, 0x41, 16);
         p = malloc(1 << 20);
         printf("malloc returned %p\n", (void *)p);
+    } else if (!strcmp(what, "double-shelved") || !strcmp(what, "uaf-shelved")) {
+        /* 10,000 frees of one size overflow the thread's bin (4,096 blocks
+         * at most) more than once: its full contents go to the depot's
+         * shelf, the first freed block with them. A second free of that
+         * block, or a write after free into it and the mallocs that reach
+         * it, must be reported. */
+        enum { N = 10000 };
+        static char *blocks[N];
+        for (int i = 0; i < N; i++)
+            blocks[i] = malloc(32);
+        char *volatile first = blocks[0];
+        announce(first);
+        for (int i = 0; i < N; i++)
+            free(blocks[i]);
+        if (what[0] == 'd') {
+            free(first);
+        } else {
+            memset(first, 0, 16);
+            for (int i = 0; i < N; i++)
+                blocks[i] = malloc(32);
+        }
     } else {
         fprintf(stderr, "usage: misuse double-small|double-heap|double-large|"
                         "interior|misaligned|stack|realloc-freed|"
                         "uaf-link-small|uaf-zero-small|size-word-small|"
-                        "underrun-large|uaf-large\n");
+                        "underrun-large|uaf-large|double-shelved|uaf-shelved\n");
         return 2;
     }
     fprintf(stderr, "misuse %s was not caught\n", what);

@@ -97,6 +97,102 @@ impl Region {
         unsafe { self.allocate_uncached(size, align, best_fit) }
     }
 
+    /// Allocates up to `count` blocks of `size` bytes (a `block_size_for`
+    /// result; data aligned to a granule) for one batch, handing each to
+    /// `each` as it is taken, as `count` calls of [`Region::allocate`]
+    /// would, but cheaper: the quick list of that size first, then runs
+    /// carved one block after the other from the front of a free block
+    /// that holds two or more ([`Region::carve_run`]: one search and one
+    /// proof per run, its blocks side by side), else one by one.
+    /// Returns how many it took (fewer than `count` when the region has no
+    /// room left); on damage, how many it took before and the error (the
+    /// damaged block or list is left as it was).
+    ///
+    /// # Safety
+    /// As for [`Region::allocate`].
+    pub(crate) unsafe fn allocate_many(
+        &mut self,
+        size: usize,
+        count: usize,
+        best_fit: bool,
+        each: &mut impl FnMut(Block),
+    ) -> Result<usize, (usize, HeapError)> {
+        let mut taken = 0;
+        while taken < count {
+            let quick = match quick_class(size) {
+                Some(q) => self.pop_quick(q).map_err(|e| (taken, e))?,
+                None => None,
+            };
+            if let Some(block) = quick {
+                each(block);
+                taken += 1;
+                continue;
+            }
+            if count - taken > 1 {
+                // SAFETY: forwarded.
+                match unsafe { self.carve_run(size, count - taken, each) } {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        taken += n;
+                        continue;
+                    }
+                    Err(e) => return Err((taken, e)),
+                }
+            }
+            // SAFETY: forwarded.
+            match unsafe { self.allocate_uncached(size, GRANULE, best_fit) } {
+                Ok(Some(block)) => {
+                    each(block);
+                    taken += 1;
+                }
+                Ok(None) => break,
+                Err(e) => return Err((taken, e)),
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Carves up to `count` blocks of `size` bytes one after the other from
+    /// the front of one free block that holds at least two (the good fit of
+    /// two: the smallest such holes are used first), as many as it holds,
+    /// handing each to `each`; `Ok(0)` if no free block holds two, an error
+    /// (nothing carved) if the one found is damaged.
+    ///
+    /// # Safety
+    /// As for [`Region::allocate`].
+    unsafe fn carve_run(
+        &mut self,
+        size: usize,
+        count: usize,
+        each: &mut impl FnMut(Block),
+    ) -> Result<usize, HeapError> {
+        let Some(found) = size
+            .checked_mul(2)
+            .and_then(|two| self.index.find_good_fit(two))
+        else {
+            return Ok(0);
+        };
+        let (_, mut total) = self.vet_free(found)?;
+        // The proven size is what counts (its class promises two blocks).
+        let run = count.min(total / size);
+        let mut block = found;
+        for carved in 1..=run {
+            // SAFETY: `block` is the proven free block, or the free tail
+            // the previous `take` split off it (written by that `take`, on
+            // the index, its successor not free): `total` bytes, at least
+            // `size` for each block still to carve (`run` says so).
+            let used = unsafe { self.take(block, total, size) };
+            each(used);
+            if carved < run {
+                // At least `2 * size` bytes were left, so `take` split.
+                total -= size;
+                // SAFETY: a linked block; its successor is that tail.
+                block = unsafe { used.next() };
+            }
+        }
+        Ok(run)
+    }
+
     /// The index and flush part of [`Region::allocate`], kept out of line
     /// so that a quick-list hit runs a short function.
     ///

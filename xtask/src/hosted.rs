@@ -6,9 +6,10 @@
 //!   the heaps kept off the break (`REGIONHEAP_BRK=0`) and with
 //!   `REGIONHEAP_STATS=1`, whose report must count at least the calls the
 //!   program says it made;
-//! - `misuse`: double frees (thread cache, heap, large mapping), interior,
-//!   misaligned and stack pointers, `realloc` of a freed block: each must
-//!   die of `SIGABRT` after naming the address on stderr;
+//! - `misuse`: double frees (thread cache, depot shelf, heap, large
+//!   mapping), interior, misaligned and stack pointers, `realloc` of a
+//!   freed block, writes after free and over headers: each must die of
+//!   `SIGABRT` after naming the address on stderr;
 //! - `fork`: forks while threads allocate; the children allocate;
 //! - `fork_stdio`: forks while threads run `getline` and `fflush(NULL)`
 //!   (glibc bug 19431); a hang makes its watchdog fail it;
@@ -36,7 +37,7 @@ const PROGRAMS: [&str; 7] = [
 ];
 /// Each misuse of `shim/tests/misuse.c` and the report it must abort with
 /// (followed by ` at <the address the program printed>`).
-const MISUSES: [(&str, &str); 12] = [
+const MISUSES: [(&str, &str); 14] = [
     ("double-small", "free(): double free"),
     ("double-heap", "free(): double free"),
     ("double-large", "free(): double free"),
@@ -49,6 +50,8 @@ const MISUSES: [(&str, &str); 12] = [
     ("size-word-small", "malloc(): freed block overwritten"),
     ("underrun-large", "free(): corrupted block header"),
     ("uaf-large", "malloc(): freed block overwritten"),
+    ("double-shelved", "free(): double free"),
+    ("uaf-shelved", "malloc(): freed block overwritten"),
 ];
 
 /// Builds the shim and runs every C test against it.
