@@ -53,7 +53,8 @@ install_missing gcc libc6-dev python3 git coreutils time \
 
 bin=$data/bin
 mkdir -p "$bin"
-for src in larson bench_simple bench_thread alloc_test large loop_small loop_mixed; do
+for src in larson bench_simple bench_thread alloc_test prodcons tiny_threads mixed_small \
+    tree_rebuild large loop_small loop_mixed; do
     gcc -O2 -Wall -Wextra -Werror -fno-builtin -pthread \
         -o "$bin/$src" "$here/$src.c" -lm
 done

@@ -14,7 +14,9 @@
 //!
 //! Bounds: a shelf holds at most [`SLOTS`] chains, the depot at most
 //! [`MAX_BYTES`] of blocks; a chain that does not fit goes back to the
-//! heaps as before. Neither side ever waits here: a shelf whose lock is
+//! heaps as before. Only while several threads have their cache active
+//! does a thread shelve anything (`thread::several_active`): for a single
+//! thread the depot would only keep blocks from merging in the heap. Neither side ever waits here: a shelf whose lock is
 //! busy is skipped (`try_lock`), as if it were full or empty.
 //!
 //! Misuses: chains keep the bins' sealed links, so a write after free into
@@ -99,6 +101,9 @@ impl Depot {
     /// The chain shelved last for bin `bin`, if any (and its shelf is not
     /// busy).
     pub fn take(&self, bin: usize) -> Option<Chain> {
+        if self.bytes.load(Ordering::Relaxed) == 0 {
+            return None; // the common case of a single thread: no lock
+        }
         let mut shelf = self.shelves[bin].0.try_lock()?;
         let chain = shelf.pop()?;
         self.bytes.fetch_sub(chain.bytes(), Ordering::Relaxed);

@@ -551,19 +551,24 @@ fn fault_addr(e: &HeapError, ptr: NonNull<u8>) -> usize {
 }
 
 /// Makes room in full bin `bin`: the whole bin onto the depot's shelf
-/// (no walk), else its older half back to the heaps.
+/// (no walk) while several threads use their caches, else (or if the
+/// shelf refuses it) its older half back to the heaps.
 #[cold]
 fn empty_full_bin(bins: &Bins, bin: usize, call: &'static str) {
     let key = seal::key();
-    if let Ok(chain) = bins.detach_all(bin, key).into_chain() {
-        match DEPOT.put(chain) {
-            Ok(()) => return,
-            Err(chain) => {
-                if let Err(chain) = bins.adopt(chain) {
-                    free_list(chain.into_list(key), call);
-                    return;
-                }
-            }
+    // A single thread gets nothing from the depot: it would only keep the
+    // blocks from merging back in the heap.
+    if thread::several_active() {
+        let refused = match bins.detach_all(bin, key).into_chain() {
+            Ok(chain) => match DEPOT.put(chain) {
+                Ok(()) => return,
+                Err(chain) => chain,
+            },
+            // Not for a full bin; handled all the same.
+            Err(list) => return free_list(list, call),
+        };
+        if let Err(chain) = bins.adopt(refused) {
+            return free_list(chain.into_list(key), call);
         }
     }
     free_list(bins.detach_after(bin, limit(bin) / 2, key), call);
@@ -572,6 +577,9 @@ fn empty_full_bin(bins: &Bins, bin: usize, call: &'static str) {
 /// Gives a list detached from a bin to the threads that allocate:
 /// onto the depot's shelf if it fits there, else back to the heaps.
 fn give_back(list: Detached, call: &'static str) {
+    if !thread::several_active() {
+        return free_list(list, call);
+    }
     match list.into_chain() {
         Ok(chain) => {
             if let Err(chain) = DEPOT.put(chain) {

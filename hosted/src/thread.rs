@@ -34,7 +34,7 @@
 
 use core::cell::Cell;
 use core::ptr::null;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -129,6 +129,8 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry { head: null() });
 /// Calls of exited threads and of threads in the `Bypass` phase.
 static SHARED: Counts = Counts::new();
 static KEY: AtomicU32 = AtomicU32::new(0);
+/// States on the registry (threads whose cache is active).
+static ACTIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
 static KEY_READY: AtomicBool = AtomicBool::new(false);
 
 /// Creates the `pthread` key whose destructor flushes an exiting thread's
@@ -183,6 +185,14 @@ fn unlink(registry: &mut Registry, state: &ThreadState) {
     }
     state.next.set(null());
     state.prev.set(null());
+    ACTIVE_THREADS.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Whether more than one thread has its cache active: only then may a
+/// block one thread frees be allocated by another soon (see `depot`).
+#[inline]
+pub fn several_active() -> bool {
+    ACTIVE_THREADS.load(Ordering::Relaxed) > 1
 }
 
 impl ThreadState {
@@ -226,6 +236,7 @@ impl ThreadState {
                 unsafe { (*registry.head).prev.set(self) };
             }
             registry.head = self;
+            ACTIVE_THREADS.fetch_add(1, Ordering::Relaxed);
         }
         let key = KEY.load(Ordering::Relaxed);
         // SAFETY: a key created by `init_exit_hook`; the value is this
@@ -315,6 +326,7 @@ pub unsafe fn after_fork_in_child() {
         } else {
             registry.head = null();
         }
+        ACTIVE_THREADS.store(usize::from(s.is_active()), Ordering::Relaxed);
         return;
     }
     let mut registry = acquire(&REGISTRY);
@@ -332,6 +344,7 @@ pub unsafe fn after_fork_in_child() {
             SHARED.absorb(&s.counts);
         }
     }
+    ACTIVE_THREADS.store(usize::from(!registry.head.is_null()), Ordering::Relaxed);
 }
 
 #[cfg(test)]

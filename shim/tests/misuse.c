@@ -2,7 +2,19 @@
  * (before any free, so that printf's own buffer cannot take the freed
  * block's place). region-heap must report it on stderr with that address
  * and abort. */
+#include <pthread.h>
+
 #include "common.h"
+
+enum { SHELVED = 10000 };
+static char *shelved[SHELVED];
+
+static void *free_shelved(void *arg) {
+    (void)arg;
+    for (int i = 0; i < SHELVED; i++)
+        free(shelved[i]);
+    return NULL;
+}
 
 static void announce(void *p) {
     printf("%p\n", p);
@@ -88,25 +100,26 @@ int main(int argc, char **argv) {
         p = malloc(1 << 20);
         printf("malloc returned %p\n", (void *)p);
     } else if (!strcmp(what, "double-shelved") || !strcmp(what, "uaf-shelved")) {
-        /* 10,000 frees of one size overflow the thread's bin (4,096 blocks
-         * at most) more than once: its full contents go to the depot's
-         * shelf, the first freed block with them. A second free of that
-         * block, or a write after free into it and the mallocs that reach
-         * it, must be reported. */
-        enum { N = 10000 };
-        static char *blocks[N];
-        for (int i = 0; i < N; i++)
-            blocks[i] = malloc(32);
-        char *volatile first = blocks[0];
+        /* A second thread frees 10,000 blocks of one size that this thread
+         * allocated: they overflow its bin (4,096 blocks at most) more than
+         * once, and with two threads at work its full bins go to the
+         * depot's shelf, the first freed block with them. A second free of
+         * that block, or a write after free into it and the mallocs that
+         * reach it, must be reported. */
+        for (int i = 0; i < SHELVED; i++)
+            shelved[i] = malloc(32);
+        char *volatile first = shelved[0];
         announce(first);
-        for (int i = 0; i < N; i++)
-            free(blocks[i]);
+        pthread_t consumer;
+        if (pthread_create(&consumer, NULL, free_shelved, NULL) != 0 ||
+            pthread_join(consumer, NULL) != 0)
+            return 2;
         if (what[0] == 'd') {
             free(first);
         } else {
             memset(first, 0, 16);
-            for (int i = 0; i < N; i++)
-                blocks[i] = malloc(32);
+            for (int i = 0; i < SHELVED; i++)
+                shelved[i] = malloc(32);
         }
     } else {
         fprintf(stderr, "usage: misuse double-small|double-heap|double-large|"
