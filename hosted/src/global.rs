@@ -9,7 +9,8 @@
 //!
 //! Routing:
 //! - `size >= large::THRESHOLD`, or an alignment that large: a mapping;
-//! - `size <= tcache::MAX_SIZE`: the thread cache, refilled in batches;
+//! - `size <= tcache::MAX_SIZE` (32 KiB): the thread cache, refilled in
+//!   batches;
 //! - otherwise: a per-CPU heap, under its lock.
 //!
 //! `free` reads the owner word before the data (where the core's
@@ -399,8 +400,9 @@ pub unsafe fn release(ptr: NonNull<u8>, call: &'static str, counted: bool) {
             // SAFETY: a used region block the caller gives up (so owns).
             let usable = unsafe { usable_size_unlocked(ptr.as_ptr()) };
             if let Some(bin) = bin_of_usable(usable) {
-                // SAFETY: a used region block of usable size `(bin + 1) * 16`
-                // (exact: the cache is on only when `EXACT_USABLE`).
+                // SAFETY: a used region block of at least
+                // `usable_of_bin(bin)` usable bytes (exact: the cache is on
+                // only when `EXACT_USABLE`).
                 if thread::with(|t| unsafe { cache(t, bin, ptr, call, counted) }) {
                     return;
                 }
@@ -414,7 +416,8 @@ pub unsafe fn release(ptr: NonNull<u8>, call: &'static str, counted: bool) {
 /// Puts a freed block into the thread's bin; false if the cache is off.
 ///
 /// # Safety
-/// `ptr` is a used region block of usable size `(bin + 1) * 16` that
+/// `ptr` is a used region block of at least `usable_of_bin(bin)` usable
+/// bytes (exactly, up to `EXACT_MAX`) that
 /// nothing uses any more.
 #[inline(always)]
 unsafe fn cache(
@@ -646,9 +649,9 @@ unsafe fn resize_region(ptr: NonNull<u8>, size: usize, call: &'static str) -> Op
         if usable - size < MIN_BLOCK {
             return Some(ptr);
         }
-        usable > tcache::MAX_SIZE
+        usable > tcache::EXACT_MAX
     } else {
-        size > tcache::MAX_SIZE && size < large::THRESHOLD
+        size > tcache::EXACT_MAX && size < large::THRESHOLD
     };
     if in_place {
         // SAFETY: a used region block the caller owns.

@@ -255,9 +255,12 @@ fn usable_size_covers_the_request() {
         let p = malloc(size);
         // SAFETY: a live block.
         let usable = unsafe { malloc_usable_size(p) };
-        // A large block may reuse a cached range with an unsplit tail.
+        // A large block may reuse a cached range with an unsplit tail; the
+        // thread cache's bins above 2 KiB round up by less than a quarter.
         let slack = if size >= large::THRESHOLD {
             (size / 8).max(large::SPLIT_MIN) + 8192
+        } else if size > region_heap_hosted::tcache::EXACT_MAX {
+            size / 4 + 64
         } else {
             64
         };
