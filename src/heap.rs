@@ -471,20 +471,25 @@ impl<P: FitPolicy> Heap<P> {
     }
 
     /// Allocates up to `out.len()` blocks for `layout`, writing their
-    /// addresses to the front of `out`, as that many calls of
-    /// [`Heap::allocate`] would (same regions in the same order, same
-    /// checks, same statistics), but cheaper for the blocks that come from
-    /// the free index: after the quick list of their size, a region carves
-    /// the rest one after the other from the front of one free block that
-    /// holds them all (one search and one proof for the run, the blocks
-    /// side by side), else takes them one by one. This is what a cache in
-    /// front of the heap (a thread cache's refill) wants.
+    /// addresses to the front of `out`, with what that many calls of
+    /// [`Heap::allocate`] would do: the same regions in the same order, the
+    /// same checks, the same counters (one `failures` if it ran out of
+    /// memory before the end). Cheaper for the blocks that come from the
+    /// free index: after the quick list of their size, a region carves
+    /// runs of blocks one after the other from the front of a free block
+    /// that holds two or more (one search and one proof per run, the blocks
+    /// side by side), else takes them one by one. (So placement differs:
+    /// a run takes the good fit of two blocks where `BestFit` single calls
+    /// would fill one-block holes first.) This is what a cache in front of
+    /// the heap (a thread cache's refill) wants.
     ///
     /// Returns how many it allocated: all of them unless memory ran out.
-    /// An error only when it allocated none (as [`Heap::allocate`] would
+    /// An error only when it allocated none (what [`Heap::allocate`] would
     /// return). Damage met after some blocks were allocated is handled as
-    /// `allocate` handles it (counted in [`Stats::misuses`], the
-    /// damage quarantined) and ends the batch early.
+    /// `allocate` handles it (counted in [`Stats::misuses`], the damage
+    /// quarantined) and ends the batch, which returns the blocks it has:
+    /// the error itself is not returned then (a caller that must report
+    /// every misuse watches `misuses`).
     pub fn allocate_batch(
         &mut self,
         layout: Layout,
@@ -523,19 +528,20 @@ impl<P: FitPolicy> Heap<P> {
             let result = unsafe { region.allocate_many(size, want, P::BEST_FIT, &mut each) };
             let grown = region.c.used_bytes - before;
             self.account_growth(grown);
-            match result {
-                Ok(_) if got == out.len() => break,
-                Ok(_) => {}
-                Err((_, error)) => {
-                    let error = self.misuse(error);
-                    self.ops.allocations += got as u64;
-                    return if got == 0 { Err(error) } else { Ok(got) };
-                }
+            if let Err(error) = result {
+                let error = self.misuse(error);
+                self.ops.allocations += got as u64;
+                return if got == 0 { Err(error) } else { Ok(got) };
+            }
+            if got == out.len() {
+                break;
             }
         }
         self.ops.allocations += got as u64;
-        if got == 0 {
+        if got < out.len() {
             self.ops.failures += 1;
+        }
+        if got == 0 {
             return Err(HeapError::OutOfMemory {
                 size: layout.size(),
                 align: layout.align(),

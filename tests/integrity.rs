@@ -246,6 +246,37 @@ mod scramble {
     }
 
     #[test]
+    fn a_batch_checks_every_block_it_carves_as_single_calls_do() {
+        let arena = Arena::new(64 << 10);
+        let (mut heap, w) = witnessed_heap(&arena);
+        heap.set_quick_depth(0).unwrap();
+        let victim = heap.allocate(l(1000)).unwrap();
+        let fillers = fill_up(&mut heap);
+        unsafe { heap.free(victim) }.unwrap();
+        // A write after free where the second 64-byte block of a run will
+        // have its data: the proof of the freed block covers its ends only.
+        let stride = (64 + region_heap::BLOCK_OVERHEAD)
+            .next_multiple_of(GRANULE)
+            .max(region_heap::MIN_BLOCK);
+        let second = header_of(victim).wrapping_add(stride);
+        let at = second.wrapping_add(HEADER_SIZE + 16);
+        unsafe { at.write(0x00) };
+        let mut out = [NonNull::dangling(); 4];
+        let got = heap.allocate_batch(l(64), &mut out);
+        // The first block is carved and handed out; the second one's
+        // pattern is checked before it is taken, and the batch ends there.
+        assert_eq!(got, Ok(1));
+        assert_eq!(out[0], victim);
+        assert_eq!(heap.stats().misuses, 1);
+        heap.check().unwrap();
+        free_witnesses(&mut heap, w);
+        for p in fillers.into_iter().chain([out[0]]) {
+            unsafe { heap.free(p) }.unwrap();
+        }
+        heap.check().unwrap();
+    }
+
+    #[test]
     fn the_check_depth_is_a_setting() {
         let arena = Arena::new(64 << 10);
         let (mut heap, w) = witnessed_heap(&arena);

@@ -29,9 +29,11 @@
 //! chains leak there), see [`Depot::after_fork_in_child`].
 //!
 //! Invariants: every shelved chain is a [`Chain`] of its shelf's bin (its
-//! invariant holds: nothing else uses its blocks); `bytes` is at most
-//! [`MAX_BYTES`] and at least the sum of the shelved chains' bytes (a
-//! chain is counted a moment before it is shelved).
+//! invariant holds: nothing else uses its blocks); `bytes` is at least the
+//! sum of the shelved chains' bytes (a chain is counted a moment before it
+//! is shelved), and that sum never exceeds [`MAX_BYTES`] (a put that would
+//! take `bytes` past it is refused and uncounted, so `bytes` itself exceeds
+//! the bound only for that moment).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};

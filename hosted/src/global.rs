@@ -49,7 +49,8 @@
 //! - if every heap was abandoned, a spare heap serves the child; past the
 //!   spares, every request is served by a large mapping (slow, sound);
 //! - the large-block cache, if its lock was held, is emptied (its ranges
-//!   leak), and large blocks work as before;
+//!   leak), and large blocks work as before; so is each depot shelf whose
+//!   lock was held (its chains leak);
 //! - the thread registry keeps only the forking thread; its thread cache
 //!   stays in use, the other threads' caches leak; their counters are
 //!   kept if the registry's lock was free, else dropped from `get_stat`;
@@ -234,8 +235,9 @@ fn allocate_slow(size: usize, counter: Option<Counter>) -> Option<(NonNull<u8>, 
     })
 }
 
-/// Takes a batch for bin `bin` from a heap: one block for the caller,
-/// the rest into the (empty) bin.
+/// Fills the (empty) bin `bin` and takes one block for the caller: a
+/// whole chain from the depot if its shelf has one, else a batch from a
+/// heap (`Heap::allocate_batch`, under one lock).
 fn refill(t: &ThreadState, bin: usize) -> Option<NonNull<u8>> {
     if let Some(chain) = DEPOT.take(bin) {
         if let Err(chain) = t.bins.adopt(chain) {
@@ -467,7 +469,11 @@ fn shed_over_budget(bins: &Bins, call: &'static str) {
     }
 }
 
-/// A freed block's seal fits its link: a double free if it is in the bin.
+/// A freed block's seal fits its link: the block is cached (a seal is
+/// cleared whenever a block leaves the caches: `pop`, [`free_list`]), so
+/// this free is a double free. The walk of this thread's bin and of the
+/// depot's shelf tells it from a write that damaged the bin; a block found
+/// in neither sits in another thread's bin.
 #[cold]
 fn check_not_cached(t: &ThreadState, bin: usize, ptr: NonNull<u8>, call: &'static str) {
     let key = seal::key();
@@ -476,8 +482,7 @@ fn check_not_cached(t: &ThreadState, bin: usize, ptr: NonNull<u8>, call: &'stati
         other => other,
     };
     match found {
-        Ok(true) => report(call, Misuse::DoubleFree, ptr.as_ptr() as usize),
-        Ok(false) => {}
+        Ok(_) => report(call, Misuse::DoubleFree, ptr.as_ptr() as usize),
         Err(Damaged(at)) => report(call, Misuse::Overwritten, at.as_ptr() as usize),
     }
 }
@@ -536,6 +541,13 @@ unsafe fn release_region(ptr: NonNull<u8>, call: &'static str, counted: bool) {
     if cached {
         return;
     }
+    // A block of a cached size whose seal fits is in some thread's cache
+    // (this thread's cache is off, or it is another's): a double free.
+    // SAFETY: a used region block (its owner word and, being of a cached
+    // size, 16 data bytes are readable).
+    if bin.is_some() && unsafe { tcache::looks_cached(ptr, tcache::salt(ptr, seal::key())) } {
+        report(call, Misuse::DoubleFree, ptr.as_ptr() as usize);
+    }
     count_shared_or_own(Counter::Free, counted);
     // SAFETY: forwarded.
     if let Err(e) = unsafe { ARENAS.free(ptr) } {
@@ -593,10 +605,18 @@ fn give_back(list: Detached, call: &'static str) {
     }
 }
 
-/// Gives a detached list of cached blocks back to their heaps.
+/// Gives a detached list of cached blocks back to their heaps, each with
+/// its seal cleared first (so that a block the heaps hand out again never
+/// looks cached).
 fn free_list(mut list: Detached, call: &'static str) {
+    let mut next = || {
+        let block = list.next()?;
+        // SAFETY: a detached block: its first 16 bytes are the cache's.
+        unsafe { tcache::unseal(block) };
+        Some(block)
+    };
     // SAFETY: cached blocks are used region blocks nobody uses.
-    if let Err(e) = unsafe { ARENAS.free_all(|| list.next()) } {
+    if let Err(e) = unsafe { ARENAS.free_all(&mut next) } {
         let addr = fault_addr(&e, NonNull::dangling());
         report(call, Misuse::of(&e), addr);
     }

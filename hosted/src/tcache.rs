@@ -14,11 +14,14 @@
 //! workload runs 1.7x faster with them). Cached blocks stay *used* in their heap:
 //! to the core they are allocated; the cache only decides who gets them
 //! next. A bin holds at most [`limit`] blocks (about [`BIN_BYTES`] of
-//! them); a full bin sends its older half back to the heaps, and an empty
-//! one is refilled with a batch taken under one heap lock. The whole cache
-//! holds at most its budget (see [`budget`]): a quarter of what the heaps
-//! have handed out, between [`MIN_THREAD_BYTES`] and [`MAX_THREAD_BYTES`];
-//! past it, every bin gives half its blocks back (see `global`). The floor
+//! them); a full bin goes whole to the depot (while several threads use
+//! their caches) or sends its older half back to the heaps, and an empty
+//! one takes a chain from the depot or is refilled with a batch taken
+//! under one heap lock. The cache keeps to its budget (see [`budget`]): a
+//! quarter of what the heaps have handed out, between [`MIN_THREAD_BYTES`]
+//! and [`MAX_THREAD_BYTES`]; a free that finds it over budget has every bin
+//! give half its blocks away (see `global`; a chain taken from the depot
+//! may take the cache over budget until the next free). The floor
 //! is what a larson-style server (threads freeing each other's blocks)
 //! needs to beat glibc: at 512 KiB it falls to 0.9x glibc's throughput,
 //! at 1 MiB it runs at 1.25x; a program with a big heap gets a bigger
@@ -41,9 +44,12 @@
 //! address. (A program that reads a cached block, learns the key and then
 //! forges a seal is out of reach, as with glibc's safe-linking.)
 //!
-//! A free of a block whose seal word fits its link is a suspected double
-//! free; a walk of the bin confirms it (as glibc's tcache does). Every
-//! region block has at least 16 usable bytes, so the words always fit.
+//! A block's seal is cleared whenever it leaves the caches (a pop, or the
+//! way back to a heap), so a free of a block whose seal word fits its link
+//! is a double free: the block is in this thread's bin, on a depot shelf,
+//! or in another thread's bin (a walk of the bin and of the shelf tells a
+//! damaged bin apart; glibc's tcache walks its own bin only). Every region
+//! block has at least 16 usable bytes, so the words always fit.
 //!
 //! Invariants: `counts[b]` is the length of bin `b`'s list and at most
 //! `limit(b)`; every listed block is a used region block of at least
@@ -256,8 +262,21 @@ unsafe fn salted_link(block: NonNull<u8>, salt: Salt) -> Result<*mut u8, Damaged
     }
 }
 
-/// Whether `block`'s seal word fits its link: the block is in a bin, or
-/// was freed twice, or the program wrote the improbable pair itself.
+/// Clears `block`'s seal as it leaves the caches for a heap (a pop clears
+/// it too): only cached blocks have a seal that fits.
+///
+/// # Safety
+/// `block` was just taken out of the caches (its first 16 bytes are the
+/// cache's).
+#[inline]
+pub unsafe fn unseal(block: NonNull<u8>) {
+    // SAFETY: forwarded from the caller.
+    unsafe { block.as_ptr().add(8).cast::<usize>().write(0) };
+}
+
+/// Whether `block`'s seal word fits its link: the block is in a bin or on
+/// a depot shelf (a free of it is a double free), or the program wrote the
+/// improbable pair itself.
 ///
 /// # Safety
 /// `block` is a used region block's data (16 usable bytes at least);
@@ -337,14 +356,9 @@ impl Chain {
         self.bin
     }
 
-    /// Blocks it holds.
-    pub fn len(&self) -> u32 {
+    /// Blocks it holds (at least one).
+    pub(crate) fn len(&self) -> u32 {
         self.len
-    }
-
-    /// Never: a chain holds at least one block.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Bytes of its blocks (as [`block_of_bin`] counts them).
@@ -368,6 +382,8 @@ impl Iterator for Detached {
     type Item = NonNull<u8>;
 
     fn next(&mut self) -> Option<NonNull<u8>> {
+        // Walked: no longer a whole list (see `into_chain`).
+        self.whole = None;
         let block = NonNull::new(self.next)?;
         // SAFETY: a listed block (module invariant): reached from a head
         // or through a link its seal proved.
@@ -443,7 +459,7 @@ impl Bins {
         // SAFETY: a listed block (module invariant).
         let next = unsafe { link(block, key) }?;
         // SAFETY: its seal word is the cache's; cleared as it leaves.
-        unsafe { block.as_ptr().add(8).cast::<usize>().write(0) };
+        unsafe { unseal(block) };
         self.heads[bin].set(next);
         prefetch(next);
         self.counts[bin].set(self.counts[bin].get() - 1);

@@ -3,6 +3,7 @@
  * block's place). region-heap must report it on stderr with that address
  * and abort. */
 #include <pthread.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -13,6 +14,21 @@ static void *free_shelved(void *arg) {
     (void)arg;
     for (int i = 0; i < SHELVED; i++)
         free(shelved[i]);
+    return NULL;
+}
+
+/* Frees the first block, says so, and stays alive (a thread that exits
+ * gives its cache back to the heaps): the process ends in the main
+ * thread's abort. */
+static pthread_barrier_t freed;
+
+static void *free_first(void *arg) {
+    (void)arg;
+    free(malloc(16)); /* a thread that allocates too: its cache is on */
+    free(shelved[0]);
+    pthread_barrier_wait(&freed);
+    for (;;)
+        pause();
     return NULL;
 }
 
@@ -118,14 +134,28 @@ int main(int argc, char **argv) {
             free(first);
         } else {
             memset(first, 0, 16);
-            for (int i = 0; i < SHELVED; i++)
-                shelved[i] = malloc(32);
+            for (int i = 0; i < 2 * SHELVED; i++)
+                (void)malloc(32);
         }
+    } else if (!strcmp(what, "double-other-thread")) {
+        /* A block freed by another thread, which keeps it in its own
+         * cache, then freed again by this thread: the seal says it is
+         * cached, though not here (glibc's tcache, which walks only the
+         * caller's own cache, misses this one). */
+        shelved[0] = malloc(32);
+        announce(shelved[0]);
+        pthread_t other;
+        pthread_barrier_init(&freed, NULL, 2);
+        if (pthread_create(&other, NULL, free_first, NULL) != 0)
+            return 2;
+        pthread_barrier_wait(&freed);
+        free(shelved[0]);
     } else {
         fprintf(stderr, "usage: misuse double-small|double-heap|double-large|"
                         "interior|misaligned|stack|realloc-freed|"
                         "uaf-link-small|uaf-zero-small|size-word-small|"
-                        "underrun-large|uaf-large|double-shelved|uaf-shelved\n");
+                        "underrun-large|uaf-large|double-shelved|uaf-shelved|"
+                        "double-other-thread\n");
         return 2;
     }
     fprintf(stderr, "misuse %s was not caught\n", what);

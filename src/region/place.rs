@@ -19,6 +19,7 @@ use crate::block::{Block, State, DATA_OFFSET, GRANULE, MIN_BLOCK};
 use crate::clist::{insert_after, unlink};
 use crate::error::HeapError;
 use crate::index::{class_of, Class, FL_COUNT, SL_COUNT};
+use crate::integrity;
 use crate::quick::quick_class;
 #[cfg(feature = "trace")]
 use crate::trace::TraceEvent;
@@ -99,14 +100,14 @@ impl Region {
 
     /// Allocates up to `count` blocks of `size` bytes (a `block_size_for`
     /// result; data aligned to a granule) for one batch, handing each to
-    /// `each` as it is taken, as `count` calls of [`Region::allocate`]
-    /// would, but cheaper: the quick list of that size first, then runs
-    /// carved one block after the other from the front of a free block
-    /// that holds two or more ([`Region::carve_run`]: one search and one
-    /// proof per run, its blocks side by side), else one by one.
-    /// Returns how many it took (fewer than `count` when the region has no
-    /// room left); on damage, how many it took before and the error (the
-    /// damaged block or list is left as it was).
+    /// `each` as it is taken, with the checks `count` calls of
+    /// [`Region::allocate`] would make, but cheaper: the quick list of that
+    /// size first, then runs carved one block after the other from the
+    /// front of a free block that holds two or more ([`Region::carve_run`]:
+    /// one search and one proof per run, its blocks side by side), else one
+    /// by one. Stops early when the region has no room left; on damage,
+    /// stops with the error (the blocks handed to `each` before stay
+    /// allocated; the damaged block or list is left as it was).
     ///
     /// # Safety
     /// As for [`Region::allocate`].
@@ -116,47 +117,47 @@ impl Region {
         count: usize,
         best_fit: bool,
         each: &mut impl FnMut(Block),
-    ) -> Result<usize, (usize, HeapError)> {
-        let mut taken = 0;
-        while taken < count {
+    ) -> Result<(), HeapError> {
+        let mut left = count;
+        while left > 0 {
             let quick = match quick_class(size) {
-                Some(q) => self.pop_quick(q).map_err(|e| (taken, e))?,
+                Some(q) => self.pop_quick(q)?,
                 None => None,
             };
             if let Some(block) = quick {
                 each(block);
-                taken += 1;
+                left -= 1;
                 continue;
             }
-            if count - taken > 1 {
+            if left > 1 {
                 // SAFETY: forwarded.
-                match unsafe { self.carve_run(size, count - taken, each) } {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        taken += n;
-                        continue;
-                    }
-                    Err(e) => return Err((taken, e)),
+                let carved = unsafe { self.carve_run(size, left, each) }?;
+                if carved > 0 {
+                    left -= carved;
+                    continue;
                 }
             }
             // SAFETY: forwarded.
-            match unsafe { self.allocate_uncached(size, GRANULE, best_fit) } {
-                Ok(Some(block)) => {
+            match unsafe { self.allocate_uncached(size, GRANULE, best_fit) }? {
+                Some(block) => {
                     each(block);
-                    taken += 1;
+                    left -= 1;
                 }
-                Ok(None) => break,
-                Err(e) => return Err((taken, e)),
+                None => break,
             }
         }
-        Ok(taken)
+        Ok(())
     }
 
     /// Carves up to `count` blocks of `size` bytes one after the other from
     /// the front of one free block that holds at least two (the good fit of
     /// two: the smallest such holes are used first), as many as it holds,
-    /// handing each to `each`; `Ok(0)` if no free block holds two, an error
-    /// (nothing carved) if the one found is damaged.
+    /// handing each to `each`; `Ok(0)` if no free block holds two. The
+    /// block is proven once (`vet_free`); each later block of the run lies
+    /// in the tail the previous `take` wrote, whose free pattern
+    /// (`scramble`) is checked before it is taken, as a single allocation
+    /// would check it. On damage, the error (the blocks carved before stay
+    /// allocated).
     ///
     /// # Safety
     /// As for [`Region::allocate`].
@@ -177,6 +178,11 @@ impl Region {
         let run = count.min(total / size);
         let mut block = found;
         for carved in 1..=run {
+            if carved > 1 {
+                // A write after free into the middle of the block shows in
+                // the tail's pattern (the proof covered only its ends).
+                integrity::check_free(block, self.scramble_depth())?;
+            }
             // SAFETY: `block` is the proven free block, or the free tail
             // the previous `take` split off it (written by that `take`, on
             // the index, its successor not free): `total` bytes, at least

@@ -37,7 +37,7 @@ const PROGRAMS: [&str; 7] = [
 ];
 /// Each misuse of `shim/tests/misuse.c` and the report it must abort with
 /// (followed by ` at <the address the program printed>`).
-const MISUSES: [(&str, &str); 14] = [
+const MISUSES: [(&str, &str); 15] = [
     ("double-small", "free(): double free"),
     ("double-heap", "free(): double free"),
     ("double-large", "free(): double free"),
@@ -52,6 +52,7 @@ const MISUSES: [(&str, &str); 14] = [
     ("uaf-large", "malloc(): freed block overwritten"),
     ("double-shelved", "free(): double free"),
     ("uaf-shelved", "malloc(): freed block overwritten"),
+    ("double-other-thread", "free(): double free"),
 ];
 
 /// Builds the shim and runs every C test against it.
