@@ -137,33 +137,45 @@ pub const fn usable_of_bin(bin: usize) -> usize {
 /// and 4096.
 #[inline]
 pub fn limit(bin: usize) -> u32 {
-    LIMITS[bin]
+    SIZES[bin].limit
 }
-
-/// [`limit`] of every bin, computed once (no division on the fast path).
-static LIMITS: [u32; BINS] = {
-    let mut limits = [0; BINS];
-    let mut bin = 0;
-    while bin < BINS {
-        let n = BIN_BYTES / block_of_bin(bin);
-        limits[bin] = if n < LIMIT_RANGE.0 {
-            LIMIT_RANGE.0 as u32
-        } else if n > LIMIT_RANGE.1 {
-            LIMIT_RANGE.1 as u32
-        } else {
-            n as u32
-        };
-        bin += 1;
-    }
-    limits
-};
 
 /// Bytes a block of bin `bin` is counted for: its usable size and a
 /// header.
 #[inline]
-pub const fn block_of_bin(bin: usize) -> usize {
-    usable_of_bin(bin) + GRANULE
+pub fn block_of_bin(bin: usize) -> usize {
+    SIZES[bin].block as usize
 }
+
+/// What the fast paths need of a bin, side by side.
+#[derive(Clone, Copy)]
+struct BinSizes {
+    limit: u32,
+    block: u32,
+}
+
+/// [`limit`] and [`block_of_bin`] of every bin, computed once (no
+/// division nor branch on the fast paths).
+static SIZES: [BinSizes; BINS] = {
+    let mut sizes = [BinSizes { limit: 0, block: 0 }; BINS];
+    let mut bin = 0;
+    while bin < BINS {
+        let block = usable_of_bin(bin) + GRANULE;
+        let n = BIN_BYTES / block;
+        sizes[bin] = BinSizes {
+            limit: if n < LIMIT_RANGE.0 {
+                LIMIT_RANGE.0 as u32
+            } else if n > LIMIT_RANGE.1 {
+                LIMIT_RANGE.1 as u32
+            } else {
+                n as u32
+            },
+            block: block as u32,
+        };
+        bin += 1;
+    }
+    sizes
+};
 
 /// Blocks a refill of bin `bin` takes from a heap at once: about
 /// [`BATCH_BYTES`], between 2 and 64, so that refilling every bin once
