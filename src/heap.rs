@@ -1422,7 +1422,8 @@ mod tests {
         let arena = Arena::new(64 << 10);
         let mut heap = heap_over(&arena);
         heap.set_quick_depth(0).unwrap();
-        let mut one = heap_over(&Arena::new(64 << 10));
+        let other = Arena::new(64 << 10);
+        let mut one = heap_over(&other);
         one.set_quick_depth(0).unwrap();
         let mut out = [NonNull::dangling(); 20];
         assert_eq!(heap.allocate_batch(layout(40, 8), &mut out), Ok(20));

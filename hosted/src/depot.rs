@@ -6,8 +6,9 @@
 //! thread's bin runs dry, over and over. Without the depot, the first
 //! gives half its bin back to the heaps block by block and the second
 //! takes a batch out of them again: every block crosses a heap lock twice
-//! and is merged and split on the way. With it, a full bin's older half
-//! goes onto its shelf here as one [`Chain`] (one lock, no walk), and an
+//! and is merged and split on the way. With it, a full bin goes whole
+//! onto its shelf here as one [`Chain`] (one lock, no walk; an over-budget
+//! cache's halves go there too), and an
 //! empty bin takes a chain from the shelf before it asks a heap; the
 //! blocks stay used in their heaps throughout, exactly as cached blocks
 //! do. (tcmalloc's transfer cache plays this part.)

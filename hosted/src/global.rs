@@ -419,7 +419,7 @@ pub unsafe fn release(ptr: NonNull<u8>, call: &'static str, counted: bool) {
 ///
 /// # Safety
 /// `ptr` is a used region block of at least `usable_of_bin(bin)` usable
-/// bytes (exactly, up to `EXACT_MAX`) that
+/// bytes (less than the next bin's) that
 /// nothing uses any more.
 #[inline(always)]
 unsafe fn cache(
@@ -660,12 +660,22 @@ pub unsafe fn resize(ptr: NonNull<u8>, size: usize, call: &'static str) -> Optio
 unsafe fn resize_region(ptr: NonNull<u8>, size: usize, call: &'static str) -> Option<NonNull<u8>> {
     // SAFETY: the caller owns the block.
     let usable = unsafe { region_usable(ptr) };
+    // A cached block is still used in its heap: only its seal tells that
+    // it was freed (and would be handed out again from its bin).
+    // SAFETY: a used region block of a cached size (16 data bytes at least).
+    if CACHE_ENABLED
+        && bin_of_usable(usable).is_some()
+        && unsafe { tcache::looks_cached(ptr, tcache::salt(ptr, seal::key())) }
+    {
+        report(call, Misuse::DoubleFree, ptr.as_ptr() as usize);
+    }
     let in_place = if size <= usable {
         // A shrink gives the tail back as glibc does (programs such as
         // CPython over-allocate, then shrink to the final size): a block
-        // of a cached size moves to the right bin without a lock, a
-        // bigger one is split under its heap's lock. A tail of less than
-        // the core's smallest block would not make a block of its own.
+        // of an exact bin's size (up to 2 KiB) moves to the right bin
+        // without a lock, a bigger one is split under its heap's lock. A
+        // tail of less than the core's smallest block would not make a
+        // block of its own.
         if usable - size < MIN_BLOCK {
             return Some(ptr);
         }

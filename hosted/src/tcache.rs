@@ -9,9 +9,11 @@
 //! goes to the largest bin whose size it holds (a block of 48 usable bytes
 //! given for a 40-byte request goes back to the 48-byte bin; one of 3,100
 //! bytes to the 3 KiB bin). A refill allocates exactly the bin's size, so
-//! a geometric bin rounds a request up by less than a quarter (the price
-//! of serving 2-32 KiB requests without a lock: glibc-bench's thread
-//! workload runs 1.7x faster with them). Cached blocks stay *used* in their heap:
+//! a block from a refill rounds a request up by less than a quarter; a
+//! block freed into a bin may be up to one bin step bigger than the bin's
+//! size (the price of serving 2-32 KiB requests without a lock:
+//! glibc-bench's thread workload runs 1.7x faster with them). Cached
+//! blocks stay *used* in their heap:
 //! to the core they are allocated; the cache only decides who gets them
 //! next. A bin holds at most [`limit`] blocks (about [`BIN_BYTES`] of
 //! them); a full bin goes whole to the depot (while several threads use
@@ -53,8 +55,12 @@
 //!
 //! Invariants: `counts[b]` is the length of bin `b`'s list and at most
 //! `limit(b)`; every listed block is a used region block of at least
-//! `usable_of_bin(b)` usable bytes (exactly, for `b < 128`) whose seal
-//! word holds `seal(block, next, key)` unless a program wrote over it.
+//! `usable_of_bin(b)` usable bytes and less than the next bin's size (so
+//! a block a little bigger than its bin, an unsplit tail or a neighbour's
+//! alignment gap, is fine) whose seal word holds `seal(block, next, key)`
+//! unless a program wrote over it. `bytes` counts each block at its bin's
+//! size ([`block_of_bin`]), so it may undercount a geometric bin's blocks
+//! by up to a bin step.
 
 use core::cell::Cell;
 use core::ptr::{null_mut, NonNull};
@@ -121,8 +127,9 @@ pub fn bin_of_usable(usable: usize) -> Option<usize> {
     Some(EXACT_BINS + (log - EXACT_MAX.ilog2() as usize) * STEPS + step - 1)
 }
 
-/// Usable bytes of the blocks of bin `bin` (the smallest such block: a
-/// geometric bin may hold a few bytes more, never less).
+/// Usable bytes of the blocks of bin `bin`: the smallest a block in it
+/// may have (a refill allocates exactly this; a freed block may have more,
+/// up to the next bin's size).
 #[inline]
 pub const fn usable_of_bin(bin: usize) -> usize {
     if bin < EXACT_BINS {
@@ -134,7 +141,7 @@ pub const fn usable_of_bin(bin: usize) -> usize {
 }
 
 /// Most blocks bin `bin` holds: about [`BIN_BYTES`] of blocks, between 8
-/// and 4096.
+/// and 4096 (so the 8 blocks of a bin above 16 KiB hold more).
 #[inline]
 pub fn limit(bin: usize) -> u32 {
     SIZES[bin].limit

@@ -9,9 +9,10 @@
 //! stable Rust compiles a `thread_local!` in a shared library to a
 //! `__tls_get_addr` call, a tenth of the malloc fast path. Initial-exec is
 //! what jemalloc and glibc use too; its one limit is that a library using
-//! it cannot be `dlopen`ed after start-up when the state is larger than
-//! glibc's spare static TLS, which a malloc never is (it is preloaded or
-//! linked). Elsewhere a `thread_local!` holds the state.
+//! it cannot be `dlopen`ed after start-up when the state (about 1.8 KiB)
+//! is larger than glibc's spare static TLS (512 bytes by default). A
+//! malloc is never `dlopen`ed: it is preloaded or linked, and gets its
+//! static TLS at start-up. Elsewhere a `thread_local!` holds the state.
 //!
 //! Its life has three phases:
 //! - `Fresh`: not used yet; the first slow-path call (an allocation, or

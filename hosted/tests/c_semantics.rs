@@ -255,12 +255,15 @@ fn usable_size_covers_the_request() {
         let p = malloc(size);
         // SAFETY: a live block.
         let usable = unsafe { malloc_usable_size(p) };
-        // A large block may reuse a cached range with an unsplit tail; the
-        // thread cache's bins above 2 KiB round up by less than a quarter.
+        // A large block may reuse a cached range with an unsplit tail. A
+        // cached block is at least its bin's size and less than the next
+        // bin's: above 2 KiB a bin step is at most a quarter, so a request
+        // may get up to about 1.25 x 1.25 its size (the 2 KiB bin holds
+        // blocks up to the 2.5 KiB bin's size).
         let slack = if size >= large::THRESHOLD {
             (size / 8).max(large::SPLIT_MIN) + 8192
-        } else if size > region_heap_hosted::tcache::EXACT_MAX {
-            size / 4 + 64
+        } else if size > region_heap_hosted::tcache::EXACT_MAX - 64 {
+            size * 9 / 16 + 64
         } else {
             64
         };

@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
         free(p);
         free(p);
     } else if (!strcmp(what, "double-heap")) { /* back in its heap */
-        char *p = malloc(5000);
+        char *p = malloc(40000); /* above the thread cache's 32 KiB */
         announce(p);
         free(p);
         free(p);
@@ -66,11 +66,18 @@ int main(int argc, char **argv) {
         long frame[16] = {0};
         announce(&frame[8]);
         free(&frame[8]);
-    } else if (!strcmp(what, "realloc-freed")) {
-        char *p = malloc(5000);
+    } else if (!strcmp(what, "realloc-freed")) { /* back in its heap */
+        char *p = malloc(40000);
         announce(p);
         free(p);
-        p = realloc(p, 6000);
+        p = realloc(p, 50000);
+    } else if (!strcmp(what, "realloc-cached") || !strcmp(what, "realloc-cached-small")) {
+        /* A block in the thread cache is still used in its heap: realloc
+         * (shrinking it in place, or keeping it) must see the free. */
+        char *p = malloc(what[14] ? 32 : 5000);
+        announce(p);
+        free(p);
+        p = realloc(p, what[14] ? 30 : 100);
     } else if (!strcmp(what, "uaf-link-small") || !strcmp(what, "uaf-zero-small")) {
         /* A write after free into a block in the thread cache: a crafted
          * link (an address the program chose) or zeros. The next malloc
@@ -152,7 +159,8 @@ int main(int argc, char **argv) {
         free(shelved[0]);
     } else {
         fprintf(stderr, "usage: misuse double-small|double-heap|double-large|"
-                        "interior|misaligned|stack|realloc-freed|"
+                        "interior|misaligned|stack|realloc-freed|realloc-cached|"
+                        "realloc-cached-small|"
                         "uaf-link-small|uaf-zero-small|size-word-small|"
                         "underrun-large|uaf-large|double-shelved|uaf-shelved|"
                         "double-other-thread\n");

@@ -37,7 +37,7 @@ const PROGRAMS: [&str; 7] = [
 ];
 /// Each misuse of `shim/tests/misuse.c` and the report it must abort with
 /// (followed by ` at <the address the program printed>`).
-const MISUSES: [(&str, &str); 15] = [
+const MISUSES: [(&str, &str); 17] = [
     ("double-small", "free(): double free"),
     ("double-heap", "free(): double free"),
     ("double-large", "free(): double free"),
@@ -45,6 +45,8 @@ const MISUSES: [(&str, &str); 15] = [
     ("misaligned", "free(): invalid pointer"),
     ("stack", "free(): invalid pointer"),
     ("realloc-freed", "realloc(): double free"),
+    ("realloc-cached", "realloc(): double free"),
+    ("realloc-cached-small", "realloc(): double free"),
     ("uaf-link-small", "malloc(): freed block overwritten"),
     ("uaf-zero-small", "malloc(): freed block overwritten"),
     ("size-word-small", "malloc(): freed block overwritten"),
