@@ -9,7 +9,8 @@
 //! - `misuse`: double frees (thread cache, depot shelf, heap, large
 //!   mapping), interior, misaligned and stack pointers, `realloc` of a
 //!   freed block, writes after free and over headers: each must die of
-//!   `SIGABRT` after naming the address on stderr;
+//!   `SIGABRT` after naming the address on stderr, linked and under
+//!   `LD_PRELOAD`;
 //! - `fork`: forks while threads allocate; the children allocate;
 //! - `fork_stdio`: forks while threads run `getline` and `fflush(NULL)`
 //!   (glibc bug 19431); a hang makes its watchdog fail it;
@@ -93,8 +94,15 @@ pub fn test(quick: bool) -> Result<(), String> {
     expect_success("api (REGIONHEAP_BRK=0)", false, &off_brk)?;
     check_stats_report(&out, &lib)?;
     for (misuse, report) in MISUSES {
-        let output = run_program(&out, "misuse", false, &lib, &[], &[misuse])?;
-        expect_abort_naming_address(misuse, report, &output)?;
+        for linked in [false, true] {
+            let output = run_program(&out, "misuse", linked, &lib, &[], &[misuse])?;
+            let label = if linked {
+                format!("{misuse} (linked)")
+            } else {
+                misuse.to_string()
+            };
+            expect_abort_naming_address(&label, report, &output)?;
+        }
     }
     println!(
         "hosted shim: C tests passed ({} programs, {} misuses)",
