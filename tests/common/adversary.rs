@@ -742,6 +742,12 @@ impl Adversary {
             Ok(_) => panic!("step {}: {what} of {ptr:p} was accepted", self.step),
             Err(e) => {
                 assert!(e.is_misuse(), "step {}: {what} answered {e}", self.step);
+                // A refusal that names damage (a double free of a block
+                // whose header an overrun hit, refused as `Corrupted`)
+                // reports that damage: it is detected.
+                if self.outcome.damaged && matches!(e, HeapError::Corrupted { .. }) {
+                    self.outcome.detected = true;
+                }
                 self.outcome.errors.push(e);
             }
         }
