@@ -541,17 +541,29 @@ unsafe fn release_region(ptr: NonNull<u8>, call: &'static str, counted: bool) {
     if cached {
         return;
     }
-    // A block of a cached size whose seal fits is in some thread's cache
-    // (this thread's cache is off, or it is another's): a double free.
-    // SAFETY: a used region block (its owner word and, being of a cached
-    // size, 16 data bytes are readable).
-    if bin.is_some() && unsafe { tcache::looks_cached(ptr, tcache::salt(ptr, seal::key())) } {
-        report(call, Misuse::DoubleFree, ptr.as_ptr() as usize);
+    // This thread's cache is off, or the block is in another's.
+    if bin.is_some() {
+        // SAFETY: a used region block of a cached size.
+        unsafe { refuse_if_cached(ptr, call) };
     }
     count_shared_or_own(Counter::Free, counted);
     // SAFETY: forwarded.
     if let Err(e) = unsafe { ARENAS.free(ptr) } {
         report(call, Misuse::of(&e), fault_addr(&e, ptr));
+    }
+}
+
+/// Reports a double free if `ptr` is still in some thread's cache or on
+/// a depot shelf: a cached block is still used in its heap, and only its
+/// seal (which only cached blocks carry) tells that it was freed.
+///
+/// # Safety
+/// `ptr` is a used region block of a cached size (its owner word and 16
+/// data bytes are readable).
+unsafe fn refuse_if_cached(ptr: NonNull<u8>, call: &'static str) {
+    // SAFETY: forwarded from the caller.
+    if unsafe { tcache::looks_cached(ptr, tcache::salt(ptr, seal::key())) } {
+        report(call, Misuse::DoubleFree, ptr.as_ptr() as usize);
     }
 }
 
@@ -660,14 +672,9 @@ pub unsafe fn resize(ptr: NonNull<u8>, size: usize, call: &'static str) -> Optio
 unsafe fn resize_region(ptr: NonNull<u8>, size: usize, call: &'static str) -> Option<NonNull<u8>> {
     // SAFETY: the caller owns the block.
     let usable = unsafe { region_usable(ptr) };
-    // A cached block is still used in its heap: only its seal tells that
-    // it was freed (and would be handed out again from its bin).
-    // SAFETY: a used region block of a cached size (16 data bytes at least).
-    if CACHE_ENABLED
-        && bin_of_usable(usable).is_some()
-        && unsafe { tcache::looks_cached(ptr, tcache::salt(ptr, seal::key())) }
-    {
-        report(call, Misuse::DoubleFree, ptr.as_ptr() as usize);
+    if CACHE_ENABLED && bin_of_usable(usable).is_some() {
+        // SAFETY: a used region block of a cached size.
+        unsafe { refuse_if_cached(ptr, call) };
     }
     let in_place = if size <= usable {
         // A shrink gives the tail back as glibc does (programs such as
