@@ -190,64 +190,44 @@ trait Peer {
     unsafe fn free(&mut self, ptr: *mut u8, layout: Layout);
 }
 
-struct RegionHeap<P: region_heap::FitPolicy>(region_heap::Heap<P>);
+/// region-heap's raw heap (good fit), with slabs off (the default) or on.
+struct RegionHeap<const SLABS: bool>(region_heap::Heap);
 
-impl<P: region_heap::FitPolicy> RegionHeap<P> {
+impl<const SLABS: bool> RegionHeap<SLABS> {
     /// # Safety
     /// As for [`Peer::new`].
     unsafe fn with(arena: &Arena, size: usize) -> Self {
-        let mut heap = region_heap::Heap::<P>::with_policy();
+        let mut heap = region_heap::Heap::new().with_slabs(SLABS);
         // SAFETY: the caller gives the arena to the heap.
         unsafe { heap.add_region(arena.ptr, size) }.unwrap();
         RegionHeap(heap)
     }
-    #[inline(always)]
-    fn alloc_impl(&mut self, layout: Layout) -> *mut u8 {
-        self.0.allocate(layout).map_or(null_mut(), NonNull::as_ptr)
-    }
-    /// # Safety
-    /// As for [`Peer::free`].
-    #[inline(always)]
-    unsafe fn free_impl(&mut self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: a live block allocated with `layout` (caller).
-        let result = unsafe { self.0.deallocate(NonNull::new_unchecked(ptr), layout) };
-        debug_assert!(result.is_ok());
-    }
 }
 
-impl Peer for RegionHeap<region_heap::GoodFit> {
-    const NAME: &'static str = "region-heap";
-    unsafe fn new(arena: &Arena, size: usize) -> Self {
-        // SAFETY: forwarded.
-        unsafe { Self::with(arena, size) }
-    }
-    #[inline]
-    fn alloc(&mut self, layout: Layout) -> *mut u8 {
-        self.alloc_impl(layout)
-    }
-    #[inline]
-    unsafe fn free(&mut self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded.
-        unsafe { self.free_impl(ptr, layout) }
-    }
+macro_rules! region_heap_peer {
+    ($slabs:literal, $name:literal) => {
+        impl Peer for RegionHeap<$slabs> {
+            const NAME: &'static str = $name;
+            unsafe fn new(arena: &Arena, size: usize) -> Self {
+                // SAFETY: forwarded.
+                unsafe { Self::with(arena, size) }
+            }
+            #[inline]
+            fn alloc(&mut self, layout: Layout) -> *mut u8 {
+                self.0.allocate(layout).map_or(null_mut(), NonNull::as_ptr)
+            }
+            #[inline]
+            unsafe fn free(&mut self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: a live block allocated with `layout` (caller).
+                let result = unsafe { self.0.deallocate(NonNull::new_unchecked(ptr), layout) };
+                debug_assert!(result.is_ok());
+            }
+        }
+    };
 }
 
-impl Peer for RegionHeap<region_heap::BestFit> {
-    const NAME: &'static str = "rh best-fit";
-    unsafe fn new(arena: &Arena, size: usize) -> Self {
-        // SAFETY: forwarded.
-        unsafe { Self::with(arena, size) }
-    }
-    #[inline]
-    fn alloc(&mut self, layout: Layout) -> *mut u8 {
-        self.alloc_impl(layout)
-    }
-    #[inline]
-    unsafe fn free(&mut self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded.
-        unsafe { self.free_impl(ptr, layout) }
-    }
-}
+region_heap_peer!(false, "region-heap");
+region_heap_peer!(true, "rh slabs");
 
 struct LinkedList(linked_list_allocator::Heap);
 
@@ -651,8 +631,8 @@ fn median(samples: &[f64]) -> f64 {
 }
 
 const PEERS: [&str; 8] = [
-    <RegionHeap<region_heap::GoodFit> as Peer>::NAME,
-    <RegionHeap<region_heap::BestFit> as Peer>::NAME,
+    <RegionHeap<false> as Peer>::NAME,
+    <RegionHeap<true> as Peer>::NAME,
     LinkedList::NAME,
     Buddy::NAME,
     Talc::NAME,
@@ -682,8 +662,8 @@ macro_rules! each_peer {
                 });
             };
         }
-        one!(RegionHeap<region_heap::GoodFit>);
-        one!(RegionHeap<region_heap::BestFit>);
+        one!(RegionHeap<false>);
+        one!(RegionHeap<true>);
         one!(LinkedList);
         one!(Buddy);
         one!(Talc);

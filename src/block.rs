@@ -111,7 +111,10 @@ pub(crate) enum State {
     /// Found damaged and taken out of use (see `region::repair`): on no
     /// list, never merged, never handed out.
     Quarantined = 5,
-    /// State bits no header is written with (6 and 7): damage.
+    /// Allocated to the slab front end: its data is a slab of equal
+    /// objects (see `slab`), handed out one by one, never as a block.
+    Slab = 6,
+    /// State bits no header is written with (7): damage.
     Damaged = 7,
 }
 
@@ -123,7 +126,7 @@ const STATES: [State; 8] = [
     State::Sentinel,
     State::Cached,
     State::Quarantined,
-    State::Damaged,
+    State::Slab,
     State::Damaged,
 ];
 

@@ -12,7 +12,10 @@
 //! counters agree with what was found. With the integrity features it also
 //! verifies every header's checksum (`crc`, sentinels included), the guards
 //! of every used block (`guard`) and the free pattern of every free block
-//! to the heap's check depth (`scramble`). The first damage found is
+//! to the heap's check depth (`scramble`); every slab (its header, its
+//! count against its bitmap, its objects' guards and free pattern) and
+//! every slab list (proven links, each slab with a free object listed
+//! once). The first damage found is
 //! reported: [`Corruption`] says what is wrong, the address where.
 
 use core::fmt;
@@ -35,6 +38,12 @@ struct Tally {
     cached_blocks: usize,
     quarantined_bytes: usize,
     quarantined_blocks: usize,
+    slabs: usize,
+    slab_bytes: usize,
+    slab_objects: usize,
+    slab_object_bytes: usize,
+    /// Slabs with a free object: each must be on its class's list.
+    open_slabs: usize,
 }
 
 fn corrupted(addr: usize, what: Corruption) -> HeapError {
@@ -66,6 +75,7 @@ impl Region {
         }
         self.check_free_lists(tally.free_blocks)?;
         self.check_quick_lists(tally.cached_blocks)?;
+        self.check_slab_lists(tally.open_slabs)?;
         self.check_counters(&tally)
     }
 
@@ -139,6 +149,18 @@ impl Region {
                     integrity::check_free(block, self.scramble_depth())?;
                     tally.cached_bytes += size;
                     tally.cached_blocks += 1;
+                    false
+                }
+                State::Slab => {
+                    integrity::check_guards(block)?;
+                    let slab = self.check_slab(block)?;
+                    tally.used_bytes += size;
+                    tally.used_blocks += 1;
+                    tally.slabs += 1;
+                    tally.slab_bytes += size;
+                    tally.slab_objects += slab.used();
+                    tally.slab_object_bytes += slab.used() * crate::slab::class_size(slab.class());
+                    tally.open_slabs += usize::from(!slab.is_full());
                     false
                 }
                 State::Quarantined => {
@@ -231,6 +253,30 @@ impl Region {
         Ok(())
     }
 
+    /// Every slab list: entries reached through proven links only, each a
+    /// slab of its list's class with a free object, or an empty slab kept
+    /// alone; every slab with a free object listed once.
+    fn check_slab_lists(&self, expected: usize) -> Result<(), HeapError> {
+        let mut listed = 0;
+        for class in 0..crate::slab::SLAB_CLASSES {
+            let mut at = self.first_slab(class);
+            let mut prev = 0;
+            while at != 0 {
+                let slab = self.listed_slab(at, class, prev)?;
+                listed += 1;
+                if listed > expected || slab.is_full() {
+                    return Err(corrupted(at, Corruption::SlabList));
+                }
+                prev = at;
+                at = slab.links().0;
+            }
+        }
+        if listed != expected {
+            return Err(corrupted(self.addr(), Corruption::SlabList));
+        }
+        Ok(())
+    }
+
     fn check_counters(&self, tally: &Tally) -> Result<(), HeapError> {
         let c: &Counters = &self.c;
         let agree = c.used_bytes == tally.used_bytes
@@ -239,6 +285,10 @@ impl Region {
             && self.quick.bytes == tally.cached_bytes
             && c.quarantined_bytes == tally.quarantined_bytes
             && c.quarantined_blocks == tally.quarantined_blocks
+            && c.slabs == tally.slabs
+            && c.slab_bytes == tally.slab_bytes
+            && c.slab_objects == tally.slab_objects
+            && c.slab_object_bytes == tally.slab_object_bytes
             && c.free_bytes() == tally.free_bytes + tally.cached_bytes;
         if agree {
             Ok(())
@@ -272,6 +322,7 @@ impl Region {
                     State::Free => "free",
                     State::Cached => "cached",
                     State::Quarantined => "quarantined",
+                    State::Slab => "slab",
                     _ => "bad",
                 };
                 // Only proven links are followed: a damaged ring ends the
@@ -280,12 +331,25 @@ impl Region {
                     writeln!(out, "    {:#014x} damaged links", block.addr())?;
                     break;
                 };
-                writeln!(
+                write!(
                     out,
                     "    {:#014x} {:>10} {state}",
                     block.addr(),
                     next.addr() - block.addr()
                 )?;
+                if block.state() == State::Slab {
+                    match self.check_slab(block) {
+                        Ok(slab) => write!(
+                            out,
+                            " of {}-byte objects, {} of {} used",
+                            crate::slab::class_size(slab.class()),
+                            slab.used(),
+                            crate::slab::capacity_of(slab.class())
+                        )?,
+                        Err(error) => write!(out, " damaged: {error}")?,
+                    }
+                }
+                writeln!(out)?;
                 block = next;
             }
         }

@@ -28,6 +28,13 @@ pub enum Corruption {
     /// list's size, a link that leaves the region's chunks, or a length
     /// that disagrees with the list.
     QuickList,
+    /// A slab's header is damaged: a seal word, its class or its counts
+    /// do not hold (an overrun into the slab from the block before it, or
+    /// an underrun of its first object).
+    SlabHeader,
+    /// A list of slabs with free objects is broken: a link that does not
+    /// lead to a slab of the same class that links back.
+    SlabList,
     /// The block was found damaged earlier and taken out of use
     /// (quarantined): it is never handed out, merged or freed again.
     Quarantined,
@@ -64,6 +71,8 @@ impl fmt::Display for Corruption {
             Corruption::FreeList => "free list broken",
             Corruption::Bitmap => "free-list bitmap disagrees with its list",
             Corruption::QuickList => "quick list broken",
+            Corruption::SlabHeader => "slab header damaged",
+            Corruption::SlabList => "slab list broken",
             Corruption::Quarantined => "block quarantined after earlier damage",
             Corruption::ChunkList => "chunk list broken",
             Corruption::Stats => "statistics disagree with the heap",

@@ -21,13 +21,26 @@ use crate::error::{Corruption, HeapError};
 use crate::integrity;
 use crate::policy::{FitPolicy, GoodFit};
 use crate::quick::DEFAULT_QUICK_DEPTH;
-use crate::region::{Proven, Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
+use crate::region::{Object, Proven, Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
+use crate::slab::{self, SLAB_MAX};
 use crate::stats::Stats;
 #[cfg(feature = "trace")]
 use crate::trace::{TraceEvent, TraceSink};
 
 /// Most regions one heap can hold.
 pub const MAX_REGIONS: usize = 16;
+
+/// Whether a new heap serves small requests from slabs
+/// ([`Heap::set_slabs`]).
+pub const DEFAULT_SLABS: bool = false;
+
+/// What a pointer handed to `free` designates once proven.
+enum Found {
+    /// A used block.
+    Block(Proven),
+    /// A live slab object.
+    Object(Object),
+}
 
 /// A handle on a region of a heap, returned when the region is added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +75,8 @@ pub struct Heap<P: FitPolicy = GoodFit> {
     ops: Ops,
     /// Most blocks per quick list, given to every region.
     quick_depth: u8,
+    /// Whether requests up to `SLAB_MAX` bytes get slab objects.
+    slabs: bool,
     /// Bytes of free pattern verified at each end of a free block.
     #[cfg(feature = "scramble")]
     scramble_depth: usize,
@@ -117,6 +132,7 @@ impl<P: FitPolicy> Heap<P> {
                 misuses: 0,
             },
             quick_depth: DEFAULT_QUICK_DEPTH,
+            slabs: DEFAULT_SLABS,
             #[cfg(feature = "scramble")]
             scramble_depth: integrity::DEFAULT_SCRAMBLE_CHECK_DEPTH,
             #[cfg(feature = "trace")]
@@ -164,18 +180,48 @@ impl<P: FitPolicy> Heap<P> {
         Ok(())
     }
 
-    /// Gives every block on a quick list back to the free lists, merged
-    /// with its free neighbours, so that [`Heap::stats`] and [`Heap::dump`]
-    /// show the heap as fully merged. Allocation does this by itself
-    /// before it reports out of memory.
+    /// Gives every block on a quick list and every empty slab back to the
+    /// free lists, merged with their free neighbours, so that
+    /// [`Heap::stats`] and [`Heap::dump`] show the heap as fully merged.
+    /// Allocation does this by itself before it reports out of memory.
     pub fn flush_quick_lists(&mut self) -> Result<(), HeapError> {
         for i in 0..self.count {
             let region = self.region_mut(i);
-            if let Err(error) = region.flush_quick() {
+            let before = region.c.used_bytes;
+            let flushed = region
+                .flush_quick()
+                .and_then(|_| region.release_empty_slabs());
+            let after = region.c.used_bytes;
+            self.account_change(before, after);
+            if let Err(error) = flushed {
                 return Err(self.misuse(error));
             }
         }
         Ok(())
+    }
+
+    /// This heap with the slab front end on or off ([`Heap::set_slabs`]),
+    /// for `const` contexts.
+    pub const fn with_slabs(mut self, on: bool) -> Self {
+        self.slabs = on;
+        self
+    }
+
+    /// Turns the slab front end on or off (default [`DEFAULT_SLABS`]).
+    /// When on, a request of at most [`SLAB_MAX`] bytes aligned to at most
+    /// a granule gets an object of a slab (see the README's "Slabs"): no
+    /// header of its own, found from its address. When no region has room
+    /// for a new slab, the request gets a block as it would with slabs
+    /// off. Turning them off keeps the slabs that hold objects: their
+    /// objects are freed, resized and checked as before, and slabs that
+    /// empty go back to the free lists.
+    pub fn set_slabs(&mut self, on: bool) {
+        self.slabs = on;
+    }
+
+    /// Whether small requests get slab objects ([`Heap::set_slabs`]).
+    pub fn slabs(&self) -> bool {
+        self.slabs
     }
 
     /// Gives a new region the heap's settings.
@@ -435,18 +481,25 @@ impl<P: FitPolicy> Heap<P> {
             self.ops.failures += 1;
             return Err(HeapError::BadAlignment { align });
         }
-        for &region in &self.regions[..self.count] {
+        if self.slabs && layout.size() <= SLAB_MAX && align <= GRANULE {
+            if let Some(result) = self.allocate_object(layout) {
+                return result;
+            }
+        }
+        for i in 0..self.count {
             // SAFETY: a live region of this heap; `&mut self` makes the
             // access exclusive.
-            let region = unsafe { &mut *region.as_ptr() };
+            let region = unsafe { &mut *self.regions[i].as_ptr() };
             let before = region.c.used_bytes;
             // SAFETY: a live region of this heap, borrowed exclusively.
-            match unsafe { region.allocate(size, align, P::BEST_FIT) } {
+            let result = unsafe { region.allocate(size, align, P::BEST_FIT) };
+            // Also when it fails: making room may give empty slabs back.
+            let after = region.c.used_bytes;
+            self.account_change(before, after);
+            match result {
                 Ok(Some(block)) => {
-                    let grown = region.c.used_bytes - before;
                     // SAFETY: a block just allocated for `layout.size()` bytes.
                     unsafe { integrity::on_allocate(block, layout.size()) };
-                    self.account_growth(grown);
                     self.ops.allocations += 1;
                     trace!(
                         self.sink,
@@ -468,6 +521,44 @@ impl<P: FitPolicy> Heap<P> {
             size: layout.size(),
             align,
         })
+    }
+
+    /// Allocates a slab object for `layout` (at most `SLAB_MAX` bytes,
+    /// aligned to at most a granule) from the first region with one or
+    /// with room for a new slab; `None` when none has.
+    fn allocate_object(&mut self, layout: Layout) -> Option<Result<NonNull<u8>, HeapError>> {
+        let class = slab::class_of(layout.size());
+        for i in 0..self.count {
+            // SAFETY: a live region of this heap; `&mut self` makes the
+            // access exclusive.
+            let region = unsafe { &mut *self.regions[i].as_ptr() };
+            let before = region.c.used_bytes;
+            // SAFETY: a live region of this heap, borrowed exclusively.
+            let result = unsafe { region.slab_allocate(class) };
+            // Also when it fails: making room may give empty slabs back.
+            let after = region.c.used_bytes;
+            self.account_change(before, after);
+            match result {
+                Ok(Some(object)) => {
+                    self.ops.allocations += 1;
+                    trace!(
+                        self.sink,
+                        TraceEvent::Allocated {
+                            addr: object.as_ptr().addr(),
+                            size: layout.size(),
+                            align: layout.align(),
+                            block: slab::class_size(class),
+                        }
+                    );
+                    return Some(Ok(object));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    return Some(Err(self.misuse(error)));
+                }
+            }
+        }
+        None
     }
 
     /// Allocates up to `out.len()` blocks for `layout`, writing their
@@ -498,8 +589,14 @@ impl<P: FitPolicy> Heap<P> {
         if out.is_empty() {
             return Ok(0);
         }
-        let (Some(size), true) = (block_size_for(layout.size()), layout.align() <= GRANULE) else {
-            // Oversized or aligned: the single path says why, or serves it.
+        let small = self.slabs && layout.size() <= SLAB_MAX;
+        let (Some(size), true, false) = (
+            block_size_for(layout.size()),
+            layout.align() <= GRANULE,
+            small,
+        ) else {
+            // Oversized, aligned or a slab object: the single path says
+            // why, or serves it.
             return self.allocate_each(layout, out);
         };
         let mut got = 0;
@@ -526,8 +623,8 @@ impl<P: FitPolicy> Heap<P> {
             };
             // SAFETY: a live region of this heap, borrowed exclusively.
             let result = unsafe { region.allocate_many(size, want, P::BEST_FIT, &mut each) };
-            let grown = region.c.used_bytes - before;
-            self.account_growth(grown);
+            let after = region.c.used_bytes;
+            self.account_change(before, after);
             if let Err(error) = result {
                 let error = self.misuse(error);
                 self.ops.allocations += got as u64;
@@ -574,25 +671,36 @@ impl<P: FitPolicy> Heap<P> {
         Ok(ptr)
     }
 
+    /// Accounts for a region's used bytes going from `before` to `after`
+    /// (an allocation may also give empty slabs back: then they drop).
     #[inline]
-    fn account_growth(&mut self, grown: usize) {
-        self.in_use += grown;
+    fn account_change(&mut self, before: usize, after: usize) {
+        self.in_use = self.in_use + after - before;
         if self.in_use > self.peak {
             self.peak = self.in_use;
         }
     }
 
-    /// Finds the region holding `ptr` and validates its block.
+    /// Finds the region holding `ptr` and proves what it designates: a
+    /// live object of one of its slabs, else a used block.
     #[inline]
-    fn locate(&self, ptr: NonNull<u8>) -> Result<(usize, Proven), HeapError> {
+    fn locate(&self, ptr: NonNull<u8>) -> Result<(usize, Found), HeapError> {
         let addr = ptr.as_ptr().addr();
         let mut error = HeapError::NotFromHeap { addr };
         for i in 0..self.count {
             let region = self.region(i);
             if region.spans(addr) {
+                match region.slab_object(addr) {
+                    Some(Ok(object)) => return Ok((i, Found::Object(object))),
+                    Some(Err(e)) => {
+                        error = e;
+                        continue;
+                    }
+                    None => {}
+                }
                 // SAFETY: a live region whose span holds `ptr`.
                 match unsafe { region.validate(ptr) } {
-                    Ok(block) => return Ok((i, block)),
+                    Ok(block) => return Ok((i, Found::Block(block))),
                     Err(e) => error = e,
                 }
             }
@@ -602,7 +710,7 @@ impl<P: FitPolicy> Heap<P> {
 
     /// Like `locate`, counting a failure as a misuse.
     #[inline]
-    fn locate_mut(&mut self, ptr: NonNull<u8>) -> Result<(usize, Proven), HeapError> {
+    fn locate_mut(&mut self, ptr: NonNull<u8>) -> Result<(usize, Found), HeapError> {
         self.locate(ptr).map_err(|error| self.misuse(error))
     }
 
@@ -637,10 +745,11 @@ impl<P: FitPolicy> Heap<P> {
         self.in_use = self.regions().map(|r| r.c.used_bytes).sum();
     }
 
-    /// Frees the block that starts at `ptr`; no region or layout needed.
-    /// Returns the bytes the block occupied, header included (what
-    /// `stats().in_use_bytes` dropped by), so that no caller needs to read
-    /// the header of a block it no longer owns.
+    /// Frees the block or slab object that starts at `ptr`; no region or
+    /// layout needed. Returns what `stats().in_use_bytes` dropped by: the
+    /// bytes the block occupied, header included, so that no caller needs
+    /// to read the header of a block it no longer owns; for a slab object,
+    /// 0, or the slab's bytes when the slab went back to the free lists.
     ///
     /// Fails, changing nothing, with `NotFromHeap`, `NotBlockStart`,
     /// `DoubleFree` or `Corrupted`.
@@ -649,9 +758,48 @@ impl<P: FitPolicy> Heap<P> {
     /// If `ptr` is a live block of this heap, nothing uses it any more.
     #[inline]
     pub unsafe fn free(&mut self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
-        let (i, used) = self.locate_mut(ptr)?;
-        // SAFETY: `used` was validated as a used block of region `i`.
-        unsafe { self.release(i, used) }
+        let (i, found) = self.locate_mut(ptr)?;
+        // SAFETY: `found` was proven in region `i` just now.
+        unsafe { self.release_found(i, found) }
+    }
+
+    /// Frees what `locate` found.
+    ///
+    /// # Safety
+    /// `found` was proven in region `i`, nothing changed since; nobody
+    /// uses its data any more.
+    #[inline]
+    unsafe fn release_found(&mut self, i: usize, found: Found) -> Result<usize, HeapError> {
+        match found {
+            // SAFETY: forwarded.
+            Found::Block(used) => unsafe { self.release(i, used) },
+            // SAFETY: forwarded.
+            Found::Object(object) => unsafe { self.release_object(i, object) },
+        }
+    }
+
+    /// Frees a slab object; returns what `in_use` dropped by.
+    ///
+    /// # Safety
+    /// `object` was proven live in region `i`, nothing changed since.
+    unsafe fn release_object(&mut self, i: usize, object: Object) -> Result<usize, HeapError> {
+        #[cfg(feature = "trace")]
+        let (addr, block) = (
+            object.slab.object(object.index).as_ptr().addr(),
+            slab::class_size(object.slab.class()),
+        );
+        let region = self.region_mut(i);
+        let before = region.c.used_bytes;
+        // SAFETY: forwarded.
+        let result = unsafe { region.slab_free(object) };
+        let dropped = before - region.c.used_bytes;
+        if let Err(error) = result {
+            return Err(self.misuse(error));
+        }
+        self.in_use -= dropped;
+        self.ops.frees += 1;
+        trace!(self.sink, TraceEvent::Freed { addr, block });
+        Ok(dropped)
     }
 
     /// Frees `block`; returns its size in bytes. Fails, changing nothing,
@@ -682,20 +830,20 @@ impl<P: FitPolicy> Heap<P> {
     /// # Safety
     /// As for [`Heap::free`].
     pub unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
-        let (i, used) = self.locate_mut(ptr)?;
-        self.check_layout(ptr, used.block, layout)?;
+        let (i, found) = self.locate_mut(ptr)?;
+        self.check_layout(ptr, usable_of(&found), layout)?;
         // SAFETY: validated above.
-        unsafe { self.release(i, used) }.map(|_| ())
+        unsafe { self.release_found(i, found) }.map(|_| ())
     }
 
     fn check_layout(
         &mut self,
         ptr: NonNull<u8>,
-        block: Block,
+        usable: usize,
         layout: Layout,
     ) -> Result<(), HeapError> {
         let addr = ptr.as_ptr().addr();
-        if layout.size() > block.usable() || !addr.is_multiple_of(layout.align()) {
+        if layout.size() > usable || !addr.is_multiple_of(layout.align()) {
             return Err(self.misuse(HeapError::LayoutMismatch {
                 addr,
                 size: layout.size(),
@@ -717,9 +865,16 @@ impl<P: FitPolicy> Heap<P> {
         layout: Layout,
         new_size: usize,
     ) -> Result<NonNull<u8>, HeapError> {
-        let (i, used) = self.locate_mut(ptr)?;
+        let (i, found) = self.locate_mut(ptr)?;
+        self.check_layout(ptr, usable_of(&found), layout)?;
+        let used = match found {
+            Found::Block(used) => used,
+            // SAFETY: forwarded; `object` proven in region `i` just now.
+            Found::Object(object) => {
+                return unsafe { self.realloc_object(i, object, ptr, layout, new_size) }
+            }
+        };
         let block = used.block;
-        self.check_layout(ptr, block, layout)?;
         let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
         // SAFETY: a validated used block of region `i`.
         if unsafe { self.resize_block(i, block, size, new_size)? } {
@@ -756,12 +911,26 @@ impl<P: FitPolicy> Heap<P> {
         // SAFETY: region `i` is live.
         let again = unsafe { self.region(i).validate(ptr) }.map_err(|error| self.misuse(error));
         // SAFETY: validated just now.
-        if let Err(error) = again.and_then(|used| unsafe { self.release(i, used) }) {
+        let freed = again.and_then(|used| unsafe { self.release(i, used) });
+        self.finish_move(ptr, new, new_size, freed)
+    }
+
+    /// Ends a realloc that moved: the old one's free result `freed` (on
+    /// failure the new block goes back and the error is returned).
+    fn finish_move(
+        &mut self,
+        ptr: NonNull<u8>,
+        new: NonNull<u8>,
+        new_size: usize,
+        freed: Result<usize, HeapError>,
+    ) -> Result<NonNull<u8>, HeapError> {
+        if let Err(error) = freed {
             // SAFETY: `new` was just allocated and holds nothing yet that
             // the caller knows of.
             let _ = unsafe { self.free(new) };
             return Err(error);
         }
+        let _ = (ptr, new_size);
         self.ops.frees -= 1;
         self.ops.reallocations += 1;
         trace!(
@@ -774,6 +943,61 @@ impl<P: FitPolicy> Heap<P> {
             }
         );
         Ok(new)
+    }
+
+    /// `realloc` of a slab object: in place while the new size has the
+    /// same class, else a move (to an object of another class or a block).
+    ///
+    /// # Safety
+    /// As for [`Heap::realloc`]; `object` (at `ptr`) was proven live in
+    /// region `i` just now.
+    unsafe fn realloc_object(
+        &mut self,
+        i: usize,
+        object: Object,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, HeapError> {
+        let class = object.slab.class();
+        if new_size <= slab::class_size(class) && slab::class_of(new_size) == class {
+            self.ops.reallocations += 1;
+            self.ops.in_place += 1;
+            trace!(
+                self.sink,
+                TraceEvent::Reallocated {
+                    old: ptr.as_ptr().addr(),
+                    new: ptr.as_ptr().addr(),
+                    size: new_size,
+                    in_place: true,
+                }
+            );
+            return Ok(ptr);
+        }
+        let new_layout = Layout::from_size_align(new_size, layout.align())
+            .map_err(|_| HeapError::SizeOverflow { size: new_size })?;
+        // Checked before anything changes: the old object's free must not
+        // fail once the new one exists.
+        if let Err(error) = integrity::check_object_guard(ptr, class) {
+            return Err(self.misuse(error));
+        }
+        let new = self.allocate(new_layout)?;
+        self.ops.allocations -= 1;
+        // SAFETY: both are live and distinct; the old one holds at least
+        // `layout.size()` bytes and the new one `new_size`.
+        unsafe { new.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
+        // The allocation may have changed the slab (an object taken from
+        // it): prove the object again.
+        let again = match self.region(i).slab_object(ptr.as_ptr().addr()) {
+            Some(Ok(object)) => Ok(object),
+            Some(Err(error)) => Err(self.misuse(error)),
+            None => Err(self.misuse(HeapError::NotBlockStart {
+                addr: ptr.as_ptr().addr(),
+            })),
+        };
+        // SAFETY: proven just now; the caller gave it up.
+        let freed = again.and_then(|object| unsafe { self.release_object(i, object) });
+        self.finish_move(ptr, new, new_size, freed)
     }
 
     /// Resizes in place to `size` bytes for `requested` bytes of data.
@@ -808,7 +1032,19 @@ impl<P: FitPolicy> Heap<P> {
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Result<bool, HeapError> {
-        let (i, used) = self.locate_mut(ptr)?;
+        let (i, found) = self.locate_mut(ptr)?;
+        let used = match found {
+            Found::Block(used) => used,
+            // An object never moves nor changes class in place.
+            Found::Object(object) => {
+                let done = new_size <= slab::class_size(object.slab.class());
+                if done {
+                    self.ops.reallocations += 1;
+                    self.ops.in_place += 1;
+                }
+                return Ok(done);
+            }
+        };
         let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
         // SAFETY: a validated used block of region `i`.
         let done = unsafe { self.resize_block(i, used.block, size, new_size)? };
@@ -834,7 +1070,7 @@ impl<P: FitPolicy> Heap<P> {
     /// None beyond a pointer the caller got from this heap: invalid pointers
     /// are reported, not dereferenced outside the heap.
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, HeapError> {
-        self.locate(ptr).map(|(_, used)| used.block.usable())
+        self.locate(ptr).map(|(_, found)| usable_of(&found))
     }
 
     /// Takes the fixed range `[start, start + size)` out of the free memory,
@@ -857,12 +1093,14 @@ impl<P: FitPolicy> Heap<P> {
             }
             let before = region.c.used_bytes;
             // SAFETY: a live region of this heap, borrowed exclusively.
-            match unsafe { region.reserve(header, block_size) } {
+            let result = unsafe { region.reserve(header, block_size) };
+            // Also when it fails: making room may give empty slabs back.
+            let after = region.c.used_bytes;
+            self.account_change(before, after);
+            match result {
                 Ok(Some(block)) => {
-                    let grown = region.c.used_bytes - before;
                     // SAFETY: a block just carved for `size` bytes.
                     unsafe { integrity::on_allocate(block, size) };
-                    self.account_growth(grown);
                     self.ops.allocations += 1;
                     trace!(
                         self.sink,
@@ -999,16 +1237,32 @@ impl<P: FitPolicy> Heap<P> {
     }
 }
 
+/// Usable bytes of what `locate` found.
+fn usable_of(found: &Found) -> usize {
+    match found {
+        Found::Block(used) => used.block.usable(),
+        Found::Object(object) => slab::class_size(object.slab.class()),
+    }
+}
+
 fn add_region_stats(stats: &mut Stats, region: &Region) {
     let c = &region.c;
     stats.regions += 1;
     stats.chunks += region.chunk_count();
     stats.total_bytes += c.total_bytes;
     stats.in_use_bytes += c.used_bytes;
-    stats.allocated_bytes += c.used_bytes - c.used_blocks * BLOCK_OVERHEAD;
+    // A slab is one used block for the region; for callers, its objects
+    // are what was handed out.
+    let blocks = c.used_blocks - c.slabs;
+    stats.allocated_bytes +=
+        c.used_bytes - c.slab_bytes - blocks * BLOCK_OVERHEAD + c.slab_object_bytes;
     stats.free_bytes += c.free_bytes();
     stats.metadata_bytes += c.metadata_bytes;
-    stats.used_blocks += c.used_blocks;
+    stats.used_blocks += blocks + c.slab_objects;
+    stats.slabs += c.slabs;
+    stats.slab_bytes += c.slab_bytes;
+    stats.slab_objects += c.slab_objects;
+    stats.slab_object_bytes += c.slab_object_bytes;
     stats.free_blocks += c.free_blocks + region.quick.blocks;
     stats.cached_blocks += region.quick.blocks;
     stats.cached_bytes += region.quick.bytes;
@@ -1029,8 +1283,10 @@ mod tests {
         Layout::from_size_align(size, align).unwrap()
     }
 
+    /// A heap over `arena` with slabs off: these tests are about blocks
+    /// (the slabs' own tests turn them on).
     fn heap_over(arena: &Arena) -> Heap {
-        let mut heap = Heap::new();
+        let mut heap = Heap::new().with_slabs(false);
         // SAFETY: the arena outlives the heap in every test.
         unsafe { heap.add_region(arena.ptr(), arena.len()) }.unwrap();
         heap
@@ -1272,7 +1528,7 @@ mod tests {
     fn regions_are_tried_by_priority() {
         let low = Arena::new(64 << 10);
         let high = Arena::new(64 << 10);
-        let mut heap = Heap::new();
+        let mut heap = Heap::new().with_slabs(false);
         // SAFETY: arenas outlive the heap.
         unsafe {
             heap.add_region_with_priority(low.ptr(), low.len(), 1)
@@ -1300,7 +1556,7 @@ mod tests {
     fn trim_gives_back_wholly_free_chunks_only() {
         let third = 64 << 10;
         let arena = Arena::new(4 * third);
-        let mut heap = Heap::new();
+        let mut heap = Heap::new().with_slabs(false);
         // SAFETY: disjoint pieces of one arena that outlives the heap, with
         // gaps so that the chunks do not join.
         unsafe { heap.add_region(arena.ptr(), third) }.unwrap();
@@ -1348,7 +1604,7 @@ mod tests {
         use crate::region::MAX_CHUNKS;
         let piece = 512;
         let arena = Arena::new(2 * REGION_SIZE + (MAX_CHUNKS + 2) * 2 * piece);
-        let mut heap = Heap::new();
+        let mut heap = Heap::new().with_slabs(false);
         // SAFETY: disjoint pieces of one arena that outlives the heap, with
         // a gap after each so that no two chunks join.
         unsafe {
@@ -1384,7 +1640,7 @@ mod tests {
     #[test]
     fn extend_joins_touching_chunks() {
         let arena = Arena::new(192 << 10);
-        let mut heap = Heap::new();
+        let mut heap = Heap::new().with_slabs(false);
         let third = 64 << 10;
         // SAFETY: disjoint pieces of one arena that outlives the heap.
         let id = unsafe { heap.add_region_with_priority(arena.ptr(), third, 0) }.unwrap();
@@ -1408,7 +1664,7 @@ mod tests {
     #[test]
     fn best_fit_packs_tighter() {
         let arena = Arena::new(64 << 10);
-        let mut heap: Heap<BestFit> = Heap::with_policy();
+        let mut heap: Heap<BestFit> = Heap::with_policy().with_slabs(false);
         // SAFETY: the arena outlives the heap.
         unsafe { heap.add_region(arena.ptr(), arena.len()) }.unwrap();
         let p = heap.allocate(layout(300, 8)).unwrap();

@@ -25,6 +25,8 @@
 //! Resizing in place fills only bytes that were not part of the block's
 //! live data: unlike MutekH, it never overwrites what the caller stored.
 
+use core::ptr::NonNull;
+
 use crate::block::Block;
 #[cfg(feature = "scramble")]
 use crate::block::GRANULE;
@@ -70,13 +72,21 @@ unsafe fn fill(block: Block, offset: usize, len: usize, byte: u8) {
 /// that is not `byte`.
 #[cfg(any(feature = "guard", feature = "scramble"))]
 fn mismatch(block: Block, offset: usize, end: usize, byte: u8) -> Option<usize> {
+    mismatch_at(block.as_bytes(), offset, end, byte)
+}
+
+/// Offset of the first byte in `offset..end` from `base` that is not
+/// `byte`. `base` is 16-aligned and the range lies in a chunk of a live
+/// region: readable memory the heap wrote.
+#[cfg(any(feature = "guard", feature = "scramble"))]
+fn mismatch_at(base: NonNull<u8>, offset: usize, end: usize, byte: u8) -> Option<usize> {
     let byte_at = |i: usize| {
-        // SAFETY: callers pass ranges inside the block, which lies in a
-        // chunk of a live region: readable memory the heap wrote.
-        unsafe { block.at_offset(i).read() }
+        // SAFETY: callers pass ranges inside a block or slab, which lies in
+        // a chunk of a live region: readable memory the heap wrote.
+        unsafe { base.add(i).read() }
     };
     let find = |from: usize, to: usize| (from..to).find(|&i| byte_at(i) != byte);
-    // Headers are 16-aligned, so offsets aligned to 8 are aligned words.
+    // `base` is 16-aligned, so offsets aligned to 8 are aligned words.
     let first_word = offset.next_multiple_of(8).min(end);
     if let Some(bad) = find(offset, first_word) {
         return Some(bad);
@@ -86,7 +96,7 @@ fn mismatch(block: Block, offset: usize, end: usize, byte: u8) -> Option<usize> 
     let mut i = first_word;
     while i < words_end {
         // SAFETY: an aligned word inside the range (see above).
-        let word = unsafe { block.at_offset(i).cast::<u64>().read() };
+        let word = unsafe { base.add(i).cast::<u64>().read() };
         if word != pattern {
             return find(i, i + 8);
         }
@@ -305,6 +315,116 @@ pub(crate) fn check_free(block: Block, depth: usize) -> Result<(), HeapError> {
         }
     }
     let _ = (block, depth);
+    Ok(())
+}
+
+// ---- slab objects (see `slab`): the same patterns, without a header ----
+
+/// Prepares a slab object just handed out: verifies the free pattern of
+/// its first and last `depth` bytes (`scramble`; a write after free is
+/// `Poison`), fills it with [`ALLOC_PATTERN`] (`scramble`) and writes its
+/// tail guard (`guard`: [`GUARD_SIZE`](crate::GUARD_SIZE) bytes of
+/// [`GUARD_TAIL`] after the class's size). On `Poison` only the guard is
+/// written.
+///
+/// # Safety
+/// `object` is an object of `class` of a slab of an exclusively borrowed
+/// region, just taken, whose bytes nobody uses yet.
+#[inline]
+pub(crate) unsafe fn on_object_allocate(
+    object: NonNull<u8>,
+    class: usize,
+    depth: usize,
+) -> Result<(), HeapError> {
+    let size = crate::slab::class_size(class);
+    #[cfg(feature = "guard")]
+    // SAFETY: the guard after the object, inside its stride. Written even
+    // when the pattern check fails: the object stays taken then, and a
+    // taken object's guard is checked.
+    unsafe {
+        object.add(size).write_bytes(GUARD_TAIL, GUARD_SIZE)
+    };
+    check_free_object(object, class, depth)?;
+    #[cfg(feature = "scramble")]
+    // SAFETY: the object's bytes, not handed to the caller yet.
+    unsafe {
+        object.write_bytes(ALLOC_PATTERN, size)
+    };
+    let _ = (object, size);
+    Ok(())
+}
+
+/// Scrambles a slab object being freed, guard included (`scramble`).
+///
+/// # Safety
+/// `object` is a live object of `class` whose bytes nobody uses any more.
+#[inline]
+pub(crate) unsafe fn on_object_free(object: NonNull<u8>, class: usize) {
+    #[cfg(feature = "scramble")]
+    // SAFETY: the object's stride is dead (caller).
+    unsafe {
+        object.write_bytes(FREE_PATTERN, crate::slab::stride_of(class))
+    };
+    let _ = (object, class);
+}
+
+/// Scrambles every object of a new slab (`scramble`).
+///
+/// # Safety
+/// `slab` was just initialised; its objects are the heap's.
+#[inline]
+pub(crate) unsafe fn on_new_slab(slab: crate::slab::Slab) {
+    #[cfg(feature = "scramble")]
+    {
+        let first = slab.object(0);
+        let len = crate::slab::SLAB_DATA - crate::slab::OBJECTS_OFFSET;
+        // SAFETY: the objects area of a fresh slab (caller).
+        unsafe { first.write_bytes(FREE_PATTERN, len) };
+    }
+    let _ = slab;
+}
+
+/// Verifies a live slab object's tail guard (`guard`; `Ok` without).
+pub(crate) fn check_object_guard(object: NonNull<u8>, class: usize) -> Result<(), HeapError> {
+    #[cfg(feature = "guard")]
+    {
+        let size = crate::slab::class_size(class);
+        if let Some(bad) = mismatch_at(object, size, size + GUARD_SIZE, GUARD_TAIL) {
+            let addr = object.as_ptr().addr();
+            return Err(HeapError::Corrupted {
+                addr,
+                what: Corruption::Guard { at: addr + bad },
+            });
+        }
+    }
+    let _ = (object, class);
+    Ok(())
+}
+
+/// Verifies the free pattern of a free slab object over `depth` bytes at
+/// each end of its class's size (`scramble`; `Ok` without).
+pub(crate) fn check_free_object(
+    object: NonNull<u8>,
+    class: usize,
+    depth: usize,
+) -> Result<(), HeapError> {
+    #[cfg(feature = "scramble")]
+    {
+        let end = crate::slab::class_size(class);
+        let depth = depth.min(end).next_multiple_of(GRANULE);
+        let head_end = depth.min(end);
+        let tail_start = end.saturating_sub(depth).max(head_end);
+        let bad = mismatch_at(object, 0, head_end, FREE_PATTERN)
+            .or_else(|| mismatch_at(object, tail_start, end, FREE_PATTERN));
+        if let Some(offset) = bad {
+            let addr = object.as_ptr().addr();
+            return Err(HeapError::Corrupted {
+                addr,
+                what: Corruption::Poison { at: addr + offset },
+            });
+        }
+    }
+    let _ = (object, class, depth);
     Ok(())
 }
 

@@ -94,6 +94,7 @@ mod policy;
 mod quick;
 pub mod raw;
 mod region;
+mod slab;
 mod stats;
 mod sync;
 #[cfg(feature = "trace")]
@@ -124,6 +125,7 @@ pub use policy::FirstFit;
 pub use policy::{BestFit, FitPolicy, GoodFit};
 pub use quick::{DEFAULT_QUICK_DEPTH, QUICK_MAX};
 pub use region::{MAX_CHUNKS, REGION_SIZE, SENTINEL_SIZE};
+pub use slab::{SLAB_CLASSES, SLAB_MAX, SLAB_SIZE};
 pub use spin;
 pub use stats::Stats;
 #[cfg(feature = "trace")]

@@ -167,8 +167,14 @@ impl LockedHeap {
 impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     /// An empty heap of backend `B` with an optional growth hook.
     pub const fn with_backend(source: Option<&'static dyn MemorySource>) -> Self {
+        Self::over(B::EMPTY, source)
+    }
+
+    /// `heap` (empty, or configured: `Heap::new().with_slabs(false)`)
+    /// behind a lock, with an optional growth hook.
+    pub const fn over(heap: B, source: Option<&'static dyn MemorySource>) -> Self {
         LockedHeap {
-            heap: Mutex::new(B::EMPTY),
+            heap: Mutex::new(heap),
             inbox: Inbox::new(),
             hooks: Mutex::new(Hooks {
                 report: panic_on_misuse,
@@ -631,7 +637,7 @@ mod tests {
     fn damage_met_while_allocating_is_reported_and_the_allocation_served() {
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let arena = Arena::new(64 << 10);
-        let heap = LockedHeap::empty();
+        let heap: LockedHeap = LockedHeap::over(Heap::new().with_slabs(false), None);
         // SAFETY: the arena outlives the heap.
         unsafe { heap.init(arena.ptr(), arena.len()) };
         heap.set_report_handler(record);
@@ -845,7 +851,7 @@ mod tests {
     #[test]
     fn conveniences_take_the_lock_only_to_copy() {
         let arena = Arena::new(256 << 10);
-        let heap = LockedHeap::empty();
+        let heap: LockedHeap = LockedHeap::over(Heap::new().with_slabs(false), None);
         // SAFETY: the arena outlives the heap.
         unsafe { heap.init(arena.ptr(), arena.len()) };
         let layout = Layout::from_size_align(48, 8).unwrap();

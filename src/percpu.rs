@@ -303,7 +303,10 @@ struct PerCpu<P: FitPolicy, L: RawLock> {
 impl<P: FitPolicy, L: RawLock> PerCpu<P, L> {
     const fn new() -> Self {
         PerCpu {
-            heap: LockedHeap::with_backend(None),
+            // No slabs: a free finds its heap by the owner word before the
+            // pointer, read without a lock, which a slab object does not
+            // own (its bytes belong to the object before it).
+            heap: LockedHeap::over(Heap::with_policy().with_slabs(false), None),
             abandoned: AtomicBool::new(false),
             allocations: AtomicUsize::new(0),
             frees: AtomicUsize::new(0),

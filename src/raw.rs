@@ -143,7 +143,8 @@ mod tests {
     const SIZES: [usize; 7] = [0, 1, 16, 17, 100, 1000, 4000];
 
     fn heap_over(arena: &Arena) -> (Heap, usize) {
-        let mut heap = Heap::new();
+        // Raw reads are for blocks: no slabs.
+        let mut heap = Heap::new().with_slabs(false);
         // SAFETY: the arena outlives the heap in every test.
         unsafe { heap.add_region(arena.ptr(), arena.len()) }.unwrap();
         let region = heap.region_ids().next().unwrap().addr();

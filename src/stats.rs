@@ -30,7 +30,8 @@ pub struct Stats {
     pub largest_free: usize,
     /// Region control structures and chunk sentinels.
     pub metadata_bytes: usize,
-    /// Allocated blocks.
+    /// Allocated blocks and slab objects (a slab itself is not counted:
+    /// its objects are).
     pub used_blocks: usize,
     /// Free blocks (cached blocks included).
     pub free_blocks: usize,
@@ -41,6 +42,16 @@ pub struct Stats {
     pub quarantined_bytes: usize,
     /// Blocks quarantined after damage.
     pub quarantined_blocks: usize,
+    /// Slabs (blocks cut into equal objects; see [`crate::Heap::set_slabs`]).
+    pub slabs: usize,
+    /// Bytes of the slabs, headers included (part of `in_use_bytes`).
+    pub slab_bytes: usize,
+    /// Slab objects handed out (part of `used_blocks`).
+    pub slab_objects: usize,
+    /// Bytes of those objects, at their classes' sizes (part of
+    /// `allocated_bytes`). `slab_bytes - slab_object_bytes` is what the
+    /// slabs cost: their headers, free objects and slack.
+    pub slab_object_bytes: usize,
     /// Successful allocations (including reserves and moving reallocations).
     pub allocations: u64,
     /// Successful frees.
@@ -78,6 +89,10 @@ impl Stats {
             cached_blocks,
             quarantined_bytes,
             quarantined_blocks,
+            slabs,
+            slab_bytes,
+            slab_objects,
+            slab_object_bytes,
             allocations,
             frees,
             reallocations,
@@ -100,6 +115,10 @@ impl Stats {
         self.cached_blocks += cached_blocks;
         self.quarantined_bytes += quarantined_bytes;
         self.quarantined_blocks += quarantined_blocks;
+        self.slabs += slabs;
+        self.slab_bytes += slab_bytes;
+        self.slab_objects += slab_objects;
+        self.slab_object_bytes += slab_object_bytes;
         self.allocations += allocations;
         self.frees += frees;
         self.reallocations += reallocations;
@@ -111,7 +130,7 @@ impl Stats {
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, u64); 21] = [
+        let rows: [(&str, u64); 25] = [
             ("regions", self.regions as u64),
             ("chunks", self.chunks as u64),
             ("total bytes", self.total_bytes as u64),
@@ -127,6 +146,10 @@ impl fmt::Display for Stats {
             ("cached blocks", self.cached_blocks as u64),
             ("quarantined bytes", self.quarantined_bytes as u64),
             ("quarantined blocks", self.quarantined_blocks as u64),
+            ("slabs", self.slabs as u64),
+            ("slab bytes", self.slab_bytes as u64),
+            ("slab objects", self.slab_objects as u64),
+            ("slab object bytes", self.slab_object_bytes as u64),
             ("allocations", self.allocations),
             ("frees", self.frees),
             ("reallocations", self.reallocations),

@@ -16,17 +16,40 @@ use proptest::prelude::*;
 use region_heap::{BestFit, FitPolicy, GoodFit, Heap, HeapError, RegionId, GRANULE, MIN_BLOCK};
 
 const PIECES: usize = 8;
-const PIECE: usize = 32 << 10;
+const PIECE: usize = 64 << 10;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { size: usize, align_shift: u32 },
-    AllocBatch { size: usize, count: usize },
-    Free { pick: usize },
-    Realloc { pick: usize, size: usize },
-    AddPiece { as_region: bool, priority: u8 },
-    Reserve { offset: usize, size: usize },
-    QuickDepth { depth: u8 },
+    Alloc {
+        size: usize,
+        align_shift: u32,
+    },
+    AllocBatch {
+        size: usize,
+        count: usize,
+    },
+    Free {
+        pick: usize,
+    },
+    Realloc {
+        pick: usize,
+        size: usize,
+    },
+    AddPiece {
+        as_region: bool,
+        priority: u8,
+    },
+    Reserve {
+        offset: usize,
+        size: usize,
+    },
+    QuickDepth {
+        depth: u8,
+    },
+    /// Slab front end on or off (objects already handed out stay valid).
+    Slabs {
+        on: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -39,6 +62,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<bool>(), 0u8..3).prop_map(|(as_region, priority)| Op::AddPiece { as_region, priority }),
         1 => (0usize..PIECE * PIECES, 1usize..512).prop_map(|(offset, size)| Op::Reserve { offset, size }),
         1 => (0u8..=40).prop_map(|depth| Op::QuickDepth { depth }),
+        1 => any::<bool>().prop_map(|on| Op::Slabs { on }),
     ]
 }
 
@@ -231,6 +255,7 @@ impl<P: FitPolicy> Model<P> {
                     Err(e) => panic!("unexpected {e}"),
                 }
             }
+            Op::Slabs { on } => self.heap.set_slabs(on),
             Op::QuickDepth { depth } => {
                 self.heap.set_quick_depth(depth).unwrap();
                 assert_eq!(self.heap.stats().cached_blocks, 0, "flushed");
@@ -279,8 +304,8 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn first_fit_matches_the_model(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
-        let mut model = Model::new(Heap::<GoodFit>::with_policy());
+    fn first_fit_matches_the_model(slabs: bool, ops in prop::collection::vec(op(), 1..MAX_OPS)) {
+        let mut model = Model::new(Heap::<GoodFit>::with_policy().with_slabs(slabs));
         for op in &ops {
             model.step(op);
         }
@@ -288,8 +313,8 @@ proptest! {
     }
 
     #[test]
-    fn best_fit_matches_the_model(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
-        let mut model = Model::new(Heap::<BestFit>::with_policy());
+    fn best_fit_matches_the_model(slabs: bool, ops in prop::collection::vec(op(), 1..MAX_OPS)) {
+        let mut model = Model::new(Heap::<BestFit>::with_policy().with_slabs(slabs));
         for op in &ops {
             model.step(op);
         }

@@ -15,7 +15,8 @@
 //! Submodules: [`chunks`] (the chunk table), [`nav`] (checked navigation:
 //! every link read from memory a program can write is proven before it is
 //! followed), [`repair`] (quarantine after damage), [`cutoff`] (the
-//! ranges a repair quarantined, which no block is taken from again).
+//! ranges a repair quarantined, which no block is taken from again),
+//! [`slabs`] (the slabs of equal objects carved from blocks).
 //!
 //! Integrity hooks (`integrity`, `crc`) run at fixed points: a free block
 //! is vetted (checksum, free pattern) before it is reused; a block is
@@ -40,6 +41,7 @@ mod nav;
 mod place;
 mod release;
 mod repair;
+mod slabs;
 
 use core::mem::size_of;
 use core::ptr::NonNull;
@@ -57,6 +59,8 @@ use chunks::ChunkTable;
 pub use chunks::MAX_CHUNKS;
 use cutoff::CutOff;
 pub(crate) use release::Proven;
+pub(crate) use slabs::Object;
+use slabs::SlabLists;
 
 /// Bytes of a chunk's sentinel: a header, padded to a minimal block (when
 /// two chunks join, the lower sentinel becomes a free block).
@@ -88,6 +92,14 @@ pub(crate) struct Counters {
     pub quarantined_bytes: usize,
     /// Quarantined blocks.
     pub quarantined_blocks: usize,
+    /// Blocks in state `Slab` (counted in `used_*` too).
+    pub slabs: usize,
+    /// Bytes of those blocks, headers included.
+    pub slab_bytes: usize,
+    /// Slab objects handed out.
+    pub slab_objects: usize,
+    /// Their bytes (class sizes).
+    pub slab_object_bytes: usize,
 }
 
 impl Counters {
@@ -112,6 +124,8 @@ pub(crate) struct Region {
     pub(crate) c: Counters,
     /// Small blocks freed whole, kept for reuse (see `quick`).
     pub(crate) quick: QuickLists,
+    /// Slabs with free objects, per class (see `slabs`).
+    slabs: SlabLists,
     /// Ranges a repair quarantined (see `cutoff`).
     cut_off: CutOff,
     /// Bytes of free pattern verified at each end of a reused free block.
@@ -147,6 +161,7 @@ impl Region {
                     ..Counters::default()
                 },
                 quick: QuickLists::new(DEFAULT_QUICK_DEPTH),
+                slabs: SlabLists::new(),
                 cut_off: CutOff::new(),
                 #[cfg(feature = "scramble")]
                 scramble_depth: integrity::DEFAULT_SCRAMBLE_CHECK_DEPTH,

@@ -123,7 +123,7 @@ impl Region {
         block.owner() == self.addr()
             && matches!(
                 block.state(),
-                State::Used | State::Free | State::Cached | State::Quarantined
+                State::Used | State::Free | State::Cached | State::Quarantined | State::Slab
             )
             && block.checksum_ok()
     }
@@ -276,7 +276,7 @@ impl Region {
         } else {
             matches!(
                 neighbour.state(),
-                State::Used | State::Cached | State::Quarantined
+                State::Used | State::Cached | State::Quarantined | State::Slab
             )
         };
         if neighbour.owner() != self.addr() {

@@ -217,7 +217,8 @@ impl Region {
         }
         // Before reporting no room, give the cached blocks back: merged
         // with their neighbours they may hold the request.
-        if !self.flush_quick()? {
+        let flushed = self.flush_quick()?;
+        if !(self.release_empty_slabs()? || flushed) {
             return Ok(None);
         }
         // SAFETY: forwarded.

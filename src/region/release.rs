@@ -88,7 +88,8 @@ impl Region {
             State::Free | State::Absorbed | State::Cached => {
                 return Err(HeapError::DoubleFree { addr })
             }
-            State::Sentinel => return Err(not_block),
+            // The data of a slab's block is its header, not an object.
+            State::Sentinel | State::Slab => return Err(not_block),
             State::Quarantined => return Err(corrupted(Corruption::Quarantined)),
             State::Damaged => return Err(corrupted(Corruption::State)),
         }
@@ -193,7 +194,7 @@ impl Region {
     ///
     /// # Safety
     /// `merge` came from [`Region::plan_merge`] with nothing changed since.
-    unsafe fn merge(&mut self, merge: Merge) {
+    pub(super) unsafe fn merge(&mut self, merge: Merge) {
         let Merge {
             mut block,
             mut size,

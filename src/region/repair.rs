@@ -233,7 +233,7 @@ impl Region {
             block.owner() == self.addr()
                 && matches!(
                     block.state(),
-                    State::Used | State::Free | State::Cached | State::Quarantined
+                    State::Used | State::Free | State::Cached | State::Quarantined | State::Slab
                 )
         })
     }
@@ -271,7 +271,10 @@ impl Region {
         while at < to {
             let block = Self::block_in_or_sentinel(chunk, at);
             let own = block.owner() == self.addr()
-                && matches!(block.state(), State::Used | State::Free | State::Cached);
+                && matches!(
+                    block.state(),
+                    State::Used | State::Free | State::Cached | State::Slab
+                );
             let inside = own
                 && Self::next_in(chunk, block).is_some_and(|n| n.addr() <= to)
                 && Self::prev_in(chunk, block).is_some_and(|p| p.addr() >= from);
@@ -288,6 +291,7 @@ impl Region {
     fn rebuild_lists(&mut self, damaged: usize) {
         self.index = FreeIndex::new();
         self.quick = QuickLists::new(self.quick.depth());
+        self.clear_slab_lists();
         let mut c = Counters {
             total_bytes: self.c.total_bytes,
             metadata_bytes: self.c.metadata_bytes,
@@ -318,6 +322,11 @@ impl Region {
                     State::Quarantined
                 }
                 State::Cached => State::Free,
+                State::Slab if self.refile_slab(at, c) => State::Slab,
+                State::Slab => {
+                    at.set_state(State::Quarantined);
+                    State::Quarantined
+                }
                 state => state,
             };
             match state {
@@ -333,7 +342,7 @@ impl Region {
                     }
                     None => run = Some((at, size)),
                 },
-                State::Used => {
+                State::Used | State::Slab => {
                     c.used_bytes += size;
                     c.used_blocks += 1;
                 }

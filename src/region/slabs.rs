@@ -1,0 +1,461 @@
+//! The region's slabs (see `slab`): making them from blocks, handing out
+//! and taking back their objects, and giving empty ones back.
+//!
+//! A region keeps, per class, a doubly linked list of its slabs that have
+//! a free object ([`SlabLists`]); a full slab is on no list. The links live
+//! in the slab headers, where an overrun can reach them, so each is proven
+//! before it is followed ([`Region::prove_slab`]): it names a slab-aligned
+//! address whose block header, inside one of the region's chunks, names
+//! this region in state `Slab` with a successor that links back, whose
+//! slab header holds its seals (and checksum, `crc`), of the list's class,
+//! listed, and linking back. Every proof a change needs is made before
+//! anything is written.
+//!
+//! Invariants:
+//! - a slab is on its class's list iff it has a free object; a slab that
+//!   empties stays there, ready for the next objects of its class (no slab
+//!   is made and unmade at the edge of a class's use), and every empty
+//!   slab goes back to the free index (merged like any freed block)
+//!   before the region reports that it has no room, and on a flush
+//!   (`Heap::flush_quick_lists`);
+//! - counters: `slabs`/`slab_bytes` count the blocks in state `Slab`
+//!   (they are also used blocks), `slab_objects`/`slab_object_bytes` the
+//!   objects handed out (class sizes).
+
+use core::ptr::NonNull;
+
+use crate::block::{Block, State, DATA_OFFSET};
+use crate::error::{Corruption, HeapError};
+use crate::integrity;
+use crate::slab::{class_size, Slab, SLAB_CLASSES, SLAB_DATA, SLAB_SIZE};
+
+use super::nav::damage;
+use super::Region;
+
+/// Per class, the first slab with a free object (0: none).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlabLists {
+    first: [usize; SLAB_CLASSES],
+}
+
+impl SlabLists {
+    /// No slab.
+    pub(crate) const fn new() -> Self {
+        SlabLists {
+            first: [0; SLAB_CLASSES],
+        }
+    }
+}
+
+/// A slab object proven live: its slab and index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Object {
+    pub(crate) slab: Slab,
+    pub(crate) index: usize,
+}
+
+/// The list changes a planned unlink will make, every node proven.
+struct Unlink {
+    slab: Slab,
+    next: Option<Slab>,
+    prev: Option<Slab>,
+}
+
+impl Region {
+    /// Proves that a slab of this region starts at `base` (see the module
+    /// docs) and returns it; `what` names the damage if it is not one.
+    fn prove_slab(&self, base: usize, what: Corruption) -> Result<Slab, HeapError> {
+        let bad = || damage(base, what);
+        if !base.is_multiple_of(SLAB_SIZE) {
+            return Err(bad());
+        }
+        let header = base.checked_sub(DATA_OFFSET).ok_or_else(bad)?;
+        let chunk = self.chunk_of(header).ok_or_else(bad)?;
+        let block = Self::block_in(chunk, header);
+        if block.owner() != self.addr() || block.state() != State::Slab {
+            return Err(bad());
+        }
+        if !block.checksum_ok() {
+            return Err(damage(header, Corruption::Checksum));
+        }
+        let next =
+            Self::next_in(chunk, block).ok_or_else(|| damage(header, Corruption::BlockLinks))?;
+        if next.raw_links().1 != block.raw_links().0.wrapping_neg() {
+            return Err(damage(header, Corruption::BlockLinks));
+        }
+        if next.addr() - block.addr() < SLAB_SIZE {
+            return Err(damage(header, Corruption::Size));
+        }
+        if self.is_cut_off(chunk, header) {
+            return Err(damage(header, Corruption::Quarantined));
+        }
+        // SAFETY: `base` is the data start of a proven `Slab` block of this
+        // region at least `SLAB_SIZE` bytes long, inside `chunk`.
+        let slab = unsafe { Slab::at(chunk.at(base)) };
+        slab.verify().map_err(|what| damage(base, what))?;
+        Ok(slab)
+    }
+
+    /// Proves the slab a list link of class `class` names, and that it
+    /// links back as `back` says. `holder` is where the link is kept (the
+    /// slab whose header holds it, or the region for a list's first): the
+    /// damage a failed proof reports, so that the repair that follows
+    /// finds it in this region, wherever the link pointed.
+    fn prove_link(
+        &self,
+        at: usize,
+        class: usize,
+        holder: usize,
+        back: impl FnOnce(Slab) -> bool,
+    ) -> Result<Slab, HeapError> {
+        let refused = || damage(holder, Corruption::SlabList);
+        let slab = self
+            .prove_slab(at, Corruption::SlabList)
+            .map_err(|error| match error {
+                // Damage inside this region's memory (a damaged slab, or a link
+                // into a block) is named where it is; a link that leaves the
+                // region's chunks is named where it is kept.
+                HeapError::Corrupted { addr, .. } if self.chunks.of_block(addr).is_some() => error,
+                _ => refused(),
+            })?;
+        if slab.class() != class || !slab.is_listed() || !back(slab) {
+            return Err(refused());
+        }
+        Ok(slab)
+    }
+
+    /// The slab object `ptr` designates, if it lies in a slab of this
+    /// region: `None` when it does not (then it can only be a block);
+    /// otherwise the live object, or why it is not one (`NotBlockStart`
+    /// inside a slab but not at an object, `DoubleFree` for an object not
+    /// handed out, `Corrupted` for a damaged slab).
+    #[inline]
+    pub(crate) fn slab_object(&self, ptr: usize) -> Option<Result<Object, HeapError>> {
+        if self.c.slabs == 0 {
+            return None;
+        }
+        let base = ptr & !(SLAB_SIZE - 1);
+        let header = base.checked_sub(DATA_OFFSET)?;
+        let chunk = self.chunk_of(header)?;
+        let block = Self::block_in(chunk, header);
+        if block.owner_word() != self.addr() | State::Slab as usize {
+            return None;
+        }
+        Some(self.prove_object(base, ptr))
+    }
+
+    fn prove_object(&self, base: usize, ptr: usize) -> Result<Object, HeapError> {
+        let slab = self.prove_slab(base, Corruption::SlabHeader)?;
+        let index = slab
+            .index_of(ptr)
+            .ok_or(HeapError::NotBlockStart { addr: ptr })?;
+        if !slab.is_live(index) {
+            return Err(HeapError::DoubleFree { addr: ptr });
+        }
+        Ok(Object { slab, index })
+    }
+
+    /// Hands out an object of `class`: from the first slab of its list,
+    /// else from a new slab carved from the region. `Ok(None)` when the
+    /// region has no room for a new slab; an error, changing nothing, when
+    /// a slab or list it met is damaged.
+    ///
+    /// # Safety
+    /// The region is live and exclusively borrowed.
+    pub(crate) unsafe fn slab_allocate(
+        &mut self,
+        class: usize,
+    ) -> Result<Option<NonNull<u8>>, HeapError> {
+        let first = self.slabs.first[class];
+        let slab = if first == 0 {
+            // SAFETY: forwarded.
+            match unsafe { self.new_slab(class)? } {
+                Some(slab) => slab,
+                None => return Ok(None),
+            }
+        } else {
+            self.prove_link(first, class, self.addr(), |s| s.links().1 == 0)?
+        };
+        // A slab that becomes full leaves its list: prove that first.
+        let unlink = if slab.used() + 1 == crate::slab::capacity_of(class) {
+            Some(self.plan_unlink(slab)?)
+        } else {
+            None
+        };
+        let index = slab
+            .take()
+            .ok_or_else(|| damage(slab.addr(), Corruption::SlabHeader))?;
+        if let Some(unlink) = unlink {
+            self.unlink(unlink);
+        }
+        self.c.slab_objects += 1;
+        self.c.slab_object_bytes += class_size(class);
+        let object = slab.object(index);
+        // A free object whose pattern was overwritten (`scramble`) stays
+        // taken: it is never handed out, and the error names it.
+        // SAFETY: a free object of a slab of this exclusively borrowed
+        // region, just taken.
+        unsafe { integrity::on_object_allocate(object, class, self.scramble_depth()) }?;
+        Ok(Some(object))
+    }
+
+    /// Carves a new slab of `class` from the region and puts it first on
+    /// its list; `Ok(None)` if the region has no room.
+    ///
+    /// # Safety
+    /// As for [`Region::slab_allocate`].
+    unsafe fn new_slab(&mut self, class: usize) -> Result<Option<Slab>, HeapError> {
+        // The block's size is `block_size_for(SLAB_DATA)`: `SLAB_SIZE`.
+        // SAFETY: forwarded; a power-of-two alignment.
+        let Some(block) = (unsafe { self.allocate(SLAB_SIZE, SLAB_SIZE, false)? }) else {
+            return Ok(None);
+        };
+        block.set_state(State::Slab);
+        // SAFETY: a block just allocated, whose data nobody uses; its data
+        // is `SLAB_SIZE`-aligned and `SLAB_DATA` bytes long.
+        let slab = unsafe {
+            integrity::on_allocate(block, SLAB_DATA);
+            let slab = Slab::init(block.data(), class);
+            integrity::on_new_slab(slab);
+            slab
+        };
+        self.c.slabs += 1;
+        self.c.slab_bytes += block.size();
+        // The list was empty (this is called only then): no link to prove.
+        slab.set_links(0, 0, true);
+        self.slabs.first[class] = slab.addr();
+        Ok(Some(slab))
+    }
+
+    /// Proves what unlinking `slab` from its list writes.
+    fn plan_unlink(&self, slab: Slab) -> Result<Unlink, HeapError> {
+        let class = slab.class();
+        let (next, prev) = slab.links();
+        let me = slab.addr();
+        let next = match next {
+            0 => None,
+            at => Some(self.prove_link(at, class, me, |s| s.links().1 == me)?),
+        };
+        let prev = match prev {
+            0 if self.slabs.first[class] == me => None,
+            0 => return Err(damage(me, Corruption::SlabList)),
+            at => Some(self.prove_link(at, class, me, |s| s.links().0 == me)?),
+        };
+        Ok(Unlink { slab, next, prev })
+    }
+
+    /// Unlinks a slab as planned.
+    fn unlink(&mut self, plan: Unlink) {
+        let Unlink { slab, next, prev } = plan;
+        let next_addr = next.map_or(0, Slab::addr);
+        let prev_addr = prev.map_or(0, Slab::addr);
+        match prev {
+            Some(prev) => prev.set_next(next_addr),
+            None => self.slabs.first[slab.class()] = next_addr,
+        }
+        if let Some(next) = next {
+            next.set_prev(prev_addr);
+        }
+        slab.set_links(0, 0, false);
+    }
+
+    /// Proves the first slab of `class`'s list, if any.
+    fn proven_first(&self, class: usize) -> Result<Option<Slab>, HeapError> {
+        match self.slabs.first[class] {
+            0 => Ok(None),
+            at => self
+                .prove_link(at, class, self.addr(), |s| s.links().1 == 0)
+                .map(Some),
+        }
+    }
+
+    /// Puts `slab` (on no list) first on its class's list, before `old`,
+    /// the list's proven first slab.
+    fn push_slab(&mut self, slab: Slab, old: Option<Slab>) {
+        let first = old.map_or(0, Slab::addr);
+        if let Some(old) = old {
+            old.set_prev(slab.addr());
+        }
+        slab.set_links(first, 0, true);
+        self.slabs.first[slab.class()] = slab.addr();
+    }
+
+    /// Takes back a live object. A full slab goes back on its list; an
+    /// empty one stays there (it goes back to the free index when the
+    /// region runs out of room, or on a flush). Fails, changing nothing, on
+    /// damage: the object's guard (`guard`) or the first slab of the list.
+    ///
+    /// # Safety
+    /// `object` came from [`Region::slab_object`] with nothing changed
+    /// since; nobody uses the object's data any more.
+    pub(crate) unsafe fn slab_free(&mut self, object: Object) -> Result<(), HeapError> {
+        let Object { slab, index } = object;
+        let class = slab.class();
+        let data = slab.object(index);
+        integrity::check_object_guard(data, class)?;
+        if !slab.is_listed() {
+            // Full until now: back on its list.
+            let old = self.proven_first(class)?;
+            // SAFETY: as above.
+            unsafe { integrity::on_object_free(data, class) };
+            slab.give_back(index);
+            self.count_object_freed(class);
+            self.push_slab(slab, old);
+            return Ok(());
+        }
+        // SAFETY: as above.
+        unsafe { integrity::on_object_free(data, class) };
+        slab.give_back(index);
+        self.count_object_freed(class);
+        Ok(())
+    }
+
+    fn count_object_freed(&mut self, class: usize) {
+        self.c.slab_objects -= 1;
+        self.c.slab_object_bytes -= class_size(class);
+    }
+
+    /// The block a proven slab is the data of.
+    fn slab_block(&self, slab: Slab) -> Block {
+        self.slab_block_at(slab.addr())
+    }
+
+    /// Gives an empty slab's block back to the free index.
+    ///
+    /// # Safety
+    /// `block` is the block of a proven empty slab on no list; `merge` is
+    /// its proven merge.
+    unsafe fn give_back_slab(&mut self, block: Block, merge: super::release::Merge) {
+        let size = block.size();
+        // SAFETY: the slab's data is the heap's; its seals go, so the stale
+        // header never proves again.
+        unsafe {
+            Slab::at(block.data()).wipe();
+            integrity::on_free(block);
+            self.merge(merge);
+        }
+        self.c.slabs -= 1;
+        self.c.slab_bytes -= size;
+        self.c.used_bytes -= size;
+        self.c.used_blocks -= 1;
+    }
+
+    /// Gives every empty slab back to the free index (before the region
+    /// reports that it has no room); returns whether there was any. Stops
+    /// at the first damage, changing nothing more.
+    pub(crate) fn release_empty_slabs(&mut self) -> Result<bool, HeapError> {
+        let mut released = false;
+        for class in 0..SLAB_CLASSES {
+            let mut at = self.slabs.first[class];
+            let mut prev = 0;
+            let mut steps = self.c.slabs + 1;
+            while at != 0 && steps > 0 {
+                steps -= 1;
+                let holder = if prev == 0 { self.addr() } else { prev };
+                let slab = self.prove_link(at, class, holder, |s| s.links().1 == prev)?;
+                let (next, _) = slab.links();
+                if slab.used() == 0 {
+                    let unlink = self.plan_unlink(slab)?;
+                    let block = self.slab_block(slab);
+                    let merge = self.plan_merge(block, block.size())?;
+                    self.unlink(unlink);
+                    // SAFETY: empty, unlinked, merge proven.
+                    unsafe { self.give_back_slab(block, merge) };
+                    released = true;
+                } else {
+                    prev = at;
+                }
+                at = next;
+            }
+        }
+        Ok(released)
+    }
+
+    /// Rebuilds the slab lists from the blocks a repair walk found in state
+    /// `Slab`: each proven slab with a free object goes on its list; a slab
+    /// whose header does not prove is quarantined. Called by the repair,
+    /// once per slab block, in address order, after the lists were cleared.
+    /// A slab whose header does not prove (seals, class, counts against the
+    /// bitmap, checksum) is refused (`false`): the repair quarantines its
+    /// block. Damage the proofs cannot see (a list link, the scan hint) is
+    /// rewritten: links are rebuilt, the hint restarts at 0. (An error
+    /// about one of its objects, a write after free or an overrun of a
+    /// guard, leaves the slab alone: that object stays taken.)
+    pub(crate) fn refile_slab(&mut self, block: Block, c: &mut super::Counters) -> bool {
+        let base = block.data().as_ptr().addr();
+        let slab = match self.prove_slab(base, Corruption::SlabHeader) {
+            Ok(slab) if slab.verify_counts().is_ok() => slab,
+            _ => return false,
+        };
+        slab.reset_hint();
+        c.slabs += 1;
+        c.slab_bytes += block.size();
+        c.slab_objects += slab.used();
+        c.slab_object_bytes += slab.used() * class_size(slab.class());
+        slab.set_links(0, 0, false);
+        if !slab.is_full() {
+            // The list holds only slabs this walk refiled (and proved).
+            let class = slab.class();
+            let old = match self.slabs.first[class] {
+                0 => None,
+                // SAFETY: a slab this walk proved and refiled, unchanged.
+                at => Some(unsafe { Slab::at(self.slab_block_at(at).data()) }),
+            };
+            self.push_slab(slab, old);
+        }
+        true
+    }
+
+    /// The block of the slab at `base`, already proven.
+    fn slab_block_at(&self, base: usize) -> Block {
+        let header = base - DATA_OFFSET;
+        let chunk = self
+            .chunk_of(header)
+            .expect("a proven slab lies in a chunk");
+        Self::block_in(chunk, header)
+    }
+
+    /// Clears the slab lists (a repair rebuilds them).
+    pub(crate) fn clear_slab_lists(&mut self) {
+        self.slabs = SlabLists::new();
+    }
+
+    /// The slabs of this region's lists and full ones alike are found by
+    /// walking the rings; this proves one for `check()`: its header, its
+    /// counts against its bitmap, its live objects' guards (`guard`) and
+    /// its free objects' pattern (`scramble`).
+    pub(crate) fn check_slab(&self, block: Block) -> Result<Slab, HeapError> {
+        let base = block.data().as_ptr().addr();
+        let slab = self.prove_slab(base, Corruption::SlabHeader)?;
+        slab.verify_counts().map_err(|what| damage(base, what))?;
+        let class = slab.class();
+        for index in 0..crate::slab::capacity_of(class) {
+            let data = slab.object(index);
+            if slab.is_live(index) {
+                integrity::check_object_guard(data, class)?;
+            } else {
+                integrity::check_free_object(data, class, self.scramble_depth())?;
+            }
+        }
+        Ok(slab)
+    }
+
+    /// The first slab of `class`'s list (0: none), for `check()`.
+    pub(crate) fn first_slab(&self, class: usize) -> usize {
+        self.slabs.first[class]
+    }
+
+    /// Proves the slab a list link of `class` names, for `check()`.
+    pub(crate) fn listed_slab(
+        &self,
+        at: usize,
+        class: usize,
+        prev: usize,
+    ) -> Result<Slab, HeapError> {
+        let holder = if prev == 0 { self.addr() } else { prev };
+        self.prove_link(at, class, holder, |s| s.links().1 == prev)
+    }
+}
+
+// Sizes the region asks for: a slab's block is exactly `SLAB_SIZE`.
+const _: () = assert!(SLAB_DATA + crate::block::BLOCK_OVERHEAD == SLAB_SIZE);
