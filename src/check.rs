@@ -44,6 +44,7 @@ struct Tally {
     slab_object_bytes: usize,
     /// Slabs with a free object: each must be on its class's list.
     open_slabs: usize,
+    empty_slabs: usize,
 }
 
 fn corrupted(addr: usize, what: Corruption) -> HeapError {
@@ -161,6 +162,7 @@ impl Region {
                     tally.slab_objects += slab.used();
                     tally.slab_object_bytes += slab.used() * crate::slab::class_size(slab.class());
                     tally.open_slabs += usize::from(!slab.is_full());
+                    tally.empty_slabs += usize::from(slab.used() == 0);
                     false
                 }
                 State::Quarantined => {
@@ -289,6 +291,7 @@ impl Region {
             && c.slab_bytes == tally.slab_bytes
             && c.slab_objects == tally.slab_objects
             && c.slab_object_bytes == tally.slab_object_bytes
+            && c.empty_slabs == tally.empty_slabs
             && c.free_bytes() == tally.free_bytes + tally.cached_bytes;
         if agree {
             Ok(())

@@ -52,6 +52,10 @@ pub const SLAB_MAX: usize = 512;
 /// Number of classes: one per granule multiple up to [`SLAB_MAX`].
 pub const SLAB_CLASSES: usize = SLAB_MAX / GRANULE;
 
+/// Bytes of a slab's header, at the start of its data (every byte of it
+/// is a field that the seals, counts or checksum cover); the objects start
+/// at the next granule.
+pub const SLAB_HEADER_SIZE: usize = size_of::<SlabHeader>();
 /// Data bytes of a slab's block (what the region is asked for).
 pub(crate) const SLAB_DATA: usize = SLAB_SIZE - BLOCK_OVERHEAD;
 /// Distance from a slab's data start to its first object.
@@ -93,8 +97,34 @@ pub(crate) const fn stride_of(class: usize) -> usize {
 /// Objects a slab of `class` holds.
 #[inline]
 pub(crate) const fn capacity_of(class: usize) -> usize {
-    (SLAB_DATA - OBJECTS_OFFSET) / stride_of(class)
+    CAPACITIES[class] as usize
 }
+
+/// [`capacity_of`] per class, computed once (a division at build time).
+const CAPACITIES: [u16; SLAB_CLASSES] = {
+    let mut c = [0; SLAB_CLASSES];
+    let mut class = 0;
+    while class < SLAB_CLASSES {
+        c[class] = ((SLAB_DATA - OBJECTS_OFFSET) / stride_of(class)) as u16;
+        class += 1;
+    }
+    c
+};
+
+/// `ceil(2^32 / stride)` per class: `(n * r) >> 32 == n / stride` for
+/// every `n < SLAB_DATA` (the error `r * stride - 2^32` is below the stride,
+/// below 2^10, so `n * error < 2^24 < 2^32`).
+const RECIPROCALS: [u64; SLAB_CLASSES] = {
+    let mut r = [0; SLAB_CLASSES];
+    let mut class = 0;
+    while class < SLAB_CLASSES {
+        r[class] = (1u64 << 32).div_ceil(stride_of(class) as u64);
+        class += 1;
+    }
+    r
+};
+
+const _: () = assert!(SLAB_DATA < 1 << 14 && stride_of(SLAB_CLASSES - 1) < 1 << 10);
 
 /// The seal of the slab whose data starts at `addr`, for `class`.
 #[inline]
@@ -360,10 +390,15 @@ impl Slab {
     /// necessarily live).
     #[inline]
     pub(crate) fn index_of(self, addr: usize) -> Option<usize> {
-        let stride = stride_of(self.class());
+        let class = self.class();
         let offset = addr.checked_sub(self.addr() + OBJECTS_OFFSET)?;
-        let index = offset / stride;
-        (offset % stride == 0 && index < capacity_of(self.class())).then_some(index)
+        if offset >= SLAB_DATA {
+            return None;
+        }
+        // `offset / stride` by a multiplication: exact for offsets below
+        // 2^14 and strides below 2^10 (see `RECIPROCALS`).
+        let index = ((offset as u64 * RECIPROCALS[class]) >> 32) as usize;
+        (index * stride_of(class) == offset && index < capacity_of(class)).then_some(index)
     }
 
     /// The object of index `index`.
@@ -438,8 +473,29 @@ mod tests {
         }
     }
 
+    /// The figures the README gives for the plain build.
+    #[cfg(not(any(feature = "crc", feature = "guard")))]
+    #[test]
+    fn the_documented_layout() {
+        assert_eq!(OBJECTS_OFFSET, 176);
+        assert_eq!(capacity_of(0), 1012);
+        assert_eq!(capacity_of(SLAB_CLASSES - 1), 31);
+        assert_eq!(SLAB_CLASSES, 32);
+    }
+
     #[repr(C, align(16384))]
     struct Page([u8; SLAB_SIZE]);
+
+    #[test]
+    fn the_reciprocals_divide_exactly() {
+        for class in 0..SLAB_CLASSES {
+            let stride = stride_of(class) as u64;
+            let step = if cfg!(miri) { 97 } else { 1 };
+            for n in (0..SLAB_DATA as u64).step_by(step) {
+                assert_eq!((n * RECIPROCALS[class]) >> 32, n / stride, "{n} / {stride}");
+            }
+        }
+    }
 
     #[test]
     fn take_hands_out_each_object_once_then_nothing() {

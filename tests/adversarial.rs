@@ -87,6 +87,7 @@ fn ordinary() -> impl Strategy<Value = Op> {
         7 => pick.prop_map(|pick| Op::Free { pick }),
         3 => (pick, 0usize..3000).prop_map(|(pick, size)| Op::Realloc { pick, size }),
         1 => (0u8..=40).prop_map(|depth| Op::QuickDepth { depth }),
+        1 => any::<bool>().prop_map(|on| Op::Slabs { on }),
         1 => Just(Op::Check),
     ]
 }
@@ -119,22 +120,30 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// `ops`, with slabs turned on first if `slabs` (the programs may turn them
+/// on and off again in the middle).
+fn with_slabs(slabs: bool, ops: Vec<Op>) -> Vec<Op> {
+    let mut program = vec![Op::Slabs { on: slabs }];
+    program.extend(ops);
+    program
+}
+
 proptest! {
     #![proptest_config(config())]
 
     /// The interpreter itself: without misuse, no damage and no error.
     #[test]
-    fn programs_without_misuse_keep_the_invariants(ops in prop::collection::vec(ordinary(), 1..MAX_OPS)) {
+    fn programs_without_misuse_keep_the_invariants(slabs: bool, ops in prop::collection::vec(ordinary(), 1..MAX_OPS)) {
         watchdog();
-        let outcome = adversary::run(&ops);
+        let outcome = adversary::run(&with_slabs(slabs, ops));
         prop_assert!(!outcome.damaged && outcome.errors.is_empty(), "{}", describe(&outcome));
         prop_assert_eq!(outcome.final_check, Some(Ok(())));
     }
 
     #[test]
-    fn random_programs_with_misuses(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
+    fn random_programs_with_misuses(slabs: bool, ops in prop::collection::vec(op(), 1..MAX_OPS)) {
         watchdog();
-        let outcome = adversary::run(&ops);
+        let outcome = adversary::run(&with_slabs(slabs, ops));
         assert_detected_under_crc(&outcome);
     }
 

@@ -51,6 +51,7 @@ const STAGES: &[Stage] = &[
     ("growth hook", test_growth),
     ("trim gives memory back", test_trim),
     ("double free on a private heap", test_double_free),
+    ("slab objects on a private heap", test_slabs),
     ("header corruption detected", test_corruption),
 ];
 
@@ -522,6 +523,67 @@ fn test_double_free() -> Outcome {
     let checked = private.check();
     ensure!(checked.is_ok(), "private heap check: {:?}", checked);
     // `private` (declared after `arena`) goes out of scope first.
+    Ok(())
+}
+
+/// The slab front end on a private heap: small objects from slabs, their
+/// data kept, a double free and an interior free named, the slabs given
+/// back once empty.
+fn test_slabs() -> Outcome {
+    let mut arena: Vec<u64> = vec![0; 64 << 10];
+    let mut private = Heap::new().with_slabs(true);
+    // SAFETY: the arena is a live, exclusively owned buffer that outlives
+    // `private` (dropped first, below) and is not touched while it is used.
+    let added = unsafe { private.add_region(arena.as_mut_ptr().cast(), arena.len() * 8) };
+    ensure!(added.is_ok(), "add_region: {:?}", added);
+    let mut objects = Vec::new();
+    for i in 0..600usize {
+        let size = 1 + (i * 37) % 512;
+        let layout = Layout::from_size_align(size, 8).map_err(|e| e.to_string())?;
+        let p = private.allocate(layout).map_err(|e| e.to_string())?;
+        // SAFETY: `p` is a live object of `size` bytes.
+        unsafe { fill(p.as_ptr(), size, i) };
+        objects.push((p, size, i));
+    }
+    let stats = private.stats();
+    ensure!(
+        stats.slabs > 0 && stats.slab_objects == 600,
+        "{} slabs, {} objects",
+        stats.slabs,
+        stats.slab_objects
+    );
+    let (victim, _, _) = objects.swap_remove(7);
+    // SAFETY: a live object, then freed again and freed inside: both
+    // refused from the slab's bitmap, nothing changed.
+    unsafe {
+        ensure!(private.free(victim).is_ok(), "free");
+        let again = private.free(victim);
+        ensure!(
+            matches!(again, Err(HeapError::DoubleFree { .. })),
+            "second free gave {:?}",
+            again
+        );
+        let inside = private.free(objects[0].0.add(16));
+        ensure!(
+            matches!(inside, Err(HeapError::NotBlockStart { .. })),
+            "interior free gave {:?}",
+            inside
+        );
+    }
+    for (p, size, seed) in objects.drain(..) {
+        // SAFETY: live objects of `size` bytes, filled above.
+        ensure!(unsafe { holds(p.as_ptr(), size, seed) }, "object {p:p} changed");
+        // SAFETY: a live object of `private`.
+        let freed = unsafe { private.free(p) };
+        ensure!(freed.is_ok(), "free: {:?}", freed);
+    }
+    let checked = private.check();
+    ensure!(checked.is_ok(), "private heap check: {:?}", checked);
+    let flushed = private.flush_quick_lists();
+    ensure!(flushed.is_ok(), "flush: {:?}", flushed);
+    let stats = private.stats();
+    ensure!(stats.slabs == 0 && stats.in_use_bytes == 0, "slabs kept: {}", stats.slabs);
+    println!("  600 objects in slabs, double and interior frees refused, slabs given back");
     Ok(())
 }
 

@@ -100,6 +100,8 @@ pub(crate) struct Counters {
     pub slab_objects: usize,
     /// Their bytes (class sizes).
     pub slab_object_bytes: usize,
+    /// Slabs with no object handed out (all on their lists).
+    pub empty_slabs: usize,
 }
 
 impl Counters {

@@ -16,6 +16,10 @@
 //!    into one free block each; the block that the error named is
 //!    quarantined instead (its header or free memory is what was found
 //!    damaged, whatever state it claims); used and quarantined blocks stay.
+//!    The slab lists are cleared too, and every slab block whose header
+//!    still proves (seals, counts against its bitmap, checksum) goes back
+//!    on its class's list if it has a free object; one that does not prove
+//!    is quarantined whole (see `slabs`).
 //! 3. **Recount.** The counters are recomputed from the walk.
 //!
 //! A quarantined block is never handed out, merged or freed again (a free

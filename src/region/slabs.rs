@@ -5,11 +5,12 @@
 //! a free object ([`SlabLists`]); a full slab is on no list. The links live
 //! in the slab headers, where an overrun can reach them, so each is proven
 //! before it is followed ([`Region::prove_slab`]): it names a slab-aligned
-//! address whose block header, inside one of the region's chunks, names
-//! this region in state `Slab` with a successor that links back, whose
-//! slab header holds its seals (and checksum, `crc`), of the list's class,
-//! listed, and linking back. Every proof a change needs is made before
-//! anything is written.
+//! address whose block header, inside one of the region's chunks with room
+//! for the slab, names this region in state `Slab`, whose slab header
+//! holds its seals (and checksum, `crc`), of the list's class, listed, and
+//! linking back. A slab reached from a program's pointer (a free) is also
+//! proven in its block ring: its successor links back. Every proof a
+//! change needs is made before anything is written.
 //!
 //! Invariants:
 //! - a slab is on its class's list iff it has a free object; a slab that
@@ -20,7 +21,8 @@
 //!   (`Heap::flush_quick_lists`);
 //! - counters: `slabs`/`slab_bytes` count the blocks in state `Slab`
 //!   (they are also used blocks), `slab_objects`/`slab_object_bytes` the
-//!   objects handed out (class sizes).
+//!   objects handed out (class sizes), `empty_slabs` the slabs without
+//!   one (so that making room costs nothing when there is none).
 
 use core::ptr::NonNull;
 
@@ -30,7 +32,7 @@ use crate::integrity;
 use crate::slab::{class_size, Slab, SLAB_CLASSES, SLAB_DATA, SLAB_SIZE};
 
 use super::nav::damage;
-use super::Region;
+use super::{Chunk, Region};
 
 /// Per class, the first slab with a free object (0: none).
 #[derive(Clone, Copy, Debug)]
@@ -62,9 +64,24 @@ struct Unlink {
 }
 
 impl Region {
-    /// Proves that a slab of this region starts at `base` (see the module
-    /// docs) and returns it; `what` names the damage if it is not one.
+    /// Proves that a slab of this region starts at `base` and returns it;
+    /// `what` names the damage if it is not one: `base` is slab-aligned,
+    /// the block header before it lies in one of the region's chunks with
+    /// room for a slab before the chunk's sentinel, names this region in
+    /// state `Slab` with a good checksum (`crc`), lies in no range a repair
+    /// cut off, and the slab header's seals and counts hold.
+    #[inline]
     fn prove_slab(&self, base: usize, what: Corruption) -> Result<Slab, HeapError> {
+        self.prove_slab_block(base, what).map(|(slab, _, _)| slab)
+    }
+
+    /// [`Region::prove_slab`], also returning the slab's chunk and block.
+    #[inline]
+    fn prove_slab_block(
+        &self,
+        base: usize,
+        what: Corruption,
+    ) -> Result<(Slab, &Chunk, Block), HeapError> {
         let bad = || damage(base, what);
         if !base.is_multiple_of(SLAB_SIZE) {
             return Err(bad());
@@ -72,27 +89,42 @@ impl Region {
         let header = base.checked_sub(DATA_OFFSET).ok_or_else(bad)?;
         let chunk = self.chunk_of(header).ok_or_else(bad)?;
         let block = Self::block_in(chunk, header);
-        if block.owner() != self.addr() || block.state() != State::Slab {
+        if block.owner_word() != self.addr() | State::Slab as usize {
             return Err(bad());
         }
         if !block.checksum_ok() {
             return Err(damage(header, Corruption::Checksum));
         }
-        let next =
-            Self::next_in(chunk, block).ok_or_else(|| damage(header, Corruption::BlockLinks))?;
-        if next.raw_links().1 != block.raw_links().0.wrapping_neg() {
-            return Err(damage(header, Corruption::BlockLinks));
-        }
-        if next.addr() - block.addr() < SLAB_SIZE {
+        if header + SLAB_SIZE > chunk.sentinel() {
             return Err(damage(header, Corruption::Size));
         }
         if self.is_cut_off(chunk, header) {
             return Err(damage(header, Corruption::Quarantined));
         }
-        // SAFETY: `base` is the data start of a proven `Slab` block of this
-        // region at least `SLAB_SIZE` bytes long, inside `chunk`.
+        // SAFETY: `base` is the data start of a block of this region whose
+        // `SLAB_DATA` bytes lie inside `chunk` (before its sentinel).
         let slab = unsafe { Slab::at(chunk.at(base)) };
         slab.verify().map_err(|what| damage(base, what))?;
+        Ok((slab, chunk, block))
+    }
+
+    /// [`Region::prove_slab`] for a slab reached from a program's pointer,
+    /// which also proves the slab's block in its ring: its successor links
+    /// back and lies at least `SLAB_SIZE` bytes after it (as
+    /// `nav::vet_free` proves a free block), so that only a header the
+    /// region wrote, not data shaped like one, is taken for a slab.
+    #[inline]
+    fn prove_slab_in_ring(&self, base: usize) -> Result<Slab, HeapError> {
+        let (slab, chunk, block) = self.prove_slab_block(base, Corruption::SlabHeader)?;
+        let header = block.addr();
+        let next =
+            Self::next_in(chunk, block).ok_or_else(|| damage(header, Corruption::BlockLinks))?;
+        if next.raw_links().1 != block.raw_links().0.wrapping_neg() {
+            return Err(damage(header, Corruption::BlockLinks));
+        }
+        if next.addr() - header < SLAB_SIZE {
+            return Err(damage(header, Corruption::Size));
+        }
         Ok(slab)
     }
 
@@ -145,7 +177,7 @@ impl Region {
     }
 
     fn prove_object(&self, base: usize, ptr: usize) -> Result<Object, HeapError> {
-        let slab = self.prove_slab(base, Corruption::SlabHeader)?;
+        let slab = self.prove_slab_in_ring(base)?;
         let index = slab
             .index_of(ptr)
             .ok_or(HeapError::NotBlockStart { addr: ptr })?;
@@ -182,9 +214,13 @@ impl Region {
         } else {
             None
         };
+        let was_empty = slab.used() == 0;
         let index = slab
             .take()
             .ok_or_else(|| damage(slab.addr(), Corruption::SlabHeader))?;
+        if was_empty {
+            self.c.empty_slabs -= 1;
+        }
         if let Some(unlink) = unlink {
             self.unlink(unlink);
         }
@@ -220,6 +256,7 @@ impl Region {
             slab
         };
         self.c.slabs += 1;
+        self.c.empty_slabs += 1;
         self.c.slab_bytes += block.size();
         // The list was empty (this is called only then): no link to prove.
         slab.set_links(0, 0, true);
@@ -299,20 +336,24 @@ impl Region {
             // SAFETY: as above.
             unsafe { integrity::on_object_free(data, class) };
             slab.give_back(index);
-            self.count_object_freed(class);
+            self.count_object_freed(slab);
             self.push_slab(slab, old);
             return Ok(());
         }
         // SAFETY: as above.
         unsafe { integrity::on_object_free(data, class) };
         slab.give_back(index);
-        self.count_object_freed(class);
+        self.count_object_freed(slab);
         Ok(())
     }
 
-    fn count_object_freed(&mut self, class: usize) {
+    /// Counts an object of `slab` given back (after `give_back`).
+    fn count_object_freed(&mut self, slab: Slab) {
         self.c.slab_objects -= 1;
-        self.c.slab_object_bytes -= class_size(class);
+        self.c.slab_object_bytes -= class_size(slab.class());
+        if slab.used() == 0 {
+            self.c.empty_slabs += 1;
+        }
     }
 
     /// The block a proven slab is the data of.
@@ -335,6 +376,7 @@ impl Region {
             self.merge(merge);
         }
         self.c.slabs -= 1;
+        self.c.empty_slabs -= 1;
         self.c.slab_bytes -= size;
         self.c.used_bytes -= size;
         self.c.used_blocks -= 1;
@@ -345,6 +387,9 @@ impl Region {
     /// at the first damage, changing nothing more.
     pub(crate) fn release_empty_slabs(&mut self) -> Result<bool, HeapError> {
         let mut released = false;
+        if self.c.empty_slabs == 0 {
+            return Ok(false);
+        }
         for class in 0..SLAB_CLASSES {
             let mut at = self.slabs.first[class];
             let mut prev = 0;
@@ -392,6 +437,7 @@ impl Region {
         c.slab_bytes += block.size();
         c.slab_objects += slab.used();
         c.slab_object_bytes += slab.used() * class_size(slab.class());
+        c.empty_slabs += usize::from(slab.used() == 0);
         slab.set_links(0, 0, false);
         if !slab.is_full() {
             // The list holds only slabs this walk refiled (and proved).

@@ -30,8 +30,9 @@
 //! answer a double or interior free op do not count) or when the final
 //! `check()` fails. A misuse that changed no byte is not damage. While the
 //! heap is intact, the changed bytes are classified with `Heap::dump`: those
-//! in a header's fields, a free or cached block's list link, a sentinel or a
-//! guard zone are *metadata* ([`Outcome::metadata_damaged`]).
+//! in a header's fields, a free or cached block's list link, a sentinel, a
+//! guard zone or a slab's header are *metadata*
+//! ([`Outcome::metadata_damaged`]).
 //!
 //! The operation count is bounded ([`MAX_OPS`] for decoded input); a heap
 //! that loops forever is caught by the caller (a watchdog in the tests,
@@ -43,7 +44,9 @@ use std::fmt::Write as _;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use region_heap::{Heap, HeapError, GRANULE, GUARD_SIZE, HEADER_SIZE, SENTINEL_SIZE};
+use region_heap::{
+    Heap, HeapError, GRANULE, GUARD_SIZE, HEADER_SIZE, SENTINEL_SIZE, SLAB_HEADER_SIZE,
+};
 
 /// A value a misuse writes (repeated over the bytes it covers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +82,11 @@ pub enum Op {
     },
     QuickDepth {
         depth: u8,
+    },
+    /// Slabs on or off (`Heap::set_slabs`): small requests become headerless
+    /// objects of slabs, whose headers the misuses can reach too.
+    Slabs {
+        on: bool,
     },
     Check,
     /// `k` (1..=32) bytes right after the block's usable end.
@@ -174,8 +182,10 @@ impl Reader<'_> {
                 pick: pick(self),
                 size: self.word() % 3000,
             },
-            22 => Op::QuickDepth {
-                depth: self.byte() % 41,
+            // The ten highest bytes (rare) turn slabs on or off.
+            22 => match self.byte() {
+                b @ 246.. => Op::Slabs { on: b % 2 == 0 },
+                b => Op::QuickDepth { depth: b % 41 },
             },
             23 => Op::Check,
             24 | 25 => Op::Overrun {
@@ -427,6 +437,7 @@ impl Adversary {
                 let result = self.heap.set_quick_depth(depth);
                 self.answer("set_quick_depth", result);
             }
+            Op::Slabs { on } => self.heap.set_slabs(on),
             Op::Check => {
                 let result = self.heap.check();
                 self.answer("check", result);
@@ -816,6 +827,15 @@ impl Adversary {
                 [addr, size, state] if addr.starts_with("0x") => {
                     let (h, size) = (parse_hex(addr), size.parse::<usize>().unwrap());
                     self.block_metadata(h, size, state, &mut ranges);
+                }
+                // "<addr> <size> slab of <n>-byte objects, <u> of <c> used":
+                // the block header, its front guard, and the slab header.
+                [addr, _, "slab", ..] if addr.starts_with("0x") => {
+                    let h = parse_hex(addr);
+                    header_fields(h, &mut ranges);
+                    let data = h + HEADER_SIZE + GUARD_SIZE;
+                    ranges.push((h + HEADER_SIZE, data));
+                    ranges.push((data, data + SLAB_HEADER_SIZE));
                 }
                 _ => {}
             }

@@ -172,6 +172,8 @@ pub fn miri() -> Result<(), String> {
             "percpu",
             "--test",
             "percpu_model",
+            "--test",
+            "slabs",
         ],
         &[
             "--features",
@@ -181,6 +183,8 @@ pub fn miri() -> Result<(), String> {
             "errors",
             "--test",
             "integrity",
+            "--test",
+            "slabs",
         ],
         // The adversarial sweep (a reduced subset under cfg(miri)), the
         // chunk-gap check and the fuzz reproducers of at most 64 bytes,
