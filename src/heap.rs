@@ -486,16 +486,16 @@ impl<P: FitPolicy> Heap<P> {
                 return result;
             }
         }
-        for i in 0..self.count {
+        for &region in &self.regions[..self.count] {
             // SAFETY: a live region of this heap; `&mut self` makes the
             // access exclusive.
-            let region = unsafe { &mut *self.regions[i].as_ptr() };
+            let region = unsafe { &mut *region.as_ptr() };
             let before = region.c.used_bytes;
             // SAFETY: a live region of this heap, borrowed exclusively.
             let result = unsafe { region.allocate(size, align, P::BEST_FIT) };
             // Also when it fails: making room may give empty slabs back.
             let after = region.c.used_bytes;
-            self.account_change(before, after);
+            account(&mut self.in_use, &mut self.peak, before, after);
             match result {
                 Ok(Some(block)) => {
                     // SAFETY: a block just allocated for `layout.size()` bytes.
@@ -528,16 +528,16 @@ impl<P: FitPolicy> Heap<P> {
     /// with room for a new slab; `None` when none has.
     fn allocate_object(&mut self, layout: Layout) -> Option<Result<NonNull<u8>, HeapError>> {
         let class = slab::class_of(layout.size());
-        for i in 0..self.count {
+        for &region in &self.regions[..self.count] {
             // SAFETY: a live region of this heap; `&mut self` makes the
             // access exclusive.
-            let region = unsafe { &mut *self.regions[i].as_ptr() };
+            let region = unsafe { &mut *region.as_ptr() };
             let before = region.c.used_bytes;
             // SAFETY: a live region of this heap, borrowed exclusively.
             let result = unsafe { region.slab_allocate(class) };
             // Also when it fails: making room may give empty slabs back.
             let after = region.c.used_bytes;
-            self.account_change(before, after);
+            account(&mut self.in_use, &mut self.peak, before, after);
             match result {
                 Ok(Some(object)) => {
                     self.ops.allocations += 1;
@@ -672,13 +672,10 @@ impl<P: FitPolicy> Heap<P> {
     }
 
     /// Accounts for a region's used bytes going from `before` to `after`
-    /// (an allocation may also give empty slabs back: then they drop).
+    /// (see [`account`]).
     #[inline]
     fn account_change(&mut self, before: usize, after: usize) {
-        self.in_use = self.in_use + after - before;
-        if self.in_use > self.peak {
-            self.peak = self.in_use;
-        }
+        account(&mut self.in_use, &mut self.peak, before, after);
     }
 
     /// Finds the region holding `ptr` and proves what it designates: a
@@ -1096,7 +1093,7 @@ impl<P: FitPolicy> Heap<P> {
             let result = unsafe { region.reserve(header, block_size) };
             // Also when it fails: making room may give empty slabs back.
             let after = region.c.used_bytes;
-            self.account_change(before, after);
+            account(&mut self.in_use, &mut self.peak, before, after);
             match result {
                 Ok(Some(block)) => {
                     // SAFETY: a block just carved for `size` bytes.
@@ -1234,6 +1231,18 @@ impl<P: FitPolicy> Heap<P> {
         // reads and writes, used by nothing else, for as long as the
         // program runs.
         unsafe { self.add_region(memory.as_mut_ptr().cast(), memory.len()) }
+    }
+}
+
+/// Accounts for a region's used bytes going from `before` to `after` in a
+/// heap's `in_use` and `peak` (an allocation may also give empty slabs
+/// back: then they drop). Takes the two fields, so that a loop over the
+/// regions can call it.
+#[inline(always)]
+fn account(in_use: &mut usize, peak: &mut usize, before: usize, after: usize) {
+    *in_use = *in_use + after - before;
+    if *in_use > *peak {
+        *peak = *in_use;
     }
 }
 

@@ -3,7 +3,8 @@
 //! block and allocate 16..=512 bytes, on a fixed-seed stream generated
 //! before the clock starts. With the `trace` feature a sink that counts
 //! events is set (the cost of a real, if minimal, sink). `SCALING_CHUNKS=k`
-//! spreads the arena over k chunks of one region.
+//! spreads the arena over k chunks of one region; `SCALING_SLABS=1` turns
+//! slabs on.
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::hint::black_box;
@@ -47,7 +48,7 @@ fn count(_: &region_heap::TraceEvent) {
 /// Runs `pairs` churn pairs with `live` blocks and returns ns per pair;
 /// the heap must pass `check()` afterwards.
 pub fn churn(arena: *mut u8, live: usize, pairs: usize, seed: u64) -> f64 {
-    let mut heap = Heap::new();
+    let mut heap = Heap::new().with_slabs(env("SCALING_SLABS") == Some(1));
     #[cfg(feature = "trace")]
     heap.set_trace_sink(Some(count));
     // `SCALING_CHUNKS=k` gives the region its memory as k chunks with a

@@ -54,6 +54,7 @@ impl Region {
     ///
     /// # Safety
     /// The region is live.
+    #[inline]
     pub(crate) unsafe fn validate(&self, data: NonNull<u8>) -> Result<Proven, HeapError> {
         let addr = data.as_ptr().addr();
         let header = addr.wrapping_sub(DATA_OFFSET);

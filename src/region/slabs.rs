@@ -161,11 +161,18 @@ impl Region {
     /// otherwise the live object, or why it is not one (`NotBlockStart`
     /// inside a slab but not at an object, `DoubleFree` for an object not
     /// handed out, `Corrupted` for a damaged slab).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slab_object(&self, ptr: usize) -> Option<Result<Object, HeapError>> {
         if self.c.slabs == 0 {
             return None;
         }
+        self.slab_object_in_slabs(ptr)
+    }
+
+    /// [`Region::slab_object`] once the region has slabs (out of line: a
+    /// region without slabs pays one compare).
+    #[inline(never)]
+    fn slab_object_in_slabs(&self, ptr: usize) -> Option<Result<Object, HeapError>> {
         let base = ptr & !(SLAB_SIZE - 1);
         let header = base.checked_sub(DATA_OFFSET)?;
         let chunk = self.chunk_of(header)?;
