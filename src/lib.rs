@@ -113,7 +113,7 @@ pub use backend::BuddyBackend;
 pub use backend::LinkedListBackend;
 pub use block::{BLOCK_OVERHEAD, GRANULE, GUARD_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, MIN_BLOCK};
 pub use error::{Corruption, HeapError};
-pub use heap::{Heap, RegionId, MAX_REGIONS};
+pub use heap::{Heap, RegionId, DEFAULT_SLABS, MAX_REGIONS};
 pub use inbox::INBOX_SLOTS;
 pub use lock::{InterruptControl, IrqSafeLock, LockGuard, RawLock, SpinLock};
 pub use locked::{
