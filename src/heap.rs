@@ -77,6 +77,8 @@ pub struct Heap<P: FitPolicy = GoodFit> {
     quick_depth: u8,
     /// Whether requests up to `SLAB_MAX` bytes get slab objects.
     slabs: bool,
+    /// Whether slabs are ruled out for good ([`Heap::without_slabs_ever`]).
+    slabs_ruled_out: bool,
     /// Bytes of free pattern verified at each end of a free block.
     #[cfg(feature = "scramble")]
     scramble_depth: usize,
@@ -133,6 +135,7 @@ impl<P: FitPolicy> Heap<P> {
             },
             quick_depth: DEFAULT_QUICK_DEPTH,
             slabs: DEFAULT_SLABS,
+            slabs_ruled_out: false,
             #[cfg(feature = "scramble")]
             scramble_depth: integrity::DEFAULT_SCRAMBLE_CHECK_DEPTH,
             #[cfg(feature = "trace")]
@@ -203,11 +206,23 @@ impl<P: FitPolicy> Heap<P> {
     /// This heap with the slab front end on or off ([`Heap::set_slabs`]),
     /// for `const` contexts.
     pub const fn with_slabs(mut self, on: bool) -> Self {
-        self.slabs = on;
+        self.slabs = on && !self.slabs_ruled_out;
         self
     }
 
-    /// Turns the slab front end on or off (default [`DEFAULT_SLABS`]).
+    /// This heap with slabs off for good: [`Heap::set_slabs`] and
+    /// [`Heap::with_slabs`] leave them off. For an allocator whose `free`
+    /// reads the word before a pointer without the heap's lock
+    /// (`PerCpuHeap`, the hosted shim through [`raw`](crate::raw)): before
+    /// a slab object lies the previous object's data, not a header.
+    pub(crate) const fn without_slabs_ever(mut self) -> Self {
+        self.slabs = false;
+        self.slabs_ruled_out = true;
+        self
+    }
+
+    /// Turns the slab front end on or off (default [`DEFAULT_SLABS`]; a
+    /// `PerCpuHeap`'s heaps keep them off whatever this says).
     /// When on, a request of at most [`SLAB_MAX`] bytes aligned to at most
     /// a granule gets an object of a slab (see the README's "Slabs"): no
     /// header of its own, found from its address. When no region has room
@@ -216,7 +231,7 @@ impl<P: FitPolicy> Heap<P> {
     /// objects are freed, resized and checked as before, and slabs that
     /// empty go back to the free lists.
     pub fn set_slabs(&mut self, on: bool) {
-        self.slabs = on;
+        self.slabs = on && !self.slabs_ruled_out;
     }
 
     /// Whether small requests get slab objects ([`Heap::set_slabs`]).
@@ -746,7 +761,8 @@ impl<P: FitPolicy> Heap<P> {
     /// layout needed. Returns what `stats().in_use_bytes` dropped by: the
     /// bytes the block occupied, header included, so that no caller needs
     /// to read the header of a block it no longer owns; for a slab object,
-    /// 0, or the slab's bytes when the slab went back to the free lists.
+    /// 0 (its slab stays in use, empty slabs go back on a flush or when a
+    /// region runs out of room).
     ///
     /// Fails, changing nothing, with `NotFromHeap`, `NotBlockStart`,
     /// `DoubleFree` or `Corrupted`.

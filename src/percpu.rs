@@ -306,7 +306,7 @@ impl<P: FitPolicy, L: RawLock> PerCpu<P, L> {
             // No slabs: a free finds its heap by the owner word before the
             // pointer, read without a lock, which a slab object does not
             // own (its bytes belong to the object before it).
-            heap: LockedHeap::over(Heap::with_policy().with_slabs(false), None),
+            heap: LockedHeap::over(Heap::with_policy().without_slabs_ever(), None),
             abandoned: AtomicBool::new(false),
             allocations: AtomicUsize::new(0),
             frees: AtomicUsize::new(0),

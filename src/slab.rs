@@ -300,6 +300,14 @@ impl Slab {
         self.reseal();
     }
 
+    /// Whether both seal words hold for the class the header names (the
+    /// slab's block header may be damaged; its own header is not).
+    pub(crate) fn is_sealed(self) -> bool {
+        let h = self.header();
+        let class = h.class as usize;
+        class < SLAB_CLASSES && h.front == seal(self.addr(), class) && h.back == h.front
+    }
+
     /// Checks what the slab's own header can vouch for: both seals, the
     /// class, the count against the bitmap's capacity, the checksum
     /// (`crc`). The first failure, as the damage it shows.
@@ -355,6 +363,11 @@ impl Slab {
             let free = !h.bitmap[w];
             if free != 0 {
                 let bit = free.trailing_zeros() as usize;
+                if w * 64 + bit >= capacity_of(h.class as usize) {
+                    // A padding bit cleared: damage, which the caller
+                    // reports; nothing past the objects is handed out.
+                    return None;
+                }
                 h.bitmap[w] |= 1 << bit;
                 h.used += 1;
                 h.hint = w as u16;

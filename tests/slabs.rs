@@ -10,7 +10,9 @@ use common::Arena;
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
-use region_heap::{Corruption, Heap, HeapError, GRANULE, GUARD_SIZE, SLAB_MAX, SLAB_SIZE};
+use region_heap::{
+    Corruption, Heap, HeapError, GRANULE, GUARD_SIZE, HEADER_SIZE, SLAB_MAX, SLAB_SIZE,
+};
 
 fn l(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
@@ -255,6 +257,7 @@ fn a_forged_slab_list_link_is_refused() {
     let mut heap = slab_heap(&arena);
     heap.set_slabs(false);
     let witness = fill(&mut heap, 1, 40 << 10);
+    let witness_stats = heap.stats();
     heap.set_slabs(true);
     // Two slabs of one class: fill the first and part of a second, then
     // free one object of the first, which puts it first on the list.
@@ -281,10 +284,11 @@ fn a_forged_slab_list_link_is_refused() {
         assert_eq!(heap.allocate(l(32)), Err(broken));
         assert_eq!(heap.stats().quarantined_blocks, 1);
     } else {
-        // The link is found where it leads, and the repair rebuilds the
-        // list from the slabs themselves.
+        // The link leads to no slab: it is named where it is kept (so
+        // that the repair takes nothing it points at for the damage), and
+        // the repair rebuilds the list from the slabs themselves.
         let broken = HeapError::Corrupted {
-            addr: forged,
+            addr: first_slab,
             what: Corruption::SlabList,
         };
         assert_eq!(heap.check(), Err(broken));
@@ -297,8 +301,13 @@ fn a_forged_slab_list_link_is_refused() {
         assert!(!witness_data.contains(&again.as_ptr().addr()));
     }
     heap.check().unwrap();
-    // The heap never wrote where the link pointed.
+    // The heap never wrote where the link pointed, and the witness is
+    // still a live block it will free.
     intact(&witness, 40 << 10);
+    assert!(heap.stats().quarantined_blocks <= usize::from(cfg!(feature = "crc")));
+    let _ = witness_stats;
+    // SAFETY: the live witness block.
+    unsafe { heap.free(witness[0].0) }.unwrap();
 }
 
 /// With `scramble`, a free object holds the free pattern; a write after
@@ -413,4 +422,72 @@ fn turning_slabs_off_keeps_objects_valid_and_dump_lists_slabs() {
     heap.flush_quick_lists().unwrap();
     assert_eq!(heap.stats().slabs, 0);
     heap.check().unwrap();
+}
+
+/// An overrun of the block before a slab that reaches the slab's block
+/// header (its owner word) but not the slab's seal: a free of one of the
+/// slab's objects names the damaged header, never tries the previous
+/// object's bytes as a header, and after the repair the slab's other
+/// objects are reported as quarantined.
+#[test]
+fn an_overrun_into_a_slabs_block_header_is_named() {
+    let arena = Arena::new(512 << 10);
+    let mut heap = slab_heap(&arena);
+    let objects = fill(&mut heap, 20, 64);
+    let others = fill(&mut heap, 5, 300);
+    let base = slab_of(objects[0].0);
+    let header = base - HEADER_SIZE - GUARD_SIZE;
+    // The owner word is the header's second word.
+    // SAFETY: heap memory inside the arena: the slab's block header.
+    unsafe { (header as *mut usize).add(1).write(0x4141_4141) };
+    let damaged = HeapError::Corrupted {
+        addr: header,
+        what: Corruption::Owner,
+    };
+    // SAFETY: a live object of the slab.
+    assert_eq!(unsafe { heap.free(objects[4].0) }, Err(damaged));
+    // The repair took the slab out of use; its objects are reported so.
+    let quarantined = HeapError::Corrupted {
+        addr: header,
+        what: Corruption::Quarantined,
+    };
+    // SAFETY: a live object of the quarantined slab.
+    let again = unsafe { heap.free(objects[5].0) };
+    assert_eq!(again, Err(quarantined));
+    heap.check().unwrap();
+    intact(&others, 300);
+    for (p, _) in others {
+        // SAFETY: live objects of another slab.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    heap.check().unwrap();
+}
+
+/// `reserve` over an empty slab gives the slab back first, as it would
+/// find the range free with slabs off.
+#[test]
+fn reserve_gives_an_empty_slab_back() {
+    let arena = Arena::new(256 << 10);
+    let mut heap = slab_heap(&arena);
+    let p = heap.allocate(l(32)).unwrap();
+    // SAFETY: a live object.
+    unsafe { heap.free(p) }.unwrap();
+    assert_eq!(heap.stats().slabs, 1);
+    let at = p.as_ptr().wrapping_add(256);
+    let reserved = heap.reserve(at, 64).unwrap();
+    assert_eq!(reserved.as_ptr(), at);
+    assert_eq!(heap.stats().slabs, 0);
+    // SAFETY: the reserved block.
+    unsafe { heap.free(reserved) }.unwrap();
+    heap.check().unwrap();
+}
+
+/// A `PerCpuHeap`'s heaps keep slabs off, whatever a caller asks: its
+/// free reads the word before a pointer without a lock.
+#[test]
+fn per_cpu_heaps_refuse_slabs() {
+    static HEAPS: region_heap::PerCpuHeap<2> = region_heap::PerCpuHeap::new(|| 0);
+    let mut heap = HEAPS.heap(0).lock();
+    heap.set_slabs(true);
+    assert!(!heap.slabs());
 }

@@ -494,8 +494,10 @@ impl Region {
         header: usize,
         size: usize,
     ) -> Result<Option<Block>, HeapError> {
-        // The range may hold cached blocks: only the index can carve it.
+        // The range may hold cached blocks or empty slabs: only the index
+        // can carve it.
         self.flush_quick()?;
+        self.release_empty_slabs()?;
         let mut class = Some(class_of(size));
         let mut found = None;
         while let Some(next) = class.and_then(|c| self.index.next_nonempty(c)) {

@@ -321,12 +321,12 @@ impl Region {
             let next = Self::next_in(chunk, at).unwrap_or(sentinel);
             let size = next.addr() - at.addr();
             let state = match at.state() {
-                State::Used | State::Free | State::Cached if at.addr() == damaged => {
+                State::Used | State::Free | State::Cached | State::Slab if at.addr() == damaged => {
                     at.set_state(State::Quarantined);
                     State::Quarantined
                 }
                 State::Cached => State::Free,
-                State::Slab if self.refile_slab(at, c) => State::Slab,
+                State::Slab if self.refile_slab(at, size, c) => State::Slab,
                 State::Slab => {
                     at.set_state(State::Quarantined);
                     State::Quarantined

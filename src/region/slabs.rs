@@ -141,19 +141,32 @@ impl Region {
         back: impl FnOnce(Slab) -> bool,
     ) -> Result<Slab, HeapError> {
         let refused = || damage(holder, Corruption::SlabList);
-        let slab = self
-            .prove_slab(at, Corruption::SlabList)
-            .map_err(|error| match error {
-                // Damage inside this region's memory (a damaged slab, or a link
-                // into a block) is named where it is; a link that leaves the
-                // region's chunks is named where it is kept.
-                HeapError::Corrupted { addr, .. } if self.chunks.of_block(addr).is_some() => error,
-                _ => refused(),
-            })?;
+        let slab = self.prove_slab(at, Corruption::SlabList).map_err(|error| {
+            // A damaged slab is named where it is; a link to anything
+            // else (a block, the middle of a block, outside the region)
+            // is named where it is kept: the repair that follows must
+            // not take what the link points at for the damage.
+            if self.is_slab_header(at) {
+                error
+            } else {
+                refused()
+            }
+        })?;
         if slab.class() != class || !slab.is_listed() || !back(slab) {
             return Err(refused());
         }
         Ok(slab)
+    }
+
+    /// Whether the block header before `base` (slab-aligned) names this
+    /// region in state `Slab`.
+    fn is_slab_header(&self, base: usize) -> bool {
+        base.is_multiple_of(SLAB_SIZE)
+            && base.checked_sub(DATA_OFFSET).is_some_and(|header| {
+                self.chunk_of(header).is_some_and(|chunk| {
+                    Self::block_in(chunk, header).owner_word() == self.addr() | State::Slab as usize
+                })
+            })
     }
 
     /// The slab object `ptr` designates, if it lies in a slab of this
@@ -177,10 +190,27 @@ impl Region {
         let header = base.checked_sub(DATA_OFFSET)?;
         let chunk = self.chunk_of(header)?;
         let block = Self::block_in(chunk, header);
-        if block.owner_word() != self.addr() | State::Slab as usize {
-            return None;
+        if block.owner_word() == self.addr() | State::Slab as usize {
+            return Some(self.prove_object(base, ptr));
         }
-        Some(self.prove_object(base, ptr))
+        // Not a slab's header, but the slab's own seals still stand there:
+        // the slab's block header was damaged (an overrun of the block
+        // before it), or a repair quarantined the slab. Either way `ptr`
+        // is in a slab, and its neighbour's bytes are no header to try.
+        if header + SLAB_SIZE <= chunk.sentinel() {
+            // SAFETY: `SLAB_DATA` bytes at `base` lie inside `chunk`,
+            // before its sentinel; only the seal words are read.
+            let sealed = unsafe { Slab::at(chunk.at(base)) }.is_sealed();
+            if sealed {
+                let what = if block.owner_word() == self.addr() | State::Quarantined as usize {
+                    Corruption::Quarantined
+                } else {
+                    Corruption::Owner
+                };
+                return Some(Err(damage(header, what)));
+            }
+        }
+        None
     }
 
     fn prove_object(&self, base: usize, ptr: usize) -> Result<Object, HeapError> {
@@ -190,6 +220,10 @@ impl Region {
             .ok_or(HeapError::NotBlockStart { addr: ptr })?;
         if !slab.is_live(index) {
             return Err(HeapError::DoubleFree { addr: ptr });
+        }
+        if slab.used() == 0 {
+            // A bit set with no object counted: the header is damaged.
+            return Err(damage(base, Corruption::SlabHeader));
         }
         Ok(Object { slab, index })
     }
@@ -433,10 +467,15 @@ impl Region {
     /// rewritten: links are rebuilt, the hint restarts at 0. (An error
     /// about one of its objects, a write after free or an overrun of a
     /// guard, leaves the slab alone: that object stays taken.)
-    pub(crate) fn refile_slab(&mut self, block: Block, c: &mut super::Counters) -> bool {
+    pub(crate) fn refile_slab(
+        &mut self,
+        block: Block,
+        size: usize,
+        c: &mut super::Counters,
+    ) -> bool {
         let base = block.data().as_ptr().addr();
         let slab = match self.prove_slab(base, Corruption::SlabHeader) {
-            Ok(slab) if slab.verify_counts().is_ok() => slab,
+            Ok(slab) if size >= SLAB_SIZE && slab.verify_counts().is_ok() => slab,
             _ => return false,
         };
         slab.reset_hint();
