@@ -491,3 +491,75 @@ fn per_cpu_heaps_refuse_slabs() {
     heap.set_slabs(true);
     assert!(!heap.slabs());
 }
+
+/// Slabs are off unless asked for.
+#[test]
+fn slabs_are_off_by_default() {
+    assert!(!Heap::new().slabs());
+    assert!(!region_heap::DEFAULT_SLABS);
+    let arena = Arena::new(256 << 10);
+    let mut heap = Heap::new();
+    // SAFETY: the arena outlives the heap.
+    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    let p = heap.allocate(l(32)).unwrap();
+    assert_eq!(heap.stats().slabs, 0);
+    // SAFETY: a live block.
+    unsafe { heap.free(p) }.unwrap();
+}
+
+/// An empty slab goes back to the free lists when a region would
+/// otherwise report that it has no room: slabs never make a request fail
+/// that blocks alone would serve.
+#[test]
+fn empty_slabs_go_back_before_the_heap_runs_out() {
+    let arena = Arena::new(64 << 10);
+    let mut heap = slab_heap(&arena);
+    let objects = fill(&mut heap, 50, 64);
+    assert_eq!(heap.stats().slabs, 1);
+    for (p, _) in objects {
+        // SAFETY: live objects.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    assert_eq!(heap.stats().slabs, 1, "kept while there is room");
+    let largest = heap.stats().largest_free;
+    // More than the largest free block without the slab.
+    let big = heap.allocate(l(largest + 4096)).unwrap();
+    assert_eq!(heap.stats().slabs, 0, "the empty slab went back");
+    // SAFETY: a live block.
+    unsafe { heap.free(big) }.unwrap();
+    heap.check().unwrap();
+}
+
+/// With `trace`, objects are reported like blocks: the class size is
+/// the block size of the event.
+#[cfg(feature = "trace")]
+#[test]
+fn objects_are_traced() {
+    use region_heap::TraceEvent;
+    use std::cell::RefCell;
+    thread_local! {
+        static EVENTS: RefCell<Vec<TraceEvent>> = const { RefCell::new(Vec::new()) };
+    }
+    fn record(event: &TraceEvent) {
+        EVENTS.with(|e| e.borrow_mut().push(*event));
+    }
+    let arena = Arena::new(256 << 10);
+    let mut heap = slab_heap(&arena);
+    heap.set_trace_sink(Some(record));
+    let p = heap.allocate(l(20)).unwrap();
+    // SAFETY: a live object.
+    unsafe { heap.free(p) }.unwrap();
+    let addr = p.as_ptr().addr();
+    let events = EVENTS.with(|e| std::mem::take(&mut *e.borrow_mut()));
+    assert!(
+        events.iter().any(|e| *e
+            == TraceEvent::Allocated {
+                addr,
+                size: 20,
+                align: 8,
+                block: 32
+            }),
+        "{events:?}"
+    );
+    assert_eq!(events.last(), Some(&TraceEvent::Freed { addr, block: 32 }));
+}
