@@ -496,7 +496,7 @@ fn per_cpu_heaps_refuse_slabs() {
 #[test]
 fn slabs_are_off_by_default() {
     assert!(!Heap::new().slabs());
-    assert!(!region_heap::DEFAULT_SLABS);
+    const { assert!(!region_heap::DEFAULT_SLABS) };
     let arena = Arena::new(256 << 10);
     let mut heap = Heap::new();
     // SAFETY: the arena outlives the heap.
@@ -551,15 +551,12 @@ fn objects_are_traced() {
     unsafe { heap.free(p) }.unwrap();
     let addr = p.as_ptr().addr();
     let events = EVENTS.with(|e| std::mem::take(&mut *e.borrow_mut()));
-    assert!(
-        events.iter().any(|e| *e
-            == TraceEvent::Allocated {
-                addr,
-                size: 20,
-                align: 8,
-                block: 32
-            }),
-        "{events:?}"
-    );
+    let allocated = TraceEvent::Allocated {
+        addr,
+        size: 20,
+        align: 8,
+        block: 32,
+    };
+    assert!(events.contains(&allocated), "{events:?}");
     assert_eq!(events.last(), Some(&TraceEvent::Freed { addr, block: 32 }));
 }
