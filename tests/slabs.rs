@@ -48,6 +48,12 @@ fn intact(objects: &[(NonNull<u8>, u8)], size: usize) {
     }
 }
 
+/// A pointer to `addr` inside `arena`, with the arena's provenance (what
+/// a buggy program's stray write would use; Miri checks it).
+fn at(arena: &Arena, addr: usize) -> *mut u8 {
+    arena.ptr.wrapping_add(addr - arena.ptr.addr())
+}
+
 fn slab_of(p: NonNull<u8>) -> usize {
     p.as_ptr().addr() & !(SLAB_SIZE - 1)
 }
@@ -141,7 +147,7 @@ fn double_interior_and_foreign_frees_are_named_and_change_nothing() {
     let addr = victim.as_ptr().addr();
     let other = Arena::new(4096);
     let foreign = NonNull::new(other.ptr.wrapping_add(64)).unwrap();
-    let base = NonNull::new(slab_of(victim) as *mut u8).unwrap();
+    let base = NonNull::new(at(&arena, slab_of(victim))).unwrap();
     let before = heap.stats();
     // SAFETY: every call below is refused before it touches anything.
     unsafe {
@@ -201,7 +207,7 @@ fn an_overrun_into_a_slab_header_is_reported_and_quarantined() {
     assert_ne!(base, slab_of(survivors[0].0), "two classes, two slabs");
     // SAFETY: the first word of the slab's data, heap memory inside the
     // arena: what an overrun of the block before would write.
-    unsafe { (base as *mut u64).write(0) };
+    unsafe { at(&arena, base).cast::<u64>().write(0) };
     let corrupted = HeapError::Corrupted {
         addr: base,
         what: Corruption::SlabHeader,
@@ -272,7 +278,7 @@ fn a_forged_slab_list_link_is_refused() {
     // slab-aligned address inside the witness's data.
     let forged = (witness[0].0.as_ptr().addr() + SLAB_SIZE - 1) & !(SLAB_SIZE - 1);
     // SAFETY: heap memory inside the arena: the first slab's header.
-    unsafe { (first_slab as *mut usize).add(1).write(forged) };
+    unsafe { at(&arena, first_slab).cast::<usize>().add(1).write(forged) };
     if cfg!(feature = "crc") {
         // The header's checksum no longer holds: the slab is damaged as a
         // whole, found by the walk and by the allocation, and quarantined.
@@ -376,7 +382,7 @@ fn a_flipped_bitmap_bit_is_found_by_check() {
     // the checksum word with `crc`); bit 10 is a free object.
     let words = if cfg!(feature = "crc") { 5 } else { 4 };
     // SAFETY: heap memory inside the arena: the slab header.
-    unsafe { *(base as *mut u64).add(words) |= 1 << 10 };
+    unsafe { *at(&arena, base).cast::<u64>().add(words) |= 1 << 10 };
     let Err(HeapError::Corrupted { addr, what }) = heap.check() else {
         panic!("a flipped bit is found");
     };
@@ -439,7 +445,7 @@ fn an_overrun_into_a_slabs_block_header_is_named() {
     let header = base - HEADER_SIZE - GUARD_SIZE;
     // The owner word is the header's second word.
     // SAFETY: heap memory inside the arena: the slab's block header.
-    unsafe { (header as *mut usize).add(1).write(0x4141_4141) };
+    unsafe { at(&arena, header).cast::<usize>().add(1).write(0x4141_4141) };
     let damaged = HeapError::Corrupted {
         addr: header,
         what: Corruption::Owner,
