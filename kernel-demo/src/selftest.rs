@@ -530,7 +530,8 @@ fn test_double_free() -> Outcome {
 /// data kept, a double free and an interior free named, the slabs given
 /// back once empty.
 fn test_slabs() -> Outcome {
-    let mut arena: Vec<u64> = vec![0; 64 << 10];
+    // 2 MiB: room for a 16 KiB slab of each of the 32 classes, aligned.
+    let mut arena: Vec<u64> = vec![0; 256 << 10];
     let mut private = Heap::new().with_slabs(true);
     // SAFETY: the arena is a live, exclusively owned buffer that outlives
     // `private` (dropped first, below) and is not touched while it is used.
@@ -563,7 +564,7 @@ fn test_slabs() -> Outcome {
             "second free gave {:?}",
             again
         );
-        let inside = private.free(objects[0].0.add(16));
+        let inside = private.free(objects[0].0.add(8));
         ensure!(
             matches!(inside, Err(HeapError::NotBlockStart { .. })),
             "interior free gave {:?}",
