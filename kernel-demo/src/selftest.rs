@@ -573,7 +573,10 @@ fn test_slabs() -> Outcome {
     }
     for (p, size, seed) in objects.drain(..) {
         // SAFETY: live objects of `size` bytes, filled above.
-        ensure!(unsafe { holds(p.as_ptr(), size, seed) }, "object {p:p} changed");
+        ensure!(
+            unsafe { holds(p.as_ptr(), size, seed) },
+            "object {p:p} changed"
+        );
         // SAFETY: a live object of `private`.
         let freed = unsafe { private.free(p) };
         ensure!(freed.is_ok(), "free: {:?}", freed);
@@ -583,7 +586,11 @@ fn test_slabs() -> Outcome {
     let flushed = private.flush_quick_lists();
     ensure!(flushed.is_ok(), "flush: {:?}", flushed);
     let stats = private.stats();
-    ensure!(stats.slabs == 0 && stats.in_use_bytes == 0, "slabs kept: {}", stats.slabs);
+    ensure!(
+        stats.slabs == 0 && stats.in_use_bytes == 0,
+        "slabs kept: {}",
+        stats.slabs
+    );
     println!("  600 objects in slabs, double and interior frees refused, slabs given back");
     Ok(())
 }
