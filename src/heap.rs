@@ -891,17 +891,7 @@ impl<P: FitPolicy> Heap<P> {
         let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
         // SAFETY: a validated used block of region `i`.
         if unsafe { self.resize_block(i, block, size, new_size)? } {
-            self.ops.reallocations += 1;
-            self.ops.in_place += 1;
-            trace!(
-                self.sink,
-                TraceEvent::Reallocated {
-                    old: ptr.as_ptr().addr(),
-                    new: ptr.as_ptr().addr(),
-                    size: new_size,
-                    in_place: true,
-                }
-            );
+            self.count_in_place(ptr, new_size);
             return Ok(ptr);
         }
         let new_layout = Layout::from_size_align(new_size, layout.align())
@@ -926,6 +916,23 @@ impl<P: FitPolicy> Heap<P> {
         // SAFETY: validated just now.
         let freed = again.and_then(|used| unsafe { self.release(i, used) });
         self.finish_move(ptr, new, new_size, freed)
+    }
+
+    /// Counts (and traces) a resize of the block or object at `ptr` to
+    /// `new_size` bytes done in place.
+    fn count_in_place(&mut self, ptr: NonNull<u8>, new_size: usize) {
+        self.ops.reallocations += 1;
+        self.ops.in_place += 1;
+        trace!(
+            self.sink,
+            TraceEvent::Reallocated {
+                old: ptr.as_ptr().addr(),
+                new: ptr.as_ptr().addr(),
+                size: new_size,
+                in_place: true,
+            }
+        );
+        let _ = (ptr, new_size);
     }
 
     /// Ends a realloc that moved: the old one's free result `freed` (on
@@ -974,17 +981,7 @@ impl<P: FitPolicy> Heap<P> {
     ) -> Result<NonNull<u8>, HeapError> {
         let class = object.slab.class();
         if new_size <= slab::class_size(class) && slab::class_of(new_size) == class {
-            self.ops.reallocations += 1;
-            self.ops.in_place += 1;
-            trace!(
-                self.sink,
-                TraceEvent::Reallocated {
-                    old: ptr.as_ptr().addr(),
-                    new: ptr.as_ptr().addr(),
-                    size: new_size,
-                    in_place: true,
-                }
-            );
+            self.count_in_place(ptr, new_size);
             return Ok(ptr);
         }
         let new_layout = Layout::from_size_align(new_size, layout.align())
@@ -1052,8 +1049,7 @@ impl<P: FitPolicy> Heap<P> {
             Found::Object(object) => {
                 let done = new_size <= slab::class_size(object.slab.class());
                 if done {
-                    self.ops.reallocations += 1;
-                    self.ops.in_place += 1;
+                    self.count_in_place(ptr, new_size);
                 }
                 return Ok(done);
             }
@@ -1062,17 +1058,7 @@ impl<P: FitPolicy> Heap<P> {
         // SAFETY: a validated used block of region `i`.
         let done = unsafe { self.resize_block(i, used.block, size, new_size)? };
         if done {
-            self.ops.reallocations += 1;
-            self.ops.in_place += 1;
-            trace!(
-                self.sink,
-                TraceEvent::Reallocated {
-                    old: ptr.as_ptr().addr(),
-                    new: ptr.as_ptr().addr(),
-                    size: new_size,
-                    in_place: true,
-                }
-            );
+            self.count_in_place(ptr, new_size);
         }
         Ok(done)
     }
