@@ -24,10 +24,15 @@
 //!
 //! What this module keeps true of one slab (the region keeps the lists):
 //! - the header starts and ends with the same *seal* word, a function of
-//!   the slab's address and class, so an overrun into the header from the
-//!   block before, or an underrun from the first object, breaks a seal
-//!   before it reaches a count, a link or the bitmap; with `crc` the whole
-//!   header also carries a CRC-32C, updated by every change;
+//!   the slab's address, its class and its region's [`SlabKey`], so an
+//!   overrun into the header from the block before, or an underrun from
+//!   the first object, breaks a seal before it reaches a count, a link or
+//!   the bitmap; with `crc` the whole header also carries a CRC-32C,
+//!   updated by every change;
+//! - a slab header left in memory by an earlier region (an earlier heap
+//!   over the same memory, whose region had the same address) does not
+//!   hold the seals of the region there now: every region draws its own
+//!   key;
 //! - bit `i` of the bitmap is set iff object `i` is handed out; the bits
 //!   past the last object are set, so they are never handed out; `used` is
 //!   the number of set bits of real objects;
@@ -43,6 +48,7 @@ use core::ptr::NonNull;
 
 use crate::block::{BLOCK_OVERHEAD, GRANULE, GUARD_SIZE};
 use crate::error::Corruption;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// Bytes one slab takes, block header included; a slab's data is aligned
 /// to it, so an object's slab is found by rounding its address down.
@@ -126,10 +132,28 @@ const RECIPROCALS: [u64; SLAB_CLASSES] = {
 
 const _: () = assert!(SLAB_DATA < 1 << 14 && stride_of(SLAB_CLASSES - 1) < 1 << 10);
 
-/// The seal of the slab whose data starts at `addr`, for `class`.
+/// A region's own term of its slabs' seals: drawn once per region, never
+/// the same twice in a run, so that a stale slab header (memory an earlier
+/// heap left, at the same address and with the same region address in its
+/// block header) never proves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlabKey(usize);
+
+impl SlabKey {
+    /// A key no region of this run had before.
+    pub(crate) fn draw() -> SlabKey {
+        static DRAWN: AtomicUsize = AtomicUsize::new(0);
+        let n = DRAWN.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        // Odd multiplier: distinct counts give distinct keys.
+        SlabKey(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize))
+    }
+}
+
+/// The seal of the slab whose data starts at `addr`, for `class`, in the
+/// region of `key`.
 #[inline]
-fn seal(addr: usize, class: usize) -> usize {
-    addr.rotate_left(23) ^ SEAL_MAGIC ^ class
+fn seal(addr: usize, class: usize, key: SlabKey) -> usize {
+    addr.rotate_left(23) ^ SEAL_MAGIC ^ class ^ key.0
 }
 
 /// The metadata at the start of a slab's data.
@@ -182,11 +206,12 @@ impl Slab {
         Slab(data.cast())
     }
 
-    /// Writes a fresh header for `class`: no object handed out, on no list.
+    /// Writes a fresh header for `class`, sealed with the region's `key`:
+    /// no object handed out, on no list.
     ///
     /// # Safety
     /// As for [`Slab::at`]; the data is the heap's (nobody uses it).
-    pub(crate) unsafe fn init(data: NonNull<u8>, class: usize) -> Slab {
+    pub(crate) unsafe fn init(data: NonNull<u8>, class: usize, key: SlabKey) -> Slab {
         let addr = data.as_ptr().addr();
         let mut bitmap = [0u64; WORDS];
         let capacity = capacity_of(class);
@@ -203,7 +228,7 @@ impl Slab {
             };
         }
         let header = SlabHeader {
-            front: seal(addr, class),
+            front: seal(addr, class, key),
             next: 0,
             prev: 0,
             class: class as u16,
@@ -213,7 +238,7 @@ impl Slab {
             #[cfg(feature = "crc")]
             crc: 0,
             bitmap,
-            back: seal(addr, class),
+            back: seal(addr, class, key),
         };
         // SAFETY: `SLAB_DATA` writable bytes at `data` (caller), aligned to
         // `SLAB_SIZE`, more than the header's alignment.
@@ -300,27 +325,38 @@ impl Slab {
         self.reseal();
     }
 
-    /// Whether both seal words hold for the class the header names (the
-    /// slab's block header may be damaged; its own header is not).
-    pub(crate) fn is_sealed(self) -> bool {
+    /// Whether both seal words hold for the class the header names, in the
+    /// region of `key` (the slab's block header may be damaged; its own
+    /// header is not).
+    pub(crate) fn is_sealed(self, key: SlabKey) -> bool {
         let h = self.header();
         let class = h.class as usize;
-        class < SLAB_CLASSES && h.front == seal(self.addr(), class) && h.back == h.front
+        class < SLAB_CLASSES && h.front == seal(self.addr(), class, key) && h.back == h.front
     }
 
-    /// Checks what the slab's own header can vouch for: both seals, the
-    /// class, the count against the bitmap's capacity, the checksum
-    /// (`crc`). The first failure, as the damage it shows.
-    #[inline]
-    pub(crate) fn verify(self) -> Result<(), Corruption> {
+    /// Whether either seal word is one of the region of `key`, for any
+    /// class (the class field may be damaged): the header was written by
+    /// that region, whatever happened to it since.
+    pub(crate) fn bears_key(self, key: SlabKey) -> bool {
         let h = self.header();
-        let class = h.class as usize;
-        let sealed =
-            class < SLAB_CLASSES && h.front == seal(self.addr(), class) && h.back == h.front;
-        if !sealed {
+        let classless = seal(self.addr(), 0, key);
+        (h.front ^ classless) < SLAB_CLASSES || (h.back ^ classless) < SLAB_CLASSES
+    }
+
+    /// Checks what the slab's own header can vouch for: both seals (of the
+    /// region of `key`), the class, the count against the bitmap's
+    /// capacity, the checksum (`crc`). The first failure, as the damage it
+    /// shows.
+    #[inline]
+    pub(crate) fn verify(self, key: SlabKey) -> Result<(), Corruption> {
+        let h = self.header();
+        if !self.is_sealed(key) {
             return Err(Corruption::SlabHeader);
         }
-        if h.used as usize > capacity_of(class) || h.hint as usize >= WORDS || h.listed > 1 {
+        if h.used as usize > capacity_of(h.class as usize)
+            || h.hint as usize >= WORDS
+            || h.listed > 1
+        {
             return Err(Corruption::SlabHeader);
         }
         #[cfg(feature = "crc")]
@@ -333,8 +369,8 @@ impl Slab {
     /// The full check `check()` makes: [`Slab::verify`], and `used` equals
     /// the number of objects the bitmap says are handed out, and the bits
     /// past the last object are set.
-    pub(crate) fn verify_counts(self) -> Result<(), Corruption> {
-        self.verify()?;
+    pub(crate) fn verify_counts(self, key: SlabKey) -> Result<(), Corruption> {
+        self.verify(key)?;
         let h = self.header();
         let capacity = capacity_of(self.class());
         let mut live = 0;
@@ -514,15 +550,16 @@ mod tests {
     fn take_hands_out_each_object_once_then_nothing() {
         let mut page = Box::new(Page([0; SLAB_SIZE]));
         let data = NonNull::new(page.0.as_mut_ptr()).unwrap();
+        let key = SlabKey::draw();
         for class in [0, 7, SLAB_CLASSES - 1] {
             // SAFETY: a private page of `SLAB_SIZE` bytes.
-            let slab = unsafe { Slab::init(data, class) };
-            slab.verify_counts().unwrap();
+            let slab = unsafe { Slab::init(data, class, key) };
+            slab.verify_counts(key).unwrap();
             let n = capacity_of(class);
             let got: Vec<usize> = core::iter::from_fn(|| slab.take()).collect();
             assert_eq!(got, (0..n).collect::<Vec<_>>());
             assert!(slab.is_full());
-            slab.verify_counts().unwrap();
+            slab.verify_counts(key).unwrap();
             slab.give_back(3);
             assert!(!slab.is_live(3));
             assert_eq!(slab.take(), Some(3));
@@ -538,19 +575,35 @@ mod tests {
     fn a_write_over_either_seal_is_found() {
         let mut page = Box::new(Page([0; SLAB_SIZE]));
         let data = NonNull::new(page.0.as_mut_ptr()).unwrap();
+        let key = SlabKey::draw();
         // SAFETY: a private page.
-        let slab = unsafe { Slab::init(data, 3) };
+        let slab = unsafe { Slab::init(data, 3, key) };
         let flip = |at: usize| {
             // SAFETY: a byte of the private page, written through the
             // pointer the slab was made from.
             unsafe { *data.as_ptr().add(at) ^= 0xff };
         };
         flip(0);
-        assert_eq!(slab.verify(), Err(Corruption::SlabHeader));
+        assert_eq!(slab.verify(key), Err(Corruption::SlabHeader));
         flip(0);
-        slab.verify().unwrap();
+        slab.verify(key).unwrap();
         flip(size_of::<SlabHeader>() - 1);
-        assert_eq!(slab.verify(), Err(Corruption::SlabHeader));
+        assert_eq!(slab.verify(key), Err(Corruption::SlabHeader));
+        drop(page);
+    }
+
+    #[test]
+    fn another_regions_key_does_not_prove_a_slab() {
+        let mut page = Box::new(Page([0; SLAB_SIZE]));
+        let data = NonNull::new(page.0.as_mut_ptr()).unwrap();
+        let (old, new) = (SlabKey::draw(), SlabKey::draw());
+        assert_ne!(old, new);
+        // SAFETY: a private page.
+        let slab = unsafe { Slab::init(data, 5, old) };
+        slab.verify(old).unwrap();
+        assert!(!slab.is_sealed(new) && !slab.bears_key(new));
+        assert!(slab.bears_key(old));
+        assert_eq!(slab.verify(new), Err(Corruption::SlabHeader));
         drop(page);
     }
 }

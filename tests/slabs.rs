@@ -566,3 +566,37 @@ fn objects_are_traced() {
     assert!(events.contains(&allocated), "{events:?}");
     assert_eq!(events.last(), Some(&TraceEvent::Freed { addr, block: 32 }));
 }
+
+/// Memory that held an earlier heap's slabs, given to a new heap: the stale
+/// slab headers (same addresses, same region address) must not pass for
+/// slabs of the new heap. The new heap's blocks that cover them are freed
+/// as blocks, not taken for objects of a stale slab.
+#[test]
+fn an_earlier_heaps_slabs_do_not_pass_for_this_heaps() {
+    let arena = Arena::new(1 << 20);
+    {
+        let mut old = slab_heap(&arena);
+        // Slabs of several classes over the arena, left as the heap goes.
+        for size in [16, 48, 96, 160, 256, 400, 512] {
+            fill(&mut old, 64, size);
+        }
+        assert!(old.stats().slabs >= 7);
+    }
+    let mut heap = slab_heap(&arena);
+    // One slab, so that frees consult the slab path at all.
+    let object = heap.allocate(l(32)).unwrap();
+    // Blocks over the stale slabs: each spans at least one 16 KiB boundary.
+    let big = l(SLAB_SIZE + 1000);
+    let mut blocks = Vec::new();
+    while let Ok(p) = heap.allocate(big) {
+        blocks.push(p);
+    }
+    assert!(blocks.len() >= 8, "the arena holds many blocks of {big:?}");
+    for p in blocks {
+        // SAFETY: a live block of this heap, freed once.
+        assert_eq!(unsafe { heap.deallocate(p, big) }, Ok(()), "block {p:p}");
+    }
+    // SAFETY: as above.
+    unsafe { heap.deallocate(object, l(32)) }.unwrap();
+    heap.check().unwrap();
+}

@@ -29,22 +29,25 @@ use core::ptr::NonNull;
 use crate::block::{Block, State, DATA_OFFSET};
 use crate::error::{Corruption, HeapError};
 use crate::integrity;
-use crate::slab::{class_size, Slab, SLAB_CLASSES, SLAB_DATA, SLAB_SIZE};
+use crate::slab::{class_size, Slab, SlabKey, SLAB_CLASSES, SLAB_DATA, SLAB_SIZE};
 
 use super::nav::damage;
 use super::{Chunk, Region};
 
-/// Per class, the first slab with a free object (0: none).
+/// Per class, the first slab with a free object (0: none), and the key
+/// that seals this region's slabs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SlabLists {
     first: [usize; SLAB_CLASSES],
+    key: SlabKey,
 }
 
 impl SlabLists {
-    /// No slab.
-    pub(crate) const fn new() -> Self {
+    /// No slab yet, and a key of the region's own.
+    pub(crate) fn new() -> Self {
         SlabLists {
             first: [0; SLAB_CLASSES],
+            key: SlabKey::draw(),
         }
     }
 }
@@ -104,7 +107,8 @@ impl Region {
         // SAFETY: `base` is the data start of a block of this region whose
         // `SLAB_DATA` bytes lie inside `chunk` (before its sentinel).
         let slab = unsafe { Slab::at(chunk.at(base)) };
-        slab.verify().map_err(|what| damage(base, what))?;
+        slab.verify(self.slabs.key)
+            .map_err(|what| damage(base, what))?;
         Ok((slab, chunk, block))
     }
 
@@ -158,15 +162,31 @@ impl Region {
         Ok(slab)
     }
 
-    /// Whether the block header before `base` (slab-aligned) names this
-    /// region in state `Slab`.
+    /// Whether a slab of this region, damaged or not, is at `base`
+    /// (slab-aligned): the block header before it names this region in
+    /// state `Slab`, and [`Region::is_own_slab`].
     fn is_slab_header(&self, base: usize) -> bool {
         base.is_multiple_of(SLAB_SIZE)
             && base.checked_sub(DATA_OFFSET).is_some_and(|header| {
                 self.chunk_of(header).is_some_and(|chunk| {
                     Self::block_in(chunk, header).owner_word() == self.addr() | State::Slab as usize
+                        && self.is_own_slab(chunk, base)
                 })
             })
+    }
+
+    /// Whether the slab header at `base` (in `chunk`) was written by this
+    /// region: one of its seal words bears the region's key. A header an
+    /// earlier heap left in this memory does not, even where its block
+    /// header names this region's address; a header this region wrote
+    /// keeps a seal word through the damage the seals are there to catch
+    /// (an overrun meets the first, an underrun the last).
+    fn is_own_slab(&self, chunk: &Chunk, base: usize) -> bool {
+        base - DATA_OFFSET + SLAB_SIZE <= chunk.sentinel() && {
+            // SAFETY: `SLAB_DATA` bytes at `base` lie inside `chunk`,
+            // before its sentinel; only the seal words are read.
+            unsafe { Slab::at(chunk.at(base)) }.bears_key(self.slabs.key)
+        }
     }
 
     /// The slab object `ptr` designates, if it lies in a slab of this
@@ -191,7 +211,11 @@ impl Region {
         let chunk = self.chunk_of(header)?;
         let block = Self::block_in(chunk, header);
         if block.owner_word() == self.addr() | State::Slab as usize {
-            return Some(self.prove_object(base, ptr));
+            // A slab header an earlier heap left here lies in the data of a
+            // block of this one: `ptr` is for the block path.
+            return self
+                .is_own_slab(chunk, base)
+                .then(|| self.prove_object(base, ptr));
         }
         // Not a slab's header, but the slab's own seals still stand there:
         // the slab's block header was damaged (an overrun of the block
@@ -200,7 +224,7 @@ impl Region {
         if header + SLAB_SIZE <= chunk.sentinel() {
             // SAFETY: `SLAB_DATA` bytes at `base` lie inside `chunk`,
             // before its sentinel; only the seal words are read.
-            let sealed = unsafe { Slab::at(chunk.at(base)) }.is_sealed();
+            let sealed = unsafe { Slab::at(chunk.at(base)) }.is_sealed(self.slabs.key);
             if sealed {
                 let what = if block.owner_word() == self.addr() | State::Quarantined as usize {
                     Corruption::Quarantined
@@ -292,7 +316,7 @@ impl Region {
         // is `SLAB_SIZE`-aligned and `SLAB_DATA` bytes long.
         let slab = unsafe {
             integrity::on_allocate(block, SLAB_DATA);
-            let slab = Slab::init(block.data(), class);
+            let slab = Slab::init(block.data(), class, self.slabs.key);
             integrity::on_new_slab(slab);
             slab
         };
@@ -475,7 +499,7 @@ impl Region {
     ) -> bool {
         let base = block.data().as_ptr().addr();
         let slab = match self.prove_slab(base, Corruption::SlabHeader) {
-            Ok(slab) if size >= SLAB_SIZE && slab.verify_counts().is_ok() => slab,
+            Ok(slab) if size >= SLAB_SIZE && slab.verify_counts(self.slabs.key).is_ok() => slab,
             _ => return false,
         };
         slab.reset_hint();
@@ -507,9 +531,9 @@ impl Region {
         Self::block_in(chunk, header)
     }
 
-    /// Clears the slab lists (a repair rebuilds them).
+    /// Clears the slab lists (a repair rebuilds them); the key stays.
     pub(crate) fn clear_slab_lists(&mut self) {
-        self.slabs = SlabLists::new();
+        self.slabs.first = [0; SLAB_CLASSES];
     }
 
     /// The slabs of this region's lists and full ones alike are found by
@@ -519,7 +543,8 @@ impl Region {
     pub(crate) fn check_slab(&self, block: Block) -> Result<Slab, HeapError> {
         let base = block.data().as_ptr().addr();
         let slab = self.prove_slab(base, Corruption::SlabHeader)?;
-        slab.verify_counts().map_err(|what| damage(base, what))?;
+        slab.verify_counts(self.slabs.key)
+            .map_err(|what| damage(base, what))?;
         let class = slab.class();
         for index in 0..crate::slab::capacity_of(class) {
             let data = slab.object(index);
