@@ -7,7 +7,7 @@
 //! when it can. `BENCH_QUICK=1` runs a smoke version for CI: a 16 MiB arena,
 //! 100,000 pairs, one repeat, one seed, short caps. `PEERS_ONLY=talc,rlsf`
 //! runs only the named allocators (for profiling one of them),
-//! `PEERS_ROWS=churn,mixed,efficiency,free` only the named workloads,
+//! `PEERS_ROWS=churn,mixed,efficiency,locked,free` only the named workloads,
 //! `PEERS_N=1000,10000` only those churn sizes, and `PEERS_PAIRS` and
 //! `PEERS_REPEATS` override the number of pairs and repeats.
 //!
@@ -21,16 +21,23 @@
 //!    random half of them and fill with 1..4 KiB blocks until 50 requests in
 //!    a row fail; separately, fill an empty arena with mixed blocks until the
 //!    first failure;
-//! 4. the time to free every block of the 16..512 B fill, in random order.
+//! 4. the time to free every block of the 16..512 B fill, in random order;
+//! 5. through `GlobalAlloc`, each heap behind its lock (`locked` rows, see
+//!    `common/locked.rs`): random actions with and without realloc, and the
+//!    latency of one allocation and one free.
 //!
 //! Times are ns per free+allocate pair: median [min-max] of the repeats, and
 //! the ratio of the median to the fastest allocator's median in the row.
 
-use std::alloc::{alloc, dealloc, Layout};
+use std::alloc::{alloc, dealloc, GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::hint::black_box;
 use std::ptr::{null_mut, NonNull};
 use std::time::{Duration, Instant};
+
+#[path = "common/locked.rs"]
+mod locked;
+use locked::random_actions;
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -188,6 +195,37 @@ trait Peer {
     /// # Safety
     /// `ptr` is a live block allocated with `layout`.
     unsafe fn free(&mut self, ptr: *mut u8, layout: Layout);
+    /// Resizes a live block to `new_size` bytes (same alignment), in place
+    /// when the heap can; null on failure, the block intact. By default a
+    /// move: allocate, copy, free.
+    ///
+    /// # Safety
+    /// `ptr` is a live block allocated with `layout`; `new_size` is
+    /// non-zero.
+    unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `new_size` is non-zero (caller), the alignment a valid one.
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        let to = self.alloc(new);
+        if !to.is_null() {
+            // SAFETY: two distinct live blocks, each at least this long.
+            unsafe { to.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
+            // SAFETY: a live block allocated with `layout` (caller).
+            unsafe { self.free(ptr, layout) };
+        }
+        to
+    }
+    /// The heap over the arena behind a lock, as a kernel's global
+    /// allocator: by default this raw heap behind a spin lock.
+    ///
+    /// # Safety
+    /// As for [`Peer::new`].
+    unsafe fn locked(arena: &Arena, size: usize) -> impl GlobalAlloc
+    where
+        Self: Sized,
+    {
+        // SAFETY: forwarded.
+        locked::SpinLocked::new(unsafe { Self::new(arena, size) })
+    }
 }
 
 /// region-heap's raw heap (good fit), with slabs off (the default) or on.
@@ -221,6 +259,26 @@ macro_rules! region_heap_peer {
                 // SAFETY: a live block allocated with `layout` (caller).
                 let result = unsafe { self.0.deallocate(NonNull::new_unchecked(ptr), layout) };
                 debug_assert!(result.is_ok());
+            }
+            #[inline]
+            unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                // SAFETY: a live block allocated with `layout` (caller).
+                unsafe {
+                    self.0
+                        .realloc(NonNull::new_unchecked(ptr), layout, new_size)
+                }
+                .map_or(null_mut(), NonNull::as_ptr)
+            }
+            /// The product itself: region-heap's `LockedHeap` (its lock,
+            /// growth check and report plumbing).
+            unsafe fn locked(arena: &Arena, size: usize) -> impl GlobalAlloc {
+                let heap: region_heap::LockedHeap = region_heap::LockedHeap::over(
+                    region_heap::Heap::new().with_slabs($slabs),
+                    None,
+                );
+                // SAFETY: the caller gives the arena to the heap.
+                unsafe { heap.init(arena.ptr, size) };
+                heap
             }
         }
     };
@@ -293,6 +351,24 @@ impl Peer for Talc {
         // SAFETY: a live block allocated with `layout` (caller).
         unsafe { self.0.deallocate(ptr, layout) }
     }
+    /// In place when talc can, else a move (what its `TalcLock` does).
+    unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: a live block allocated with `layout`; `new_size` non-zero.
+        if unsafe { self.0.try_realloc_in_place(ptr, layout, new_size) } {
+            return ptr;
+        }
+        // SAFETY: `new_size` is non-zero (caller).
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a non-zero size.
+        let Some(to) = (unsafe { self.0.allocate(new) }) else {
+            return null_mut();
+        };
+        // SAFETY: two distinct live blocks; the move only grows.
+        unsafe { to.as_ptr().copy_from_nonoverlapping(ptr, layout.size()) };
+        // SAFETY: a live block allocated with `layout` (caller).
+        unsafe { self.0.deallocate(ptr, layout) };
+        to.as_ptr()
+    }
 }
 
 struct Rlsf(rlsf::Tlsf<'static, usize, usize, 64, 64>);
@@ -317,6 +393,14 @@ impl Peer for Rlsf {
             self.0
                 .deallocate(NonNull::new_unchecked(ptr), layout.align())
         }
+    }
+    #[inline]
+    unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `new_size` is non-zero (caller).
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a live block allocated with this alignment (caller).
+        unsafe { self.0.reallocate(NonNull::new_unchecked(ptr), new) }
+            .map_or(null_mut(), NonNull::as_ptr)
     }
 }
 
@@ -379,6 +463,11 @@ impl Peer for Dl {
     unsafe fn free(&mut self, ptr: *mut u8, layout: Layout) {
         // SAFETY: a live block allocated with `layout` (caller).
         unsafe { self.0.free(ptr, layout.size(), layout.align()) }
+    }
+    #[inline]
+    unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: a live block allocated with `layout` (caller).
+        unsafe { self.0.realloc(ptr, layout.size(), layout.align(), new_size) }
     }
 }
 
@@ -714,6 +803,60 @@ fn efficiency_cells<P: Peer>(cfg: &Config, arena: &Arena) -> Outcome {
     }
 }
 
+fn locked_rows(cfg: &Config, arena: &Arena) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for realloc in [true, false] {
+        for max in [200, 1_000, 10_000, 30_000] {
+            let name = format!(
+                "locked: random actions 1..{max} B{}",
+                if realloc { ", realloc" } else { "" }
+            );
+            eprint!("{name}:");
+            rows.push(Row {
+                name,
+                unit: "ns",
+                cells: each_peer!(random_actions, None, cfg, arena, max, realloc),
+            });
+        }
+    }
+    eprint!("locked: latency:");
+    let both = each_peer!(latency_cells, None, cfg, arena);
+    for (k, name) in ["p50", "p99"].into_iter().enumerate() {
+        rows.push(Row {
+            name: format!("locked: alloc+free latency {name} (ticks)"),
+            unit: "ticks",
+            cells: both
+                .iter()
+                .map(|c| match c {
+                    Outcome::Time { samples, capped } => Outcome::Time {
+                        samples: samples[k * samples.len() / 2..(k + 1) * samples.len() / 2]
+                            .to_vec(),
+                        capped: *capped,
+                    },
+                    other => other.clone(),
+                })
+                .collect(),
+        });
+    }
+    rows
+}
+
+/// `locked::latency`'s two rows packed in one `Outcome` (p50 samples, then
+/// as many p99 samples) so the same driver macro serves.
+fn latency_cells<P: Peer>(cfg: &Config, arena: &Arena) -> Outcome {
+    let [Outcome::Time {
+        samples: mut p50, ..
+    }, Outcome::Time { samples: p99, .. }] = locked::latency::<P>(cfg, arena)
+    else {
+        unreachable!("latency measures times");
+    };
+    p50.extend(p99);
+    Outcome::Time {
+        samples: p50,
+        capped: None,
+    }
+}
+
 fn print_table(cfg: &Config, rows: &[Row]) {
     let mut header = String::from("| workload |");
     for peer in PEERS {
@@ -849,6 +992,10 @@ fn main() {
     }
     if want("efficiency") {
         rows.extend(efficiency_rows(&cfg, &arena));
+    }
+    if want("locked") {
+        let big = Arena::new(locked::arena_size(&cfg));
+        rows.extend(locked_rows(&cfg, &big));
     }
     if want("free") {
         eprint!("free all:");
