@@ -494,8 +494,10 @@ impl<P: FitPolicy> Heap<P> {
         // nothing, so `allocate_block` then goes on as if it had not run.
         if layout.size() <= SLAB_MAX && layout.align() <= GRANULE {
             if self.slabs {
-                if let Some(result) = self.allocate_object(layout) {
-                    return result;
+                match self.allocate_object(layout) {
+                    Ok(Some(object)) => return Ok(object),
+                    Ok(None) => {}
+                    Err(error) => return Err(error),
                 }
             } else if let Some(q) = self.first_quick_list(layout) {
                 let region = self.region_mut(0);
@@ -582,9 +584,9 @@ impl<P: FitPolicy> Heap<P> {
 
     /// Allocates a slab object for `layout` (at most `SLAB_MAX` bytes,
     /// aligned to at most a granule) from the first region with one or
-    /// with room for a new slab; `None` when none has.
+    /// with room for a new slab; `Ok(None)` when none has.
     #[inline(never)]
-    fn allocate_object(&mut self, layout: Layout) -> Option<Result<NonNull<u8>, HeapError>> {
+    fn allocate_object(&mut self, layout: Layout) -> Result<Option<NonNull<u8>>, HeapError> {
         let class = slab::class_of(layout.size());
         for &region in &self.regions[..self.count] {
             // SAFETY: a live region of this heap; `&mut self` makes the
@@ -608,15 +610,13 @@ impl<P: FitPolicy> Heap<P> {
                             block: slab::class_size(class),
                         }
                     );
-                    return Some(Ok(object));
+                    return Ok(Some(object));
                 }
                 Ok(None) => {}
-                Err(error) => {
-                    return Some(Err(self.misuse(error)));
-                }
+                Err(error) => return Err(self.misuse(error)),
             }
         }
-        None
+        Ok(None)
     }
 
     /// Allocates up to `out.len()` blocks for `layout`, writing their
