@@ -288,6 +288,8 @@ impl Region {
     ///
     /// # Safety
     /// As for [`Region::slab_allocate`].
+    #[cold]
+    #[inline(never)]
     unsafe fn new_slab(&mut self, class: usize) -> Result<Option<Slab>, HeapError> {
         // The block's size is `block_size_for(SLAB_DATA)`: `SLAB_SIZE`.
         // SAFETY: forwarded; a power-of-two alignment.
