@@ -20,7 +20,7 @@ use crate::block::{block_size_for, Block, BLOCK_OVERHEAD, DATA_OFFSET, GRANULE, 
 use crate::error::{Corruption, HeapError};
 use crate::integrity;
 use crate::policy::{FitPolicy, GoodFit};
-use crate::quick::DEFAULT_QUICK_DEPTH;
+use crate::quick::{self, DEFAULT_QUICK_DEPTH};
 use crate::region::{Object, Proven, Region, MIN_CHUNK, REGION_SIZE, SENTINEL_SIZE};
 use crate::slab::{self, SLAB_MAX};
 use crate::stats::Stats;
@@ -483,8 +483,71 @@ impl<P: FitPolicy> Heap<P> {
     ///
     /// Fails with `SizeOverflow` or `BadAlignment` for requests no heap can
     /// serve and `OutOfMemory` when no region has room.
-    #[inline]
+    // Always inlined: the fast path is a few dozen instructions, and
+    // inlined its `Result` needs no trip through memory; the rest of the
+    // work is out of line (`allocate_object`, `allocate_block`).
+    #[inline(always)]
     pub fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
+        // Small requests, the common case, start inline: from slabs if
+        // they are on, else from a quick list of the first region, which
+        // is where `allocate_block` would look first. A miss changes
+        // nothing, so `allocate_block` then goes on as if it had not run.
+        if layout.size() <= SLAB_MAX && layout.align() <= GRANULE {
+            if self.slabs {
+                match self.allocate_object(layout) {
+                    Ok(Some(object)) => return Ok(object),
+                    Ok(None) => {}
+                    Err(error) => return Err(error),
+                }
+            } else if let Some(q) = self.first_quick_list(layout) {
+                let region = self.region_mut(0);
+                let before = region.c.used_bytes;
+                match region.pop_quick(q) {
+                    Ok(Some(block)) => {
+                        let after = region.c.used_bytes;
+                        self.account_change(before, after);
+                        return Ok(self.allocated(block, layout));
+                    }
+                    Ok(None) => {}
+                    Err(error) => return Err(self.misuse(error)),
+                }
+            }
+        }
+        self.allocate_block(layout)
+    }
+
+    /// The quick list of the first region for `layout` (aligned to at most
+    /// a granule), if its block size has one.
+    #[inline(always)]
+    fn first_quick_list(&self, layout: Layout) -> Option<usize> {
+        if self.count == 0 {
+            return None;
+        }
+        quick::quick_class(block_size_for(layout.size())?)
+    }
+
+    /// Counts and traces a block just allocated for `layout`; its data.
+    #[inline(always)]
+    fn allocated(&mut self, block: Block, layout: Layout) -> NonNull<u8> {
+        // SAFETY: a block just allocated for `layout.size()` bytes.
+        unsafe { integrity::on_allocate(block, layout.size()) };
+        self.ops.allocations += 1;
+        trace!(
+            self.sink,
+            TraceEvent::Allocated {
+                addr: block.data().as_ptr().addr(),
+                size: layout.size(),
+                align: layout.align(),
+                block: block.size(),
+            }
+        );
+        block.data()
+    }
+
+    /// [`Heap::allocate`] past its fast path: a block from the first
+    /// region in priority order with room.
+    #[inline(never)]
+    fn allocate_block(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
         let align = layout.align();
         let Some(size) = block_size_for(layout.size()) else {
             self.ops.failures += 1;
@@ -495,11 +558,6 @@ impl<P: FitPolicy> Heap<P> {
         if align > MAX_CHUNK_SIZE / 2 {
             self.ops.failures += 1;
             return Err(HeapError::BadAlignment { align });
-        }
-        if self.slabs && layout.size() <= SLAB_MAX && align <= GRANULE {
-            if let Some(result) = self.allocate_object(layout) {
-                return result;
-            }
         }
         for &region in &self.regions[..self.count] {
             // SAFETY: a live region of this heap; `&mut self` makes the
@@ -512,21 +570,7 @@ impl<P: FitPolicy> Heap<P> {
             let after = region.c.used_bytes;
             account(&mut self.in_use, &mut self.peak, before, after);
             match result {
-                Ok(Some(block)) => {
-                    // SAFETY: a block just allocated for `layout.size()` bytes.
-                    unsafe { integrity::on_allocate(block, layout.size()) };
-                    self.ops.allocations += 1;
-                    trace!(
-                        self.sink,
-                        TraceEvent::Allocated {
-                            addr: block.data().as_ptr().addr(),
-                            size: layout.size(),
-                            align,
-                            block: block.size(),
-                        }
-                    );
-                    return Ok(block.data());
-                }
+                Ok(Some(block)) => return Ok(self.allocated(block, layout)),
                 Ok(None) => {}
                 Err(error) => return Err(self.misuse(error)),
             }
@@ -540,8 +584,9 @@ impl<P: FitPolicy> Heap<P> {
 
     /// Allocates a slab object for `layout` (at most `SLAB_MAX` bytes,
     /// aligned to at most a granule) from the first region with one or
-    /// with room for a new slab; `None` when none has.
-    fn allocate_object(&mut self, layout: Layout) -> Option<Result<NonNull<u8>, HeapError>> {
+    /// with room for a new slab; `Ok(None)` when none has.
+    #[inline(never)]
+    fn allocate_object(&mut self, layout: Layout) -> Result<Option<NonNull<u8>>, HeapError> {
         let class = slab::class_of(layout.size());
         for &region in &self.regions[..self.count] {
             // SAFETY: a live region of this heap; `&mut self` makes the
@@ -565,15 +610,13 @@ impl<P: FitPolicy> Heap<P> {
                             block: slab::class_size(class),
                         }
                     );
-                    return Some(Ok(object));
+                    return Ok(Some(object));
                 }
                 Ok(None) => {}
-                Err(error) => {
-                    return Some(Err(self.misuse(error)));
-                }
+                Err(error) => return Err(self.misuse(error)),
             }
         }
-        None
+        Ok(None)
     }
 
     /// Allocates up to `out.len()` blocks for `layout`, writing their
@@ -823,10 +866,9 @@ impl<P: FitPolicy> Heap<P> {
     /// since.
     #[inline]
     unsafe fn release(&mut self, i: usize, used: Proven) -> Result<usize, HeapError> {
-        let block = used.block;
-        let size = block.size();
+        let size = used.size();
         #[cfg(feature = "trace")]
-        let addr = block.data().as_ptr().addr();
+        let addr = used.block.data().as_ptr().addr();
         // SAFETY: forwarded.
         if let Err(error) = unsafe { self.region_mut(i).release(used) } {
             return Err(self.misuse(error));

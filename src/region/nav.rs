@@ -74,8 +74,11 @@ impl Region {
     #[inline]
     pub(crate) fn next_in(chunk: &Chunk, block: Block) -> Option<Block> {
         let (next, _) = block.raw_links();
-        let at = offset(block.addr(), next).filter(|_| next > 0)?;
-        (at <= chunk.sentinel()).then(|| Self::block_in_or_sentinel(chunk, at))
+        // Bounded by the granules up to the sentinel (none if `block` is
+        // past it) before it is scaled: no overflow, no wrap-around.
+        let room = chunk.sentinel().saturating_sub(block.addr()) / GRANULE;
+        let ok = next > 0 && next as usize <= room;
+        ok.then(|| Self::block_in_or_sentinel(chunk, block.addr() + next as usize * GRANULE))
     }
 
     /// The block before `block` in `chunk` (the sentinel for the first
@@ -84,13 +87,16 @@ impl Region {
     #[inline]
     pub(crate) fn prev_in(chunk: &Chunk, block: Block) -> Option<Block> {
         let (_, prev) = block.raw_links();
-        let at = offset(block.addr(), prev)?;
-        let ok = if block.addr() == chunk.first() {
-            at == chunk.sentinel()
-        } else {
-            prev < 0 && at >= chunk.first()
-        };
-        ok.then(|| Self::block_in_or_sentinel(chunk, at))
+        if block.addr() == chunk.first() {
+            let at = offset(block.addr(), prev).filter(|&at| at == chunk.sentinel())?;
+            return Some(Self::block_in_or_sentinel(chunk, at));
+        }
+        // Backwards, bounded by the granules down to the first block (none
+        // if `block` is before it) before it is scaled, as in `next_in`.
+        let room = block.addr().saturating_sub(chunk.first()) / GRANULE;
+        let back = prev.unsigned_abs() as usize;
+        let ok = prev < 0 && back <= room;
+        ok.then(|| Self::block_in_or_sentinel(chunk, block.addr() - back * GRANULE))
     }
 
     /// A block handle for a header of `chunk`, its sentinel included.

@@ -46,6 +46,14 @@ pub(crate) struct Proven {
     next: Block,
 }
 
+impl Proven {
+    /// The block's size in bytes: the distance to its proven successor.
+    #[inline]
+    pub(crate) fn size(&self) -> usize {
+        self.next.addr() - self.block.addr()
+    }
+}
+
 impl Region {
     /// Checks that `data` is the start of a live used block of this region.
     ///
@@ -64,43 +72,22 @@ impl Region {
             _ => return Err(not_block),
         };
         let block = Self::block_in(chunk, header);
-        let corrupted = |what| HeapError::Corrupted { addr: header, what };
         let ring = Self::ring_of(chunk, block);
-        let linked = ring.is_some();
-        let owned = block.owner() == self.addr();
-        // Not a header unless it names this region or its neighbours say it
-        // is one. Scrambled free memory (a header absorbed by a merge)
-        // means the block was freed already.
-        if !owned && !linked {
-            return Err(if integrity::is_scrambled_free(block) {
-                HeapError::DoubleFree { addr }
-            } else {
-                not_block
-            });
-        }
-        if !block.checksum_ok() {
-            return Err(corrupted(Corruption::Checksum));
-        }
-        if !owned {
-            return Err(corrupted(Corruption::Owner));
-        }
-        match block.state() {
-            State::Used => {}
-            State::Free | State::Absorbed | State::Cached => {
-                return Err(HeapError::DoubleFree { addr })
+        // The common case in one compare: an own header in state `Used`,
+        // linked both ways, with an intact checksum (`crc`).
+        let (prev, next) = match ring {
+            Some(ring)
+                if block.owner_word() == self.addr() | State::Used as usize
+                    && block.checksum_ok() =>
+            {
+                ring
             }
-            // The data of a slab's block is its header, not an object.
-            State::Sentinel | State::Slab => return Err(not_block),
-            State::Quarantined => return Err(corrupted(Corruption::Quarantined)),
-            State::Damaged => return Err(corrupted(Corruption::State)),
-        }
-        let Some((prev, next)) = ring else {
-            return Err(corrupted(Corruption::BlockLinks));
+            _ => return Err(self.not_used(block, ring.is_some(), addr)),
         };
         integrity::check_guards(block)?;
         if self.is_cut_off(chunk, header) {
             // Its neighbours link back, but a repair cut them all off.
-            return Err(corrupted(Corruption::Quarantined));
+            return Err(damage(header, Corruption::Quarantined));
         }
         Ok(Proven {
             block,
@@ -108,6 +95,43 @@ impl Region {
             prev,
             next,
         })
+    }
+
+    /// Why the header `block` before the data at `addr`, in one of this
+    /// region's chunks, is not an own used block with intact links and
+    /// checksum (`linked`: its ring neighbours link back), as
+    /// [`Region::validate`] reports it.
+    #[cold]
+    #[inline(never)]
+    fn not_used(&self, block: Block, linked: bool, addr: usize) -> HeapError {
+        let not_block = HeapError::NotBlockStart { addr };
+        let corrupted = |what| damage(block.addr(), what);
+        let owned = block.owner() == self.addr();
+        // Not a header unless it names this region or its neighbours say it
+        // is one. Scrambled free memory (a header absorbed by a merge)
+        // means the block was freed already.
+        if !owned && !linked {
+            return if integrity::is_scrambled_free(block) {
+                HeapError::DoubleFree { addr }
+            } else {
+                not_block
+            };
+        }
+        if !block.checksum_ok() {
+            return corrupted(Corruption::Checksum);
+        }
+        if !owned {
+            return corrupted(Corruption::Owner);
+        }
+        match block.state() {
+            // Own, used, checksum intact: its links are what failed.
+            State::Used => corrupted(Corruption::BlockLinks),
+            State::Free | State::Absorbed | State::Cached => HeapError::DoubleFree { addr },
+            // The data of a slab's block is its header, not an object.
+            State::Sentinel | State::Slab => not_block,
+            State::Quarantined => corrupted(Corruption::Quarantined),
+            State::Damaged => corrupted(Corruption::State),
+        }
     }
 
     /// Frees a used block: onto its quick list if it has one with room,
@@ -119,7 +143,7 @@ impl Region {
     #[inline]
     pub(crate) unsafe fn release(&mut self, used: Proven) -> Result<(), HeapError> {
         let block = used.block;
-        let size = used.next.addr() - block.addr();
+        let size = used.size();
         if self.quick.has_room(size) {
             // SAFETY: a used block is on no free list; its data is dead.
             unsafe {
@@ -259,8 +283,8 @@ impl Region {
     /// Pops the head of quick list `q`, vetted like a free block before
     /// reuse, as a used block; `Ok(None)` when the list is empty, an error
     /// (nothing changed) when the head or its link is damaged.
-    #[inline]
-    pub(super) fn pop_quick(&mut self, q: usize) -> Result<Option<Block>, HeapError> {
+    #[inline(always)]
+    pub(crate) fn pop_quick(&mut self, q: usize) -> Result<Option<Block>, HeapError> {
         let Some((_, next)) = self.vet_quick_head(q)? else {
             return Ok(None);
         };
@@ -276,7 +300,7 @@ impl Region {
     /// is 0 for the list's last block and a granule inside a chunk for the
     /// others, and the `crc`/`scramble` checks of
     /// a free block pass. Changes nothing.
-    #[inline]
+    #[inline(always)]
     fn vet_quick_head(&self, q: usize) -> Result<Option<(Block, Option<Block>)>, HeapError> {
         let Some(block) = self.quick.head(q) else {
             return Ok(None);

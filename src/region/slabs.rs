@@ -73,18 +73,8 @@ impl Region {
     /// room for a slab before the chunk's sentinel, names this region in
     /// state `Slab` with a good checksum (`crc`), lies in no range a repair
     /// cut off, and the slab header's seals and counts hold.
-    #[inline]
+    #[inline(always)]
     fn prove_slab(&self, base: usize, what: Corruption) -> Result<Slab, HeapError> {
-        self.prove_slab_block(base, what).map(|(slab, _, _)| slab)
-    }
-
-    /// [`Region::prove_slab`], also returning the slab's chunk and block.
-    #[inline]
-    fn prove_slab_block(
-        &self,
-        base: usize,
-        what: Corruption,
-    ) -> Result<(Slab, &Chunk, Block), HeapError> {
         let bad = || damage(base, what);
         if !base.is_multiple_of(SLAB_SIZE) {
             return Err(bad());
@@ -95,6 +85,18 @@ impl Region {
         if block.owner_word() != self.addr() | State::Slab as usize {
             return Err(bad());
         }
+        self.prove_slab_header(chunk, block)
+    }
+
+    /// The rest of [`Region::prove_slab`] once the block header of
+    /// the slab-aligned data at `block.data()` is found in `chunk` and its
+    /// owner word names this region in state `Slab`: its checksum
+    /// (`crc`), room for the slab before the sentinel, no cut-off range,
+    /// the slab header's seals and counts.
+    #[inline(always)]
+    fn prove_slab_header(&self, chunk: &Chunk, block: Block) -> Result<Slab, HeapError> {
+        let header = block.addr();
+        let base = header + DATA_OFFSET;
         if !block.checksum_ok() {
             return Err(damage(header, Corruption::Checksum));
         }
@@ -109,17 +111,17 @@ impl Region {
         let slab = unsafe { Slab::at(chunk.at(base)) };
         slab.verify(self.slabs.key)
             .map_err(|what| damage(base, what))?;
-        Ok((slab, chunk, block))
+        Ok(slab)
     }
 
-    /// [`Region::prove_slab`] for a slab reached from a program's pointer,
-    /// which also proves the slab's block in its ring: its successor links
-    /// back and lies at least `SLAB_SIZE` bytes after it (as
-    /// `nav::vet_free` proves a free block), so that only a header the
+    /// [`Region::prove_slab_header`] for a slab reached from a program's
+    /// pointer, which also proves the slab's block in its ring: its
+    /// successor links back and lies at least `SLAB_SIZE` bytes after it
+    /// (as `nav::vet_free` proves a free block), so that only a header the
     /// region wrote, not data shaped like one, is taken for a slab.
-    #[inline]
-    fn prove_slab_in_ring(&self, base: usize) -> Result<Slab, HeapError> {
-        let (slab, chunk, block) = self.prove_slab_block(base, Corruption::SlabHeader)?;
+    #[inline(always)]
+    fn prove_slab_in_ring(&self, chunk: &Chunk, block: Block) -> Result<Slab, HeapError> {
+        let slab = self.prove_slab_header(chunk, block)?;
         let header = block.addr();
         let next =
             Self::next_in(chunk, block).ok_or_else(|| damage(header, Corruption::BlockLinks))?;
@@ -215,7 +217,7 @@ impl Region {
             // block of this one: `ptr` is for the block path.
             return self
                 .is_own_slab(chunk, base)
-                .then(|| self.prove_object(base, ptr));
+                .then(|| self.prove_object(chunk, block, ptr));
         }
         // Not a slab's header, but the slab's own seals still stand there:
         // the slab's block header was damaged (an overrun of the block
@@ -237,8 +239,13 @@ impl Region {
         None
     }
 
-    fn prove_object(&self, base: usize, ptr: usize) -> Result<Object, HeapError> {
-        let slab = self.prove_slab_in_ring(base)?;
+    /// The live object at `ptr` in the slab whose block header `block`
+    /// (before the slab-aligned address below `ptr`, found in `chunk`)
+    /// names this region in state `Slab`; else why it is none.
+    #[inline(always)]
+    fn prove_object(&self, chunk: &Chunk, block: Block, ptr: usize) -> Result<Object, HeapError> {
+        let base = block.addr() + DATA_OFFSET;
+        let slab = self.prove_slab_in_ring(chunk, block)?;
         let index = slab
             .index_of(ptr)
             .ok_or(HeapError::NotBlockStart { addr: ptr })?;
@@ -305,6 +312,8 @@ impl Region {
     ///
     /// # Safety
     /// As for [`Region::slab_allocate`].
+    #[cold]
+    #[inline(never)]
     unsafe fn new_slab(&mut self, class: usize) -> Result<Option<Slab>, HeapError> {
         // The block's size is `block_size_for(SLAB_DATA)`: `SLAB_SIZE`.
         // SAFETY: forwarded; a power-of-two alignment.
