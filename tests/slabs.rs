@@ -340,9 +340,27 @@ fn a_write_after_free_into_an_object_is_found_on_reuse() {
             what: Corruption::Poison { at: addr + 8 }
         })
     );
+    // The slab is quarantined whole: the poisoned object stays taken, so
+    // its bit alone could not tell a later (double) free of it from the
+    // free of a live object.
     let next = heap.allocate(l(80)).unwrap();
-    assert_ne!(next, victim, "the poisoned object stays out of use");
+    assert_ne!(
+        slab_of(next),
+        slab_of(victim),
+        "a new slab serves the class"
+    );
+    let slab_header = slab_of(victim) - HEADER_SIZE - GUARD_SIZE;
+    let quarantined = Err(HeapError::Corrupted {
+        addr: slab_header,
+        what: Corruption::Quarantined,
+    });
+    // SAFETY: the misuse under test: the victim was freed already.
+    assert_eq!(unsafe { heap.free(victim) }.map(|_| ()), quarantined);
     heap.check().unwrap();
+    // The slab's live objects keep their bytes; their frees are refused.
+    intact(&objects[..5], 80);
+    // SAFETY: a live object of the quarantined slab.
+    assert_eq!(unsafe { heap.free(objects[0].0) }.map(|_| ()), quarantined);
     intact(&objects[..5], 80);
 }
 

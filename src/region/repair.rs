@@ -18,8 +18,10 @@
 //!    damaged, whatever state it claims); used and quarantined blocks stay.
 //!    The slab lists are cleared too, and every slab block whose header
 //!    still proves (seals, counts against its bitmap, checksum) goes back
-//!    on its class's list if it has a free object; one that does not prove
-//!    is quarantined whole (see `slabs`).
+//!    on its class's list if it has a free object; one that does not prove,
+//!    or one of whose objects the error named (a write after free found
+//!    when the object was reused: it stays taken, and its bit could not
+//!    tell it from a live object), is quarantined whole (see `slabs`).
 //! 3. **Recount.** The counters are recomputed from the walk.
 //!
 //! A quarantined block is never handed out, merged or freed again (a free
@@ -34,6 +36,7 @@ use crate::clist::Link;
 use crate::index::FreeIndex;
 use crate::integrity;
 use crate::quick::QuickLists;
+use crate::slab::OBJECTS_OFFSET;
 
 use super::chunks::Chunk;
 use super::{Counters, Region};
@@ -65,6 +68,13 @@ impl Region {
             self.mend_ring(&chunk);
         }
         self.rebuild_lists(damaged);
+    }
+
+    /// Whether `addr` lies among the objects of the slab block `block` of
+    /// `size` bytes (past its slab header).
+    fn is_in_objects(block: Block, size: usize, addr: usize) -> bool {
+        let objects = block.data().as_ptr().addr() + OBJECTS_OFFSET;
+        objects <= addr && addr < block.addr() + size
     }
 
     /// Makes the block ring of `chunk` whole, quarantining what lies
@@ -322,6 +332,14 @@ impl Region {
             let size = next.addr() - at.addr();
             let state = match at.state() {
                 State::Used | State::Free | State::Cached | State::Slab if at.addr() == damaged => {
+                    at.set_state(State::Quarantined);
+                    State::Quarantined
+                }
+                // Damage to one of a slab's objects (a write after free
+                // found on reuse): the object stays taken, so its bit
+                // cannot tell it from a live one, and a later free of it
+                // would be accepted. The slab goes whole.
+                State::Slab if Self::is_in_objects(at, size, damaged) => {
                     at.set_state(State::Quarantined);
                     State::Quarantined
                 }

@@ -498,8 +498,9 @@ impl Region {
     /// bitmap, checksum) is refused (`false`): the repair quarantines its
     /// block. Damage the proofs cannot see (a list link, the scan hint) is
     /// rewritten: links are rebuilt, the hint restarts at 0. (An error
-    /// about one of its objects, a write after free or an overrun of a
-    /// guard, leaves the slab alone: that object stays taken.)
+    /// naming one of its objects, a write after free found on reuse, makes
+    /// the repair quarantine the slab before it gets here; an overrun of a
+    /// guard is reported without a repair.)
     pub(crate) fn refile_slab(
         &mut self,
         block: Block,
