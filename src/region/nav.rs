@@ -200,11 +200,16 @@ impl Region {
     /// (`near` is tried first).
     #[inline(always)]
     fn link_word(&self, near: &Chunk, node: usize, i: usize) -> Option<usize> {
-        let header = node.checked_sub(HEADER_SIZE)?;
-        let chunk = if near.holds_block(header) && header.is_multiple_of(GRANULE) {
+        // A node lies a header past a granule: on a granule itself.
+        if !node.is_multiple_of(GRANULE) {
+            return None;
+        }
+        // Wrapping: a node below HEADER_SIZE gives an address no chunk holds.
+        let header = node.wrapping_sub(HEADER_SIZE);
+        let chunk = if near.holds_block(header) {
             near
         } else {
-            self.chunk_of(header)?
+            self.chunks.of_block(header)?
         };
         let neighbour = Self::block_in(chunk, header);
         // A list neighbour is a free block of this region: program data
@@ -317,6 +322,25 @@ impl Region {
     /// cached or quarantined, or the chunk's sentinel.
     #[inline]
     fn not_free_partner(
+        &self,
+        chunk: &Chunk,
+        neighbour: Block,
+    ) -> Result<Option<FreeBlock>, HeapError> {
+        // The usual case first: an own used block (not the sentinel's
+        // address), one compare of the owner word.
+        if neighbour.owner_word() == self.addr() | State::Used as usize
+            && neighbour.addr() != chunk.sentinel()
+        {
+            return Ok(None);
+        }
+        self.other_partner(chunk, neighbour)
+    }
+
+    /// [`Region::not_free_partner`] for a neighbour that is not an own
+    /// used block: the sentinel, a cached, quarantined or slab block, or
+    /// damage.
+    #[inline(never)]
+    fn other_partner(
         &self,
         chunk: &Chunk,
         neighbour: Block,

@@ -65,9 +65,43 @@ impl Region {
             _ => return Err(not_block),
         };
         let block = Self::block_in(chunk, header);
+        if block.owner_word() != self.addr() | State::Used as usize || !block.checksum_ok() {
+            self.refuse_header(chunk, block, addr)?;
+        }
         let corrupted = |what| HeapError::Corrupted { addr: header, what };
-        let ring = Self::ring_of(chunk, block);
-        let linked = ring.is_some();
+        let Some((prev, next)) = Self::ring_of(chunk, block) else {
+            return Err(corrupted(Corruption::BlockLinks));
+        };
+        integrity::check_guards(block)?;
+        if self.is_cut_off(chunk, header) {
+            // Its neighbours link back, but a repair cut them all off.
+            return Err(corrupted(Corruption::Quarantined));
+        }
+        Ok(Proven {
+            block,
+            chunk: *chunk,
+            prev,
+            next,
+        })
+    }
+
+    /// The error [`Region::validate`] gives for a header at `block` (in
+    /// `chunk`, for the data pointer `addr`) that is not an own used
+    /// header with an intact checksum, in its order of precedence: not a
+    /// header (owner wrong and links disagree) gives `NotBlockStart` (or
+    /// `DoubleFree` on scrambled free memory); a header then gives
+    /// `Checksum`, `Owner`, `DoubleFree` (free/absorbed/cached),
+    /// `NotBlockStart` (sentinel, slab), `Quarantined` or `State`.
+    /// `Ok` only for an own used header with an intact checksum.
+    #[cold]
+    #[inline(never)]
+    fn refuse_header(&self, chunk: &Chunk, block: Block, addr: usize) -> Result<(), HeapError> {
+        let corrupted = |what| HeapError::Corrupted {
+            addr: block.addr(),
+            what,
+        };
+        let not_block = HeapError::NotBlockStart { addr };
+        let linked = Self::ring_of(chunk, block).is_some();
         let owned = block.owner() == self.addr();
         // Not a header unless it names this region or its neighbours say it
         // is one. Scrambled free memory (a header absorbed by a merge)
@@ -86,29 +120,13 @@ impl Region {
             return Err(corrupted(Corruption::Owner));
         }
         match block.state() {
-            State::Used => {}
-            State::Free | State::Absorbed | State::Cached => {
-                return Err(HeapError::DoubleFree { addr })
-            }
+            State::Used => Ok(()),
+            State::Free | State::Absorbed | State::Cached => Err(HeapError::DoubleFree { addr }),
             // The data of a slab's block is its header, not an object.
-            State::Sentinel | State::Slab => return Err(not_block),
-            State::Quarantined => return Err(corrupted(Corruption::Quarantined)),
-            State::Damaged => return Err(corrupted(Corruption::State)),
+            State::Sentinel | State::Slab => Err(not_block),
+            State::Quarantined => Err(corrupted(Corruption::Quarantined)),
+            State::Damaged => Err(corrupted(Corruption::State)),
         }
-        let Some((prev, next)) = ring else {
-            return Err(corrupted(Corruption::BlockLinks));
-        };
-        integrity::check_guards(block)?;
-        if self.is_cut_off(chunk, header) {
-            // Its neighbours link back, but a repair cut them all off.
-            return Err(corrupted(Corruption::Quarantined));
-        }
-        Ok(Proven {
-            block,
-            chunk: *chunk,
-            prev,
-            next,
-        })
     }
 
     /// Frees a used block: onto its quick list if it has one with room,
