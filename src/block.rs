@@ -172,7 +172,9 @@ unsafe fn patch_link_crc(link: NonNull<RelLink>, delta: u64) {
 fn offset_to(from: NonNull<RelLink>, to: NonNull<RelLink>) -> i32 {
     let delta = to.as_ptr().addr().wrapping_sub(from.as_ptr().addr()) as isize;
     debug_assert!(delta % GRANULE as isize == 0);
-    (delta / GRANULE as isize) as i32
+    // Headers lie on granules: the arithmetic shift is the exact quotient
+    // (one instruction, where a signed division rounds towards zero).
+    (delta >> GRANULE.trailing_zeros()) as i32
 }
 
 fn follow(from: NonNull<RelLink>, granules: i32) -> NonNull<RelLink> {
@@ -361,23 +363,26 @@ impl Block {
         Block(header)
     }
 
-    /// Writes a fresh header at `at` and links it right after `prev` in
-    /// the block list: one checksum for the new header, patches for the
-    /// two neighbours (cheaper than [`Block::write`] then `insert_after`).
+    /// Writes a fresh header at `at` and links it between `prev` and
+    /// `next` in the block list: one checksum for the new header, patches
+    /// for the two neighbours (cheaper than [`Block::write`] then
+    /// `insert_after`), and nothing read from either neighbour but the
+    /// link word a patch needs (`crc`).
     ///
     /// # Safety
-    /// As for [`Block::write`], and `prev` is a linked block of the same
-    /// chunk with `at` between `prev` and its successor.
+    /// As for [`Block::write`]; `prev` and `next` are linked blocks of the
+    /// same chunk with `at` between them, and every header between them
+    /// leaves the ring (usually there is none: `next` is `prev`'s
+    /// successor).
     #[inline]
-    pub(crate) unsafe fn write_after(
+    pub(crate) unsafe fn write_between(
         at: NonNull<u8>,
         prev: Block,
+        next: Block,
         region: usize,
         state: State,
     ) -> Block {
         let header = at.cast::<BlockHeader>();
-        // SAFETY: `prev` is a linked block of the chunk (caller).
-        let next = unsafe { prev.next() };
         let link = header.cast::<RelLink>();
         // SAFETY: writable, aligned header memory between two linked
         // headers of one chunk (caller).
@@ -504,6 +509,23 @@ impl Block {
             #[cfg(feature = "crc")]
             {
                 header.crc ^= STATE_DELTA[(old ^ new) & STATE_MASK];
+            }
+        }
+    }
+
+    /// Changes the state of a header whose owner word was just proven to
+    /// be `region | from` to `to`, without reading it again (the checksum
+    /// patched by the constant change).
+    #[inline]
+    pub(crate) fn set_proven_state(self, region: usize, from: State, to: State) {
+        debug_assert_eq!(self.owner_word(), region | from as usize);
+        // SAFETY: writable header (type invariant: exclusive access).
+        unsafe {
+            let header = &mut *self.0.as_ptr();
+            header.owner = region | to as usize;
+            #[cfg(feature = "crc")]
+            {
+                header.crc ^= STATE_DELTA[(from as usize ^ to as usize) & STATE_MASK];
             }
         }
     }

@@ -21,9 +21,36 @@ use core::ptr::NonNull;
 
 /// A free block's list node: its neighbours on its class's list.
 #[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FreeLink {
     next: Option<NonNull<FreeLink>>,
     prev: Option<NonNull<FreeLink>>,
+}
+
+impl FreeLink {
+    /// The node stored at `node`, as it is (its words are only addresses
+    /// until `region::nav` proves them).
+    ///
+    /// # Safety
+    /// `node` is readable, aligned memory of a chunk.
+    #[inline]
+    pub(crate) unsafe fn read(node: NonNull<FreeLink>) -> FreeLink {
+        // SAFETY: readable and aligned (caller); any bit pattern is a valid
+        // pair of optional pointers.
+        unsafe { node.as_ptr().read() }
+    }
+
+    /// The address of the next node (0: none).
+    #[inline]
+    pub(crate) fn next_addr(self) -> usize {
+        self.next.map_or(0, |n| n.as_ptr().addr())
+    }
+
+    /// The address of the previous node (0: none).
+    #[inline]
+    pub(crate) fn prev_addr(self) -> usize {
+        self.prev.map_or(0, |p| p.as_ptr().addr())
+    }
 }
 
 /// A free list: its first node, or none.
@@ -79,8 +106,20 @@ impl List {
     #[inline]
     pub(crate) unsafe fn remove(&mut self, node: NonNull<FreeLink>) {
         // SAFETY: proven links (caller).
+        unsafe { self.remove_linked(node.as_ptr().read()) }
+    }
+
+    /// Takes the node whose links are `links` off the list, without reading
+    /// the node again.
+    ///
+    /// # Safety
+    /// `links` are the current links of a node on this list, proven as for
+    /// [`List::remove`].
+    #[inline]
+    pub(crate) unsafe fn remove_linked(&mut self, links: FreeLink) {
+        let FreeLink { next, prev } = links;
+        // SAFETY: proven links (caller).
         unsafe {
-            let FreeLink { next, prev } = node.as_ptr().read();
             match prev {
                 Some(prev) => (*prev.as_ptr()).next = next,
                 None => self.first = next,

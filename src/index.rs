@@ -12,7 +12,7 @@
 //! bitmap bit is set if and only if its list (or level) is non-empty.
 
 use crate::block::{Block, GRANULE, MAX_CHUNK_SIZE};
-use crate::freelist::List;
+use crate::freelist::{FreeLink, List};
 
 /// log2 of the number of second-level classes per first level.
 const SL_LOG: u32 = 4;
@@ -109,12 +109,53 @@ impl FreeIndex {
             let list = self.lists.get_unchecked_mut(fl).get_unchecked_mut(sl);
             list.remove(block.free_link());
             if list.is_empty() {
-                let bits = self.sl_bitmap.get_unchecked_mut(fl);
-                *bits &= !(1 << sl);
-                if *bits == 0 {
-                    self.fl_bitmap &= !(1 << fl);
-                }
+                self.clear_bit(fl, sl);
             }
+        }
+    }
+
+    /// Takes a free block off the list of `class`, whose node's links
+    /// `links` were read and proven: neither the class nor the links are
+    /// computed or read again.
+    ///
+    /// # Safety
+    /// The block is on the list of `class` of this index and `links` are
+    /// its node's current, proven links (`region::nav`).
+    #[inline]
+    pub(crate) unsafe fn remove_linked(&mut self, (fl, sl): Class, links: FreeLink) {
+        // SAFETY: as in `remove`.
+        unsafe {
+            let list = self.lists.get_unchecked_mut(fl).get_unchecked_mut(sl);
+            list.remove_linked(links);
+            if list.is_empty() {
+                self.clear_bit(fl, sl);
+            }
+        }
+    }
+
+    /// [`FreeIndex::remove`] of a block whose class is known.
+    ///
+    /// # Safety
+    /// `block` is on the list of `class` of this index, its node's links
+    /// proven (`region::nav`) and changed since only by other removals.
+    #[inline]
+    pub(crate) unsafe fn remove_in(&mut self, class: Class, block: Block) {
+        // SAFETY: as in `remove`; the node lies in the block's data.
+        unsafe { self.remove_linked(class, FreeLink::read(block.free_link())) }
+    }
+
+    /// Clears the bit of the class `(fl, sl)`, whose list just emptied,
+    /// and its level's bit with its last class.
+    ///
+    /// # Safety
+    /// `fl < FL_COUNT` and `sl < SL_COUNT`.
+    #[inline]
+    unsafe fn clear_bit(&mut self, fl: usize, sl: usize) {
+        // SAFETY: in range (caller).
+        let bits = unsafe { self.sl_bitmap.get_unchecked_mut(fl) };
+        *bits &= !(1 << sl);
+        if *bits == 0 {
+            self.fl_bitmap &= !(1 << fl);
         }
     }
 

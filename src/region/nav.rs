@@ -31,6 +31,8 @@
 
 use crate::block::{Block, State, GRANULE, HEADER_SIZE, MIN_BLOCK};
 use crate::error::{Corruption, HeapError};
+use crate::freelist::FreeLink;
+use crate::index::{class_of, Class};
 
 use super::chunks::Chunk;
 use super::Region;
@@ -39,6 +41,31 @@ use super::Region;
 #[cold]
 pub(crate) fn damage(addr: usize, what: Corruption) -> HeapError {
     HeapError::Corrupted { addr, what }
+}
+
+/// A free block as [`Region::vet_free`] (or a merge partner's proof)
+/// proved it, with what the proof read: the change that follows (take,
+/// carve, merge) neither reads nor computes any of it again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FreeBlock {
+    /// The block: an own header in state `Free`, checksum intact.
+    pub(crate) block: Block,
+    /// Its size, as its successor confirms (at least `MIN_BLOCK`).
+    pub(crate) size: usize,
+    /// `class_of(size)`: the list it is on.
+    pub(crate) class: Class,
+    /// Its free-list node's links, proven to link back.
+    pub(crate) links: FreeLink,
+}
+
+impl FreeBlock {
+    /// Its successor, proven to link back to it.
+    #[inline]
+    pub(crate) fn after(&self) -> Block {
+        // SAFETY: the proof found the successor `size` bytes on, a header
+        // of the same chunk.
+        unsafe { Block::from_header(self.block.at_offset(self.size).cast()) }
+    }
 }
 
 /// The address `granules` granules away from `addr` (no wrap-around:
@@ -74,11 +101,11 @@ impl Region {
     #[inline]
     pub(crate) fn next_in(chunk: &Chunk, block: Block) -> Option<Block> {
         let (next, _) = block.raw_links();
-        // Bounded by the granules up to the sentinel (none if `block` is
-        // past it) before it is scaled: no overflow, no wrap-around.
+        // Granules from `block` to the sentinel: the farthest a successor
+        // may lie (a distance, so nothing can overflow).
         let room = chunk.sentinel().saturating_sub(block.addr()) / GRANULE;
-        let ok = next > 0 && next as usize <= room;
-        ok.then(|| Self::block_in_or_sentinel(chunk, block.addr() + next as usize * GRANULE))
+        (next > 0 && next as usize <= room)
+            .then(|| Self::block_in_or_sentinel(chunk, block.addr() + next as usize * GRANULE))
     }
 
     /// The block before `block` in `chunk` (the sentinel for the first
@@ -87,16 +114,17 @@ impl Region {
     #[inline]
     pub(crate) fn prev_in(chunk: &Chunk, block: Block) -> Option<Block> {
         let (_, prev) = block.raw_links();
-        if block.addr() == chunk.first() {
-            let at = offset(block.addr(), prev).filter(|&at| at == chunk.sentinel())?;
-            return Some(Self::block_in_or_sentinel(chunk, at));
-        }
-        // Backwards, bounded by the granules down to the first block (none
-        // if `block` is before it) before it is scaled, as in `next_in`.
-        let room = block.addr().saturating_sub(chunk.first()) / GRANULE;
-        let back = prev.unsigned_abs() as usize;
-        let ok = prev < 0 && back <= room;
-        ok.then(|| Self::block_in_or_sentinel(chunk, block.addr() - back * GRANULE))
+        let addr = block.addr();
+        // Distances in granules, so nothing can overflow.
+        let at = if addr == chunk.first() {
+            let to_sentinel = chunk.sentinel().saturating_sub(addr) / GRANULE;
+            (prev > 0 && prev as usize == to_sentinel).then_some(chunk.sentinel())
+        } else {
+            let back = prev.unsigned_abs() as usize;
+            let room = addr.saturating_sub(chunk.first()) / GRANULE;
+            (prev < 0 && back <= room).then(|| addr - back * GRANULE)
+        }?;
+        Some(Self::block_in_or_sentinel(chunk, at))
     }
 
     /// A block handle for a header of `chunk`, its sentinel included.
@@ -140,21 +168,31 @@ impl Region {
     /// (looked up in `chunk` first, where they usually are), not `block`
     /// itself, and links back to it; and it names no previous node only if
     /// it is its list's first.
-    #[inline(always)]
     pub(crate) fn free_links_ok(&self, chunk: &Chunk, block: Block, size: usize) -> bool {
+        self.free_links(chunk, block, class_of(size)).is_some()
+    }
+
+    /// The links of the free-list node of `block`, a free block of `class`
+    /// in `chunk`, once proven as [`Region::free_links_ok`] says.
+    #[inline(always)]
+    fn free_links(&self, chunk: &Chunk, block: Block, class: Class) -> Option<FreeLink> {
+        // SAFETY: a node lies right after a header inside a chunk (MIN_BLOCK
+        // leaves room for it), granule-aligned. Its words are compared as
+        // addresses; none is followed here.
+        let links = unsafe { FreeLink::read(block.free_link()) };
         let node = block.free_link().as_ptr().addr();
-        let [next, prev] = words(block.free_link().cast());
+        let (next, prev) = (links.next_addr(), links.prev_addr());
         if next == node || prev == node {
             // A linear list never links a node to itself.
-            return false;
+            return None;
         }
         let next_ok = next == 0 || self.link_word(chunk, next, 1) == Some(node);
         let prev_ok = if prev == 0 {
-            self.index.first_of(crate::index::class_of(size)) == Some(block)
+            self.index.first_of(class) == Some(block)
         } else {
             self.link_word(chunk, prev, 0) == Some(node)
         };
-        next_ok && prev_ok
+        (next_ok && prev_ok).then_some(links)
     }
 
     /// Word `i` (0 = next, 1 = prev) of the free-list node at `node`, once
@@ -162,11 +200,16 @@ impl Region {
     /// (`near` is tried first).
     #[inline(always)]
     fn link_word(&self, near: &Chunk, node: usize, i: usize) -> Option<usize> {
-        let header = node.checked_sub(HEADER_SIZE)?;
-        let chunk = if near.holds_block(header) && header.is_multiple_of(GRANULE) {
+        // A node lies a header past a granule: on a granule itself.
+        if !node.is_multiple_of(GRANULE) {
+            return None;
+        }
+        // Wrapping: a node below HEADER_SIZE gives an address no chunk holds.
+        let header = node.wrapping_sub(HEADER_SIZE);
+        let chunk = if near.holds_block(header) {
             near
         } else {
-            self.chunk_of(header)?
+            self.chunks.of_block(header)?
         };
         let neighbour = Self::block_in(chunk, header);
         // A list neighbour is a free block of this region: program data
@@ -193,8 +236,8 @@ impl Region {
     /// successor linking back (so its size is real, at least a minimal
     /// block), its free-list neighbours linking back, and its free pattern
     /// (`scramble`). Returns the chunk and the size.
-    #[inline]
-    pub(crate) fn vet_free(&self, block: Block) -> Result<(Chunk, usize), HeapError> {
+    #[inline(always)]
+    pub(crate) fn vet_free(&self, block: Block) -> Result<(Chunk, FreeBlock), HeapError> {
         let Some(chunk) = self.chunk_of(block.addr()).copied() else {
             return Err(damage(block.addr(), Corruption::FreeList));
         };
@@ -206,35 +249,36 @@ impl Region {
             };
             return Err(damage(block.addr(), what));
         }
-        let size = self.vet_free_extent(&chunk, block)?;
+        let free = self.vet_free_extent(&chunk, block)?;
         crate::integrity::check_free(block, self.scramble_depth())?;
         if self.is_cut_off(&chunk, block.addr()) {
             // A free list holds memory a repair cut off: the list is
             // damaged (the repair that follows rebuilds it from the ring).
             return Err(damage(block.addr(), Corruption::FreeList));
         }
-        Ok((chunk, size))
+        Ok((chunk, free))
     }
 
-    /// Whether the block before `block` (whose ring is proven) is used, so
-    /// that it may take a gap too small for a free block.
+    /// The block before `block` (whose ring is proven) if it is used, so
+    /// that it may take a gap too small for a free block; `None` if it is
+    /// not (or is the sentinel).
     #[inline]
-    pub(crate) fn prev_is_used(chunk: &Chunk, block: Block) -> Result<bool, HeapError> {
+    pub(crate) fn used_prev(chunk: &Chunk, block: Block) -> Result<Option<Block>, HeapError> {
         let (prev, _) = Self::ring_of(chunk, block)
             .ok_or_else(|| damage(block.addr(), Corruption::BlockLinks))?;
-        Ok(prev.state() == State::Used && prev.addr() != chunk.sentinel())
+        Ok((prev.state() == State::Used && prev.addr() != chunk.sentinel()).then_some(prev))
     }
 
     /// Proves what a block whose ring is proven would merge with: `None`
     /// for an own header that is not free (used, cached, quarantined, or
-    /// the chunk's sentinel), the size of a free one once
-    /// [`Region::vet_free_extent`] holds, damage otherwise.
+    /// the chunk's sentinel), a free one once [`Region::vet_free_extent`]
+    /// holds, damage otherwise.
     #[inline]
     pub(crate) fn merge_partner(
         &self,
         chunk: &Chunk,
         neighbour: Block,
-    ) -> Result<Option<usize>, HeapError> {
+    ) -> Result<Option<FreeBlock>, HeapError> {
         let word = neighbour.owner_word();
         if word == self.addr() | State::Free as usize {
             return self.vet_free_extent(chunk, neighbour).map(Some);
@@ -242,31 +286,36 @@ impl Region {
         self.not_free_partner(chunk, neighbour)
     }
 
-    /// [`Region::merge_partner`] for the predecessor `prev` of a block at
-    /// `block_addr` whose ring is proven: `prev`'s successor is that block,
-    /// so its size is known and only its header and list links are left
-    /// to prove.
+    /// [`Region::merge_partner`] for the predecessor `prev` of `block`,
+    /// whose ring is proven: `prev`'s successor is `block`, so its size is
+    /// known and only its header and list links are left to prove.
     #[inline]
     pub(crate) fn merge_partner_before(
         &self,
         chunk: &Chunk,
         prev: Block,
-        block_addr: usize,
-    ) -> Result<Option<usize>, HeapError> {
+        block: Block,
+    ) -> Result<Option<FreeBlock>, HeapError> {
         if prev.owner_word() != self.addr() | State::Free as usize {
             return self.not_free_partner(chunk, prev);
         }
-        let size = block_addr - prev.addr();
+        let size = block.addr() - prev.addr();
         if !prev.checksum_ok() {
             return Err(damage(prev.addr(), Corruption::Checksum));
         }
         if size < MIN_BLOCK {
             return Err(damage(prev.addr(), Corruption::Size));
         }
-        if !self.free_links_ok(chunk, prev, size) {
+        let class = class_of(size);
+        let Some(links) = self.free_links(chunk, prev, class) else {
             return Err(damage(prev.addr(), Corruption::FreeList));
-        }
-        Ok(Some(size))
+        };
+        Ok(Some(FreeBlock {
+            block: prev,
+            size,
+            class,
+            links,
+        }))
     }
 
     /// A neighbour that is not free must still be an own header: used,
@@ -276,7 +325,26 @@ impl Region {
         &self,
         chunk: &Chunk,
         neighbour: Block,
-    ) -> Result<Option<usize>, HeapError> {
+    ) -> Result<Option<FreeBlock>, HeapError> {
+        // The usual case first: an own used block (not the sentinel's
+        // address), one compare of the owner word.
+        if neighbour.owner_word() == self.addr() | State::Used as usize
+            && neighbour.addr() != chunk.sentinel()
+        {
+            return Ok(None);
+        }
+        self.other_partner(chunk, neighbour)
+    }
+
+    /// [`Region::not_free_partner`] for a neighbour that is not an own
+    /// used block: the sentinel, a cached, quarantined or slab block, or
+    /// damage.
+    #[inline(never)]
+    fn other_partner(
+        &self,
+        chunk: &Chunk,
+        neighbour: Block,
+    ) -> Result<Option<FreeBlock>, HeapError> {
         let expected = if neighbour.addr() == chunk.sentinel() {
             matches!(neighbour.state(), State::Sentinel)
         } else {
@@ -311,29 +379,37 @@ impl Region {
         }
     }
 
-    /// The size of the block `block` as its successor confirms: an own
-    /// free header (owner word checked by the caller) whose successor lies
-    /// in `chunk` and links back, at least a minimal block, checksum
+    /// The free block `block` with its size as its successor confirms: an
+    /// own free header (owner word checked by the caller) whose successor
+    /// lies in `chunk` and links back, at least a minimal block, checksum
     /// intact, free-list links proven.
-    #[inline]
-    fn vet_free_extent(&self, chunk: &Chunk, block: Block) -> Result<usize, HeapError> {
+    #[inline(always)]
+    fn vet_free_extent(&self, chunk: &Chunk, block: Block) -> Result<FreeBlock, HeapError> {
         if !block.checksum_ok() {
             return Err(damage(block.addr(), Corruption::Checksum));
         }
         let Some(after) = Self::next_in(chunk, block) else {
             return Err(damage(block.addr(), Corruption::BlockLinks));
         };
-        if offset(after.addr(), after.raw_links().1) != Some(block.addr()) {
+        // `next_in` proved the forward distance positive: the successor's
+        // link back is its negation.
+        if after.raw_links().1 != block.raw_links().0.wrapping_neg() {
             return Err(damage(block.addr(), Corruption::BlockLinks));
         }
         let size = after.addr() - block.addr();
         if size < MIN_BLOCK {
             return Err(damage(block.addr(), Corruption::Size));
         }
-        if !self.free_links_ok(chunk, block, size) {
+        let class = class_of(size);
+        let Some(links) = self.free_links(chunk, block, class) else {
             return Err(damage(block.addr(), Corruption::FreeList));
-        }
-        Ok(size)
+        };
+        Ok(FreeBlock {
+            block,
+            size,
+            class,
+            links,
+        })
     }
 }
 

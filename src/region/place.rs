@@ -16,8 +16,8 @@
 //! before every proof holds.
 
 use crate::block::{Block, State, DATA_OFFSET, GRANULE, MIN_BLOCK};
-use crate::clist::{insert_after, unlink};
 use crate::error::HeapError;
+use crate::freelist::FreeLink;
 use crate::index::{class_of, Class, FL_COUNT, SL_COUNT};
 use crate::integrity;
 use crate::quick::quick_class;
@@ -25,6 +25,7 @@ use crate::quick::quick_class;
 use crate::trace::TraceEvent;
 
 use super::chunks::Chunk;
+use super::nav::FreeBlock;
 use super::Region;
 
 /// Where a block header may go inside the free block `free` so that the
@@ -173,30 +174,44 @@ impl Region {
         else {
             return Ok(0);
         };
-        let (_, mut total) = self.vet_free(found)?;
+        let (_, mut free) = self.vet_free(found)?;
         // The proven size is what counts (its class promises two blocks).
-        let run = count.min(total / size);
-        let mut block = found;
+        let run = count.min(free.size / size);
         for carved in 1..=run {
             if carved > 1 {
                 // A write after free into the middle of the block shows in
                 // the tail's pattern (the proof covered only its ends).
-                integrity::check_free(block, self.scramble_depth())?;
+                integrity::check_free(free.block, self.scramble_depth())?;
             }
-            // SAFETY: `block` is the proven free block, or the free tail
+            // SAFETY: `free` is the proven free block, or the free tail
             // the previous `take` split off it (written by that `take`, on
-            // the index, its successor not free): `total` bytes, at least
-            // `size` for each block still to carve (`run` says so).
-            let used = unsafe { self.take(block, total, size) };
+            // the index, its successor not free): at least `size` bytes
+            // for each block still to carve (`run` says so).
+            let used = unsafe { self.take(free, size) };
             each(used);
             if carved < run {
                 // At least `2 * size` bytes were left, so `take` split.
-                total -= size;
                 // SAFETY: a linked block; its successor is that tail.
-                block = unsafe { used.next() };
+                free = unsafe { Self::fresh_tail(used.next(), free.size - size) };
             }
         }
         Ok(run)
+    }
+
+    /// The free block `tail` (`size` bytes) that a
+    /// `take` just split off and filed, as a proof would describe it: its
+    /// header, links and list node were written by the heap in this call.
+    ///
+    /// # Safety
+    /// `tail` is the free tail the previous `take` wrote, unchanged since.
+    unsafe fn fresh_tail(tail: Block, size: usize) -> FreeBlock {
+        FreeBlock {
+            block: tail,
+            size,
+            class: class_of(size),
+            // SAFETY: the node `take` just wrote after the tail's header.
+            links: unsafe { FreeLink::read(tail.free_link()) },
+        }
     }
 
     /// The index and flush part of [`Region::allocate`], kept out of line
@@ -217,6 +232,24 @@ impl Region {
         }
         // Before reporting no room, give the cached blocks back: merged
         // with their neighbours they may hold the request.
+        // SAFETY: forwarded.
+        unsafe { self.flush_and_retry(size, align, best_fit) }
+    }
+
+    /// The way to failure of [`Region::allocate_uncached`]: flush the
+    /// quick lists and empty slabs, then search the index again if they
+    /// held anything.
+    ///
+    /// # Safety
+    /// As for [`Region::allocate`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn flush_and_retry(
+        &mut self,
+        size: usize,
+        align: usize,
+        best_fit: bool,
+    ) -> Result<Option<Block>, HeapError> {
         let flushed = self.flush_quick()?;
         if !(self.release_empty_slabs()? || flushed) {
             return Ok(None);
@@ -229,7 +262,7 @@ impl Region {
     ///
     /// # Safety
     /// As for [`Region::allocate`].
-    #[inline]
+    #[inline(always)]
     unsafe fn allocate_from_index(
         &mut self,
         size: usize,
@@ -243,10 +276,10 @@ impl Region {
                 None
             };
             if let Some(block) = found.or_else(|| self.index.find_good_fit(size)) {
-                let (_, total) = self.vet_free(block)?;
-                // SAFETY: a proven free block of `total >= size` bytes on
+                let (_, free) = self.vet_free(block)?;
+                // SAFETY: a proven free block of at least `size` bytes on
                 // the index.
-                return Ok(Some(unsafe { self.take(block, total, size) }));
+                return Ok(Some(unsafe { self.take(free, size) }));
             }
         } else {
             // `placement` moves the header by at most `align` plus a gap
@@ -256,13 +289,15 @@ impl Region {
                 return Ok(None);
             };
             if let Some(free) = self.index.find_good_fit(search) {
-                let (chunk, total) = self.vet_free(free)?;
-                let prev_used = Self::prev_is_used(&chunk, free)?;
-                let Some(header) = placement(free, total, prev_used, align, size) else {
+                let (chunk, free) = self.vet_free(free)?;
+                let prev = Self::used_prev(&chunk, free.block)?;
+                let Some(header) = placement(free.block, free.size, prev.is_some(), align, size)
+                else {
                     return Ok(None);
                 };
-                // SAFETY: a proven free block and a placement inside it.
-                return unsafe { self.carve_proven(&chunk, free, total, header, size) }.map(Some);
+                // SAFETY: a proven free block and a placement inside it,
+                // which leaves a small gap only to a proven used `prev`.
+                return Ok(Some(unsafe { self.carve(free, header, size, prev) }));
             }
         }
         // Slow path, only on the way to failure: smaller classes may still
@@ -270,9 +305,9 @@ impl Region {
         let Some((free, header)) = self.search_placement(size, align)? else {
             return Ok(None);
         };
-        let (chunk, total) = self.vet_free(free)?;
+        let (chunk, free) = self.vet_free(free)?;
         // SAFETY: as above.
-        unsafe { self.carve_proven(&chunk, free, total, header, size) }.map(Some)
+        unsafe { self.carve_proven(&chunk, free, header, size) }.map(Some)
     }
 
     /// Best fit within the request's own class, scanning a bounded number
@@ -332,23 +367,24 @@ impl Region {
         Ok(None)
     }
 
-    /// Turns the free block `block` (`total` bytes, on the index) into a
-    /// used block of `size` bytes at its start, returning the rest to the
-    /// index.
+    /// Turns the free block `free` (on the index) into a used block of
+    /// `size` bytes at its start, returning the rest to the index.
     ///
     /// # Safety
-    /// `block` was proven by `vet_free` to be a free block of `total >=
-    /// size` bytes.
+    /// `free` was proven by `vet_free` (or is a tail `take` just wrote,
+    /// `fresh_tail`), unchanged since, of at least `size` bytes.
     #[inline]
-    unsafe fn take(&mut self, block: Block, total: usize, size: usize) -> Block {
-        // SAFETY: a proven free block (caller); its successor is not free
-        // (no adjacent free blocks), as `split_free_tail` requires.
+    unsafe fn take(&mut self, free: FreeBlock, size: usize) -> Block {
+        let block = free.block;
+        // SAFETY: a proven free block (caller) with its proven list links
+        // and successor, which is not free (no adjacent free blocks), as
+        // `split_free_tail` requires.
         let kept = unsafe {
-            self.index.remove(block, total);
-            self.split_free_tail(block, total, size)
+            self.index.remove_linked(free.class, free.links);
+            self.split_free_tail(block, free.size, size, free.after())
         };
         self.c.free_blocks -= 1;
-        block.set_state(State::Used);
+        block.set_proven_state(self.addr(), State::Free, State::Used);
         self.c.used_bytes += kept;
         self.c.used_blocks += 1;
         block
@@ -358,34 +394,40 @@ impl Region {
     /// [`Region::carve`]).
     ///
     /// # Safety
-    /// `free` was proven by `vet_free` (`total` bytes, in `chunk`) and
-    /// `header` is a placement for `size` bytes inside it.
+    /// `free` was proven by `vet_free` (in `chunk`) and `header` is a
+    /// placement for `size` bytes inside it.
     unsafe fn carve_proven(
         &mut self,
         chunk: &Chunk,
-        free: Block,
-        total: usize,
+        free: FreeBlock,
         header: usize,
         size: usize,
     ) -> Result<Block, HeapError> {
-        let gap = header - free.addr();
+        let gap = header - free.block.addr();
         let mut prev = None;
         if gap != 0 && gap < MIN_BLOCK {
-            let (before, _) = Self::ring_of(chunk, free)
-                .ok_or_else(|| super::nav::damage(free.addr(), crate::Corruption::BlockLinks))?;
-            if before.state() != State::Used || before.addr() == chunk.sentinel() {
-                return Err(super::nav::damage(before.addr(), crate::Corruption::State));
-            }
-            prev = Some(before);
+            prev = Some(Self::used_before(chunk, free.block)?);
         }
         // SAFETY: forwarded; a small gap's predecessor is proven used.
-        Ok(unsafe { self.carve(free, total, header, size, prev) })
+        Ok(unsafe { self.carve(free, header, size, prev) })
+    }
+
+    /// The predecessor of `free` (in `chunk`), once its ring is proven and
+    /// it is proven used (not the sentinel): the block a small gap goes to.
+    #[cold]
+    fn used_before(chunk: &Chunk, free: Block) -> Result<Block, HeapError> {
+        let (before, _) = Self::ring_of(chunk, free)
+            .ok_or_else(|| super::nav::damage(free.addr(), crate::Corruption::BlockLinks))?;
+        if before.state() != State::Used || before.addr() == chunk.sentinel() {
+            return Err(super::nav::damage(before.addr(), crate::Corruption::State));
+        }
+        Ok(before)
     }
 
     /// Places a used block of `size` bytes with its header at `header`
-    /// inside the free block `free` (`total` bytes); the leading gap becomes
-    /// a free block or goes to the previous block `prev`, and the tail
-    /// returns to the index.
+    /// inside the free block `free`; the leading gap becomes a free block
+    /// or goes to the previous block `prev`, and the tail returns to the
+    /// index.
     ///
     /// # Safety
     /// As for [`Region::carve_proven`]; `prev` is
@@ -393,31 +435,37 @@ impl Region {
     /// block.
     unsafe fn carve(
         &mut self,
-        free: Block,
-        total: usize,
+        free: FreeBlock,
         header: usize,
         size: usize,
         prev: Option<Block>,
     ) -> Block {
         let owner = self.addr();
-        let gap = header - free.addr();
-        // SAFETY: `free` is on the index (caller).
-        unsafe { self.index.remove(free, total) };
+        let FreeBlock {
+            block: whole,
+            size: total,
+            ..
+        } = free;
+        let after = free.after();
+        let gap = header - whole.addr();
+        // SAFETY: `free` is on the index with proven links (caller).
+        unsafe { self.index.remove_linked(free.class, free.links) };
         self.c.free_blocks -= 1;
         let block = if gap == 0 {
-            free
+            whole.set_proven_state(owner, State::Free, State::Used);
+            whole
         } else if gap >= MIN_BLOCK {
-            // SAFETY: `header` lies inside `free` (caller), whose data is no
-            // longer on any list; `free` keeps the gap and stays free.
+            // SAFETY: `header` lies inside `whole` (caller), whose data is no
+            // longer on any list; `whole` keeps the gap and stays free.
             unsafe {
-                let block = Block::write(free.at_offset(gap), owner, State::Free);
-                insert_after(free.link(), block.link());
-                self.index.insert(free, gap);
+                let block =
+                    Block::write_between(whole.at_offset(gap), whole, after, owner, State::Used);
+                self.index.insert(whole, gap);
                 self.c.free_blocks += 1;
                 trace!(
                     self.sink,
                     TraceEvent::Split {
-                        block: free.addr(),
+                        block: whole.addr(),
                         tail: block.addr(),
                         tail_size: total - gap,
                     }
@@ -427,47 +475,56 @@ impl Region {
         } else {
             let prev = prev.expect("a small gap goes to a proven used predecessor");
             // The previous block is used (`fits_at`), and grows by `gap`.
-            // `free` is unlinked before the new header, which may overlap
-            // it, exists.
-            // SAFETY: `free` is linked; `prev` is a live used block; the new
-            // header lies inside `free`'s span.
+            // The new header, which may overlap `whole`'s, links `prev` to
+            // `after` directly: nothing is read from `whole` any more.
+            // SAFETY: `prev` is a live used block, `after` the successor of
+            // `whole`, its successor; the new header lies inside `whole`'s
+            // span, which leaves the ring.
             unsafe {
-                unlink(free.link());
-                let block = Block::write(free.at_offset(gap), owner, State::Free);
-                insert_after(prev.link(), block.link());
+                let block =
+                    Block::write_between(whole.at_offset(gap), prev, after, owner, State::Used);
                 crate::integrity::on_grown_by_gap(prev, gap);
                 self.c.used_bytes += gap;
                 block
             }
         };
-        // SAFETY: `block` is `total - gap` bytes and its successor is not free.
-        let kept = unsafe { self.split_free_tail(block, total - gap, size) };
-        block.set_state(State::Used);
+        // SAFETY: `block` is `total - gap` bytes, followed by `after`, which
+        // is not free.
+        let kept = unsafe { self.split_free_tail(block, total - gap, size, after) };
         self.c.used_bytes += kept;
         self.c.used_blocks += 1;
         block
     }
 
-    /// Splits `block` (`total` bytes) after `keep` bytes when the tail can
-    /// be a free block; returns the size `block` keeps.
+    /// Splits `block` (`total` bytes, followed by `after`) after `keep`
+    /// bytes when the tail can be a free block; returns the size `block`
+    /// keeps.
     ///
     /// # Safety
     /// `block` is a live block of `total >= keep` bytes, off the index,
-    /// whose successor is not free.
+    /// whose successor `after` is not free.
     #[inline]
     pub(super) unsafe fn split_free_tail(
         &mut self,
         block: Block,
         total: usize,
         keep: usize,
+        after: Block,
     ) -> usize {
         let rest = total - keep;
         if rest < MIN_BLOCK {
             return total;
         }
-        // SAFETY: the tail lies inside `block` and holds a minimal block.
+        // SAFETY: the tail lies inside `block`, before `after`, and holds a
+        // minimal block.
         unsafe {
-            let tail = Block::write_after(block.at_offset(keep), block, self.addr(), State::Free);
+            let tail = Block::write_between(
+                block.at_offset(keep),
+                block,
+                after,
+                self.addr(),
+                State::Free,
+            );
             self.index.insert(tail, rest);
             trace!(
                 self.sink,
@@ -512,8 +569,8 @@ impl Region {
         let Some((free, _)) = found else {
             return Ok(None);
         };
-        let (chunk, total) = self.vet_free(free)?;
+        let (chunk, free) = self.vet_free(free)?;
         // SAFETY: a proven free block the range fits in.
-        unsafe { self.carve_proven(&chunk, free, total, header, size) }.map(Some)
+        unsafe { self.carve_proven(&chunk, free, header, size) }.map(Some)
     }
 }

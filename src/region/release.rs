@@ -14,8 +14,8 @@
 
 use core::ptr::NonNull;
 
-use crate::block::{Block, State, DATA_OFFSET, GRANULE, HEADER_SIZE, MIN_BLOCK};
-use crate::clist::{insert_after, unlink};
+use crate::block::{Block, RelLink, State, DATA_OFFSET, GRANULE, HEADER_SIZE, MIN_BLOCK};
+use crate::clist::{insert_after, unlink, Link};
 use crate::error::{Corruption, HeapError};
 use crate::integrity;
 use crate::quick;
@@ -23,16 +23,17 @@ use crate::quick;
 use crate::trace::TraceEvent;
 
 use super::chunks::Chunk;
-use super::nav::damage;
+use super::nav::{damage, FreeBlock};
 use super::Region;
 
-/// A merge that [`Region::plan_merge`] proved: the block, its size, and
-/// its free neighbours with theirs.
+/// A merge that [`Region::plan_merge`] proved: the block, its size, its
+/// successor, and its free neighbours as their proofs found them.
 pub(crate) struct Merge {
     block: Block,
     size: usize,
-    prev: Option<(Block, usize)>,
-    next: Option<(Block, usize)>,
+    after: Block,
+    prev: Option<FreeBlock>,
+    next: Option<FreeBlock>,
 }
 
 /// A used block that [`Region::validate`] proved: its chunk and its ring
@@ -155,7 +156,7 @@ impl Region {
             // SAFETY: as above; the merge was proven.
             unsafe {
                 integrity::on_free(block);
-                self.merge(merge);
+                self.merge_inline(merge);
             }
         }
         self.c.used_bytes -= size;
@@ -203,15 +204,14 @@ impl Region {
         prev: Block,
         next: Block,
     ) -> Result<Merge, HeapError> {
-        let next = self.merge_partner(chunk, next)?.map(|s| (next, s));
-        let prev = self
-            .merge_partner_before(chunk, prev, block.addr())?
-            .map(|s| (prev, s));
+        let next_free = self.merge_partner(chunk, next)?;
+        let prev = self.merge_partner_before(chunk, prev, block)?;
         Ok(Merge {
             block,
             size,
+            after: next,
             prev,
-            next,
+            next: next_free,
         })
     }
 
@@ -220,55 +220,106 @@ impl Region {
     /// # Safety
     /// `merge` came from [`Region::plan_merge`] with nothing changed since.
     pub(super) unsafe fn merge(&mut self, merge: Merge) {
+        // SAFETY: forwarded.
+        unsafe { self.merge_inline(merge) }
+    }
+
+    /// [`Region::merge`], inlined into the free path, where the plan is
+    /// made in the same function and never goes through memory.
+    ///
+    /// # Safety
+    /// As for [`Region::merge`].
+    #[inline(always)]
+    unsafe fn merge_inline(&mut self, merge: Merge) {
         let Merge {
-            mut block,
-            mut size,
+            block,
+            size,
+            after,
             prev,
             next,
         } = merge;
-        if let Some((next, next_size)) = next {
-            // SAFETY: a proven free neighbour on the index, linked.
+        let (first, mut end, mut total) = (prev.map_or(block, |p| p.block), after, size);
+        if let Some(next) = next {
+            // SAFETY: a proven free neighbour on the index, with its proven
+            // links; it leaves the ring below.
             unsafe {
-                self.index.remove(next, next_size);
-                unlink(next.link());
-                next.set_state(State::Absorbed);
-                integrity::on_absorb(next);
+                self.index.remove_linked(next.class, next.links);
+                next.block
+                    .set_proven_state(self.addr(), State::Free, State::Absorbed);
+                integrity::on_absorb(next.block);
             }
             self.c.free_blocks -= 1;
-            size += next_size;
-            trace!(
-                self.sink,
-                TraceEvent::Merged {
-                    block: block.addr(),
-                    absorbed: next.addr(),
-                    size,
-                }
-            );
+            end = next.after();
+            total += next.size;
         }
-        if let Some((prev, prev_size)) = prev {
-            // SAFETY: as above; `block` is linked and now lies inside `prev`.
+        if let Some(prev) = prev {
+            // SAFETY: as above; `block` now lies inside `prev` and leaves
+            // the ring below. The links are read again: taking `next` off
+            // rewrote them if the two were list neighbours.
             unsafe {
-                self.index.remove(prev, prev_size);
-                unlink(block.link());
+                self.index.remove_in(prev.class, prev.block);
                 block.set_state(State::Absorbed);
                 integrity::on_absorb(block);
             }
-            size += prev_size;
-            trace!(
-                self.sink,
-                TraceEvent::Merged {
-                    block: prev.addr(),
-                    absorbed: block.addr(),
-                    size,
-                }
-            );
-            block = prev;
             self.c.free_blocks -= 1;
+            total += prev.size;
+        } else {
+            block.set_state(State::Free);
         }
-        block.set_state(State::Free);
-        // SAFETY: `block` is a free block of `size` bytes on no list.
-        unsafe { self.index.insert(block, size) };
+        if prev.is_some() || next.is_some() {
+            // One ring change for both merges: the absorbed headers drop
+            // out between `first` and `end` (their own links stay stale).
+            // SAFETY: `first` and `end` are linked headers of the chunk
+            // (proven), the headers between them absorbed.
+            unsafe {
+                RelLink::set_next(first.link(), end.link());
+                RelLink::set_prev(end.link(), first.link());
+            }
+        }
+        // SAFETY: `first` is a free block of `total` bytes on no list.
+        unsafe { self.index.insert(first, total) };
         self.c.free_blocks += 1;
+        self.trace_merges(block, size, prev, next);
+    }
+
+    /// Traces the merges [`Region::merge`] made, in order: `block`
+    /// (`size` bytes) absorbing its successor, then its predecessor
+    /// absorbing it.
+    #[inline]
+    fn trace_merges(
+        &self,
+        block: Block,
+        size: usize,
+        prev: Option<FreeBlock>,
+        next: Option<FreeBlock>,
+    ) {
+        #[cfg(feature = "trace")]
+        {
+            let mut size = size;
+            if let Some(next) = next {
+                size += next.size;
+                trace!(
+                    self.sink,
+                    TraceEvent::Merged {
+                        block: block.addr(),
+                        absorbed: next.block.addr(),
+                        size,
+                    }
+                );
+            }
+            if let Some(prev) = prev {
+                size += prev.size;
+                trace!(
+                    self.sink,
+                    TraceEvent::Merged {
+                        block: prev.block.addr(),
+                        absorbed: block.addr(),
+                        size,
+                    }
+                );
+            }
+        }
+        let _ = (block, size, prev, next);
     }
 
     /// Sets the most blocks per quick list, flushing the lists first.
@@ -382,22 +433,23 @@ impl Region {
         let (_, next) = Self::ring_of(&chunk, block)
             .ok_or_else(|| damage(block.addr(), Corruption::BlockLinks))?;
         if size > before {
-            let Some(next_size) = self.merge_partner(&chunk, next)? else {
+            let Some(free) = self.merge_partner(&chunk, next)? else {
                 return Ok(false);
             };
-            if before + next_size < size {
+            if before + free.size < size {
                 return Ok(false);
             }
             integrity::check_free(next, self.scramble_depth())?;
-            // SAFETY: `next` is a proven free neighbour on the index.
+            // SAFETY: `next` is a proven free neighbour on the index, with
+            // its proven links.
             unsafe {
-                self.index.remove(next, next_size);
+                self.index.remove_linked(free.class, free.links);
                 unlink(next.link());
             }
             next.set_state(State::Absorbed);
             self.c.free_blocks -= 1;
-            // SAFETY: the grown block's successor was `next`'s, not free.
-            unsafe { self.split_free_tail(block, before + next_size, size) };
+            // SAFETY: the grown block's successor is `next`'s, not free.
+            unsafe { self.split_free_tail(block, before + free.size, size, free.after()) };
         } else {
             // SAFETY: `block` is used and at least `size` bytes.
             unsafe { self.shrink(&chunk, block, next, size)? };
