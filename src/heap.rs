@@ -738,7 +738,7 @@ impl<P: FitPolicy> Heap<P> {
 
     /// Finds the region holding `ptr` and proves what it designates: a
     /// live object of one of its slabs, else a used block.
-    #[inline]
+    #[inline(always)]
     fn locate(&self, ptr: NonNull<u8>) -> Result<(usize, Found), HeapError> {
         let addr = ptr.as_ptr().addr();
         let mut error = HeapError::NotFromHeap { addr };
@@ -764,7 +764,7 @@ impl<P: FitPolicy> Heap<P> {
     }
 
     /// Like `locate`, counting a failure as a misuse.
-    #[inline]
+    #[inline(always)]
     fn locate_mut(&mut self, ptr: NonNull<u8>) -> Result<(usize, Found), HeapError> {
         self.locate(ptr).map_err(|error| self.misuse(error))
     }
@@ -824,7 +824,7 @@ impl<P: FitPolicy> Heap<P> {
     /// # Safety
     /// `found` was proven in region `i`, nothing changed since; nobody
     /// uses its data any more.
-    #[inline]
+    #[inline(always)]
     unsafe fn release_found(&mut self, i: usize, found: Found) -> Result<usize, HeapError> {
         match found {
             // SAFETY: forwarded.
@@ -864,7 +864,7 @@ impl<P: FitPolicy> Heap<P> {
     /// # Safety
     /// `used` was validated as a used block of region `i`, nothing changed
     /// since.
-    #[inline]
+    #[inline(always)]
     unsafe fn release(&mut self, i: usize, used: Proven) -> Result<usize, HeapError> {
         let size = used.size();
         #[cfg(feature = "trace")]

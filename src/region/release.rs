@@ -63,7 +63,7 @@ impl Region {
     ///
     /// # Safety
     /// The region is live.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn validate(&self, data: NonNull<u8>) -> Result<Proven, HeapError> {
         let addr = data.as_ptr().addr();
         let header = addr.wrapping_sub(DATA_OFFSET);
@@ -141,7 +141,7 @@ impl Region {
     ///
     /// # Safety
     /// `used` came from [`Region::validate`] with nothing changed since.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn release(&mut self, used: Proven) -> Result<(), HeapError> {
         let block = used.block;
         let size = used.size();
