@@ -11,7 +11,8 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use region_heap::{
-    Corruption, Heap, HeapError, GRANULE, GUARD_SIZE, HEADER_SIZE, SLAB_MAX, SLAB_SIZE,
+    Corruption, Heap, HeapError, GRANULE, GUARD_SIZE, HEADER_SIZE, SLAB_HEADER_SIZE, SLAB_MAX,
+    SLAB_SIZE,
 };
 
 fn l(size: usize) -> Layout {
@@ -616,5 +617,35 @@ fn an_earlier_heaps_slabs_do_not_pass_for_this_heaps() {
     }
     // SAFETY: as above.
     unsafe { heap.deallocate(object, l(32)) }.unwrap();
+    heap.check().unwrap();
+}
+
+/// A write after free through a pointer to a block that a slab later
+/// replaced (same 16 KiB-aligned start) overwrites both of the slab's
+/// seals: the slab is still named as damaged (not its objects' frees
+/// refused as bad pointers), and the repair quarantines it.
+#[test]
+fn a_slab_whose_seals_are_both_overwritten_is_reported_as_damaged() {
+    let arena = Arena::new(1 << 20);
+    let mut heap = slab_heap(&arena);
+    let aligned = Layout::from_size_align(4096, SLAB_SIZE).unwrap();
+    let dangling = heap.allocate(aligned).unwrap();
+    // SAFETY: a live block, freed once.
+    unsafe { heap.deallocate(dangling, aligned) }.unwrap();
+    let objects = fill(&mut heap, 8, 80);
+    assert_eq!(slab_of(objects[0].0), dangling.as_ptr().addr());
+    // SAFETY: the misuse under test, inside the heap's memory: zeros over
+    // the whole slab header (both seals) through the dangling pointer.
+    unsafe { at(&arena, dangling.as_ptr().addr()).write_bytes(0, SLAB_HEADER_SIZE) };
+    let damaged = Err(HeapError::Corrupted {
+        addr: dangling.as_ptr().addr(),
+        what: Corruption::SlabHeader,
+    });
+    // SAFETY: a live object; the free must refuse, naming the slab.
+    assert_eq!(unsafe { heap.free(objects[3].0) }.map(|_| ()), damaged);
+    intact(&objects, 80);
+    // The repair quarantined the slab: the class goes on in a new one.
+    let next = heap.allocate(l(80)).unwrap();
+    assert_ne!(slab_of(next), slab_of(objects[0].0));
     heap.check().unwrap();
 }

@@ -213,11 +213,10 @@ impl Region {
         let chunk = self.chunk_of(header)?;
         let block = Self::block_in(chunk, header);
         if block.owner_word() == self.addr() | State::Slab as usize {
-            // A slab header an earlier heap left here lies in the data of a
-            // block of this one: `ptr` is for the block path.
-            return self
-                .is_own_slab(chunk, base)
-                .then(|| self.prove_object(chunk, block, ptr));
+            if self.is_own_slab(chunk, base) {
+                return Some(self.prove_object(chunk, block, ptr));
+            }
+            return self.unsealed_slab(base, ptr);
         }
         // Not a slab's header, but the slab's own seals still stand there:
         // the slab's block header was damaged (an overrun of the block
@@ -237,6 +236,25 @@ impl Region {
             }
         }
         None
+    }
+
+    /// A block header names this region in state `Slab` before `base`,
+    /// but neither seal word of the slab header bears the region's key:
+    /// either a slab header an earlier heap left in this memory, inside the
+    /// data of a block of this one, or one of this region's slabs with both
+    /// seals overwritten (a write after free through a pointer to a block
+    /// that was there before the slab). A used block of this region that
+    /// `ptr` starts tells the first (`None`: the block path frees it);
+    /// anything else is reported as the damaged slab it may be.
+    #[cold]
+    #[inline(never)]
+    fn unsealed_slab(&self, base: usize, ptr: usize) -> Option<Result<Object, HeapError>> {
+        let data = NonNull::new(ptr as *mut u8)?;
+        // SAFETY: this region is borrowed from its heap, so it is live.
+        if unsafe { self.validate(data) }.is_ok() {
+            return None;
+        }
+        Some(Err(damage(base, Corruption::SlabHeader)))
     }
 
     /// The live object at `ptr` in the slab whose block header `block`
