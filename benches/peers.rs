@@ -203,16 +203,8 @@ trait Peer {
     /// `ptr` is a live block allocated with `layout`; `new_size` is
     /// non-zero.
     unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `new_size` is non-zero (caller), the alignment a valid one.
-        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let to = self.alloc(new);
-        if !to.is_null() {
-            // SAFETY: two distinct live blocks, each at least this long.
-            unsafe { to.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
-            // SAFETY: a live block allocated with `layout` (caller).
-            unsafe { self.free(ptr, layout) };
-        }
-        to
+        // SAFETY: forwarded.
+        unsafe { move_block(self, ptr, layout, new_size) }
     }
     /// The heap over the arena behind a lock, as a kernel's global
     /// allocator: by default this raw heap behind a spin lock.
@@ -226,6 +218,29 @@ trait Peer {
         // SAFETY: forwarded.
         locked::SpinLocked::new(unsafe { Self::new(arena, size) })
     }
+}
+
+/// Moves a live block of `heap` to a new one of `new_size` bytes: allocate,
+/// copy, free; null on failure, the block intact.
+///
+/// # Safety
+/// As for [`Peer::realloc`].
+unsafe fn move_block<P: Peer + ?Sized>(
+    heap: &mut P,
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: `new_size` is non-zero (caller), the alignment a valid one.
+    let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+    let to = heap.alloc(new);
+    if !to.is_null() {
+        // SAFETY: two distinct live blocks, each at least this long.
+        unsafe { to.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
+        // SAFETY: a live block allocated with `layout` (caller).
+        unsafe { heap.free(ptr, layout) };
+    }
+    to
 }
 
 /// region-heap's raw heap (good fit), with slabs off (the default) or on.
@@ -357,17 +372,8 @@ impl Peer for Talc {
         if unsafe { self.0.try_realloc_in_place(ptr, layout, new_size) } {
             return ptr;
         }
-        // SAFETY: `new_size` is non-zero (caller).
-        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        // SAFETY: a non-zero size.
-        let Some(to) = (unsafe { self.0.allocate(new) }) else {
-            return null_mut();
-        };
-        // SAFETY: two distinct live blocks; the move only grows.
-        unsafe { to.as_ptr().copy_from_nonoverlapping(ptr, layout.size()) };
-        // SAFETY: a live block allocated with `layout` (caller).
-        unsafe { self.0.deallocate(ptr, layout) };
-        to.as_ptr()
+        // SAFETY: forwarded.
+        unsafe { move_block(self, ptr, layout, new_size) }
     }
 }
 

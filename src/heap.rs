@@ -965,18 +965,24 @@ impl<P: FitPolicy> Heap<P> {
     /// Counts (and traces) a resize of the block or object at `ptr` to
     /// `new_size` bytes done in place.
     fn count_in_place(&mut self, ptr: NonNull<u8>, new_size: usize) {
-        self.ops.reallocations += 1;
         self.ops.in_place += 1;
+        self.count_realloc(ptr, ptr, new_size);
+    }
+
+    /// Counts (and traces) a resize from `old` to `new` (the same address
+    /// when done in place) of `new_size` bytes.
+    fn count_realloc(&mut self, old: NonNull<u8>, new: NonNull<u8>, new_size: usize) {
+        self.ops.reallocations += 1;
         trace!(
             self.sink,
             TraceEvent::Reallocated {
-                old: ptr.as_ptr().addr(),
-                new: ptr.as_ptr().addr(),
+                old: old.as_ptr().addr(),
+                new: new.as_ptr().addr(),
                 size: new_size,
-                in_place: true,
+                in_place: old == new,
             }
         );
-        let _ = (ptr, new_size);
+        let _ = (old, new, new_size);
     }
 
     /// Ends a realloc that moved: the old one's free result `freed` (on
@@ -994,18 +1000,8 @@ impl<P: FitPolicy> Heap<P> {
             let _ = unsafe { self.free(new) };
             return Err(error);
         }
-        let _ = (ptr, new_size);
         self.ops.frees -= 1;
-        self.ops.reallocations += 1;
-        trace!(
-            self.sink,
-            TraceEvent::Reallocated {
-                old: ptr.as_ptr().addr(),
-                new: new.as_ptr().addr(),
-                size: new_size,
-                in_place: false,
-            }
-        );
+        self.count_realloc(ptr, new, new_size);
         Ok(new)
     }
 
