@@ -171,11 +171,15 @@ fn layout_mismatch() {
     intact(heap, w);
 }
 
+/// A block too large for a quick list: its free merges, so it follows the
+/// block's back link.
+const MERGED: usize = 1024;
+
 #[test]
 fn corrupted_header_is_reported_with_its_address() {
     let arena = Arena::new(64 << 10);
     let (mut heap, w) = witnessed_heap(&arena);
-    let victim = heap.allocate(l(64)).unwrap();
+    let victim = heap.allocate(l(MERGED)).unwrap();
     let header = victim.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE);
     // SAFETY: a header inside the arena.
     unsafe { header.add(4).write_bytes(0x7f, 4) }; // the back link
@@ -202,6 +206,41 @@ fn corrupted_header_is_reported_with_its_address() {
             what: Corruption::Quarantined
         })
     );
+    intact(heap, w);
+}
+
+/// A free that caches the block never follows its back link, so an
+/// overwritten back link (the checksum off) is not the free's business: the
+/// free is accepted, `check()` names the damage, and the flush that merges
+/// the block reports it and quarantines the block.
+#[test]
+fn an_overwritten_back_link_of_a_cached_block_is_reported_by_check_and_flush() {
+    let arena = Arena::new(64 << 10);
+    let (mut heap, w) = witnessed_heap(&arena);
+    let victim = heap.allocate(l(64)).unwrap();
+    let header = victim.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE);
+    // SAFETY: a header inside the arena.
+    unsafe { header.add(4).write_bytes(0x7f, 4) }; // the back link
+    let what = if cfg!(feature = "crc") {
+        Corruption::Checksum
+    } else {
+        Corruption::BlockLinks
+    };
+    let damaged = Err(HeapError::Corrupted {
+        addr: header.addr(),
+        what,
+    });
+    assert_eq!(heap.check(), damaged);
+    if cfg!(feature = "crc") {
+        // The checksum is part of the one-compare proof of a free.
+        assert_eq!(unsafe { heap.free(victim) }.map(|_| ()), damaged);
+    } else {
+        unsafe { heap.free(victim) }.unwrap();
+        assert_eq!(heap.check(), damaged);
+        assert_eq!(heap.flush_quick_lists(), damaged);
+    }
+    heap.check().unwrap();
+    assert_eq!(heap.stats().quarantined_blocks, 1);
     intact(heap, w);
 }
 

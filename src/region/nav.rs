@@ -139,14 +139,27 @@ impl Region {
     /// lie in `chunk` and to link back to `block`.
     #[inline]
     pub(crate) fn ring_of(chunk: &Chunk, block: Block) -> Option<(Block, Block)> {
+        let next = Self::next_of(chunk, block)?;
+        let prev = Self::prev_of(chunk, block)?;
+        Some((prev, next))
+    }
+
+    /// `block`'s successor, once proven to lie in `chunk` and to link back
+    /// to `block`: `block`'s size is then the distance to it.
+    #[inline]
+    pub(crate) fn next_of(chunk: &Chunk, block: Block) -> Option<Block> {
         let next = Self::next_in(chunk, block)?;
+        // The successor lies in the chunk: its link back is compared as a
+        // distance, the negated one of `block`'s own.
+        (next.raw_links().1 == block.raw_links().0.wrapping_neg()).then_some(next)
+    }
+
+    /// `block`'s predecessor (the sentinel for a chunk's first block), once
+    /// proven to lie in `chunk` and to link back to `block`.
+    #[inline]
+    pub(crate) fn prev_of(chunk: &Chunk, block: Block) -> Option<Block> {
         let prev = Self::prev_in(chunk, block)?;
-        // Both neighbours lie in the chunk: their links back are compared
-        // as distances, the negated ones of `block`'s own.
-        let (to_next, to_prev) = block.raw_links();
-        let back = next.raw_links().1 == to_next.wrapping_neg()
-            && prev.raw_links().0 == to_prev.wrapping_neg();
-        back.then_some((prev, next))
+        (prev.raw_links().0 == block.raw_links().1.wrapping_neg()).then_some(prev)
     }
 
     /// Whether `block`'s header is one this region wrote: its owner word
