@@ -215,7 +215,7 @@ fn overrun_case(kind: Kind, k: usize, value: Value) -> Outcome {
     );
     assert_eq!(
         adv.live_usable(2),
-        if GUARD_SIZE > 0 {
+        if cfg!(feature = "guard") {
             SMALL
         } else {
             block_size(SMALL) - HEADER_SIZE

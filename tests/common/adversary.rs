@@ -849,7 +849,7 @@ impl Adversary {
         match state {
             "free" => out.push((after, after + 16)),
             "cached" => out.push((after, after + 8)),
-            _ if GUARD_SIZE > 0 => {
+            _ if cfg!(feature = "guard") => {
                 let data = after + GUARD_SIZE;
                 out.push((after, data));
                 if let Some(live) = self.live.iter().find(|l| l.addr() == data) {
