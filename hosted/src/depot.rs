@@ -220,7 +220,7 @@ mod tests {
 
     /// A chain of the given blocks, made as a full bin makes one.
     fn chain_of(blocks: &[NonNull<u8>]) -> Chain {
-        let bins = Bins::new();
+        let bins = Bins::for_tests();
         for &p in blocks {
             // SAFETY: test blocks of the bin's size, each pushed once.
             unsafe { bins.push(BIN, p, salt(p, KEY)) };
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!((chain.bin(), chain.len()), (BIN, 5));
         assert_eq!(depot.bytes(), 0);
         assert!(depot.take(BIN).is_none());
-        let taker = Bins::new();
+        let taker = Bins::for_tests();
         taker.adopt(chain).ok().unwrap();
         assert_eq!(taker.len(BIN), 5);
         assert_eq!(taker.bytes(), 5 * block_of_bin(BIN));
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(depot.contains(BIN, blocks[2], KEY), Ok(true));
         assert_eq!(depot.contains(BIN, outside, KEY), Err(Damaged(blocks[1])));
         // The thread that takes the chain stops at the damaged block.
-        let taker = Bins::new();
+        let taker = Bins::for_tests();
         taker.adopt(depot.take(BIN).unwrap()).ok().unwrap();
         assert_eq!(taker.pop(BIN, KEY), Ok(Some(blocks[2])));
         assert_eq!(taker.pop(BIN, KEY), Err(Damaged(blocks[1])));
@@ -329,7 +329,7 @@ mod tests {
         depot.put(chain_of(&blocks[..1])).ok().unwrap();
         let mut other = slots(1);
         let kept = data(&mut other[0]);
-        let bins = Bins::new();
+        let bins = Bins::for_tests();
         // SAFETY: a test block of bin 4's size class as far as the test
         // goes (nothing reads past its first 16 bytes).
         unsafe { bins.push(BIN + 1, kept, salt(kept, KEY)) };

@@ -87,7 +87,7 @@ use crate::misuse::{report, Misuse};
 use crate::seal::{self, Damaged};
 use crate::source;
 use crate::stats::{Counter, Counts, Stat};
-use crate::tcache::{self, bin_of_request, bin_of_usable, limit, Bins, Detached};
+use crate::tcache::{self, bin_of_request, bin_of_usable, Bins, Detached};
 use crate::text::Text;
 use crate::thread::{self, ThreadState};
 
@@ -252,10 +252,13 @@ fn refill(t: &ThreadState, bin: usize) -> Option<NonNull<u8>> {
     let layout = Layout::from_size_align(tcache::usable_of_bin(bin), 16).ok()?;
     let mut got = [NonNull::dangling(); 64];
     let want = tcache::batch(bin).min(got.len());
+    if t.bins.note_refill(want * tcache::block_of_bin(bin)) {
+        give_back_cold(&t.bins, "malloc");
+    }
     let mut hint = t.hint();
     let n = ARENAS.allocate_batch(&mut hint, layout, &mut got[..want]);
     t.set_hint(hint);
-    t.bins.set_budget(tcache::budget(ARENAS.handed_out()));
+    refresh_budget(&t.bins);
     let key = seal::key();
     // Pushed last to first, so that the bin hands them out in address
     // order (a run's blocks lie side by side).
@@ -457,14 +460,35 @@ unsafe fn cache(
 /// still over it, gives half of every bin back to the heaps.
 #[cold]
 fn shed_over_budget(bins: &Bins, call: &'static str) {
-    bins.set_budget(tcache::budget(ARENAS.handed_out()));
-    if !bins.over_budget() {
+    let alone = refresh_budget(bins);
+    if !bins.over_budget() || alone && bins.make_room() {
         return;
     }
     for bin in 0..tcache::BINS {
         let len = bins.len(bin);
         if len > 1 {
             give_back(bins.detach_after(bin, len / 2, seal::key()), call);
+        }
+    }
+}
+
+/// Refreshes the cache's budget (it follows the heaps' size and whether
+/// the thread is alone, see `Bins::set_budget`); true if the thread is
+/// alone.
+fn refresh_budget(bins: &Bins) -> bool {
+    let alone = !thread::several_active();
+    bins.set_budget(tcache::budget(ARENAS.handed_out()), alone);
+    alone
+}
+
+/// Gives back the blocks of every bin that no allocation took since the
+/// last time (half its low-water mark, see `Bins::detach_cold`): a thread
+/// that takes new blocks from the heaps does not keep others idle.
+#[cold]
+fn give_back_cold(bins: &Bins, call: &'static str) {
+    for bin in 0..tcache::BINS {
+        if let Some(list) = bins.detach_cold(bin, seal::key()) {
+            give_back(list, call);
         }
     }
 }
@@ -582,6 +606,11 @@ fn fault_addr(e: &HeapError, ptr: NonNull<u8>) -> usize {
 /// shelf refuses it) its older half back to the heaps.
 #[cold]
 fn empty_full_bin(bins: &Bins, bin: usize, call: &'static str) {
+    // A fresh cache's limits, or the thread's company, may have changed.
+    refresh_budget(bins);
+    if !bins.is_full(bin) {
+        return;
+    }
     let key = seal::key();
     // A single thread gets nothing from the depot: it would only keep the
     // blocks from merging back in the heap.
@@ -598,7 +627,7 @@ fn empty_full_bin(bins: &Bins, bin: usize, call: &'static str) {
             return free_list(chain.into_list(key), call);
         }
     }
-    free_list(bins.detach_after(bin, limit(bin) / 2, key), call);
+    free_list(bins.detach_after(bin, bins.limit(bin) / 2, key), call);
 }
 
 /// Gives a list detached from a bin to the threads that allocate:

@@ -23,7 +23,21 @@
 //! quarter of what the heaps have handed out, between [`MIN_THREAD_BYTES`]
 //! and [`MAX_THREAD_BYTES`]; a free that finds it over budget has every bin
 //! give half its blocks away (see `global`; a chain taken from the depot
-//! may take the cache over budget until the next free). The floor
+//! may take the cache over budget until the next free).
+//!
+//! A lone thread (the only one with its cache active) has bins
+//! `1 << LONE_SHIFT` times longer and, when over budget, makes room for
+//! another budget's worth, up to [`LONE_THREAD_BYTES`]
+//! ([`Bins::set_budget`], [`Bins::make_room`]): a program that frees most
+//! of its blocks at once and allocates the same sizes again (the rounds of
+//! a symbolic workload such as `bench/hosted/mixed_small.c`) gets them
+//! back from its cache instead of merging each one in a heap and carving
+//! it out again (that round trip cost about 350 instructions a block
+//! against 30). Blocks it leaves idle go back instead: whenever it has
+//! taken another budget's worth from the heaps while its cache is over
+//! budget, each bin gives back half of its blocks that stayed idle since
+//! the last time ([`Bins::note_refill`], [`Bins::detach_cold`]). With
+//! several threads the limits and budget are the shared ones. The floor
 //! is what a larson-style server (threads freeing each other's blocks)
 //! needs to beat glibc: at 512 KiB it falls to 0.9x glibc's throughput,
 //! at 1 MiB it runs at 1.25x; a program with a big heap gets a bigger
@@ -54,7 +68,8 @@
 //! block has at least 16 usable bytes, so the words always fit.
 //!
 //! Invariants: `counts[b]` is the length of bin `b`'s list and at most
-//! `limit(b)`; every listed block is a used region block of at least
+//! `limits[b]` (or 0 before the first refresh) once the thread's first
+//! free or refill refreshed them; `low[b] <= counts[b]`; every listed block is a used region block of at least
 //! `usable_of_bin(b)` usable bytes and less than the next bin's size (so
 //! a block a little bigger than its bin, an unsplit tail or a neighbour's
 //! alignment gap, is fine) whose seal word holds `seal(block, next, key)`
@@ -89,8 +104,16 @@ pub const MIN_THREAD_BYTES: usize = 1 << 20;
 /// Largest budget of one thread's cache.
 pub const MAX_THREAD_BYTES: usize = 4 << 20;
 
+/// Most bytes of blocks the cache of a lone thread (the only one with
+/// its cache active) holds; see [`Bins::set_budget`].
+pub const LONE_THREAD_BYTES: usize = 64 << 20;
+/// A lone thread's bins hold up to `limit(bin) << LONE_SHIFT` blocks (the
+/// cache as a whole stays within [`LONE_THREAD_BYTES`]).
+const LONE_SHIFT: u32 = 8;
+
 /// The budget of a thread's cache when the heaps have handed out
-/// `handed_out` bytes.
+/// `handed_out` bytes (a lone thread's cache may grow past it, see
+/// [`Bins::set_budget`]).
 #[inline]
 pub fn budget(handed_out: usize) -> usize {
     (handed_out / 4).clamp(MIN_THREAD_BYTES, MAX_THREAD_BYTES)
@@ -428,6 +451,23 @@ pub struct Bins {
     bytes: Cell<usize>,
     /// Most bytes the cache holds before it sheds (see [`budget`]).
     cap: Cell<usize>,
+    /// [`budget`] as last refreshed.
+    soft: Cell<usize>,
+    /// Most blocks of each bin: [`limit`], shifted left by [`LONE_SHIFT`]
+    /// for a lone thread; 0 until the first [`Bins::set_budget`] (a fresh
+    /// thread's bins look full, so its first free sets them).
+    limits: [Cell<u32>; BINS],
+    /// Whether `limits` are a lone thread's.
+    alone: Cell<bool>,
+    /// Blocks of each bin that may have stayed idle since the last
+    /// [`Bins::detach_cold`] (a low-water mark as the cold paths see it: the
+    /// length the bin was left with then, lowered as blocks are detached,
+    /// 0 once the bin ran empty; never above its length). Pops do not
+    /// update it (it costs the malloc fast path nothing), so it may count
+    /// blocks that were taken and replaced by later frees.
+    low: [Cell<u32>; BINS],
+    /// Bytes refilled from the heaps since the last `detach_cold`.
+    refilled: Cell<usize>,
 }
 
 impl Bins {
@@ -438,7 +478,20 @@ impl Bins {
             counts: [const { Cell::new(0) }; BINS],
             bytes: Cell::new(0),
             cap: Cell::new(0),
+            soft: Cell::new(0),
+            limits: [const { Cell::new(0) }; BINS],
+            alone: Cell::new(false),
+            low: [const { Cell::new(0) }; BINS],
+            refilled: Cell::new(0),
         }
+    }
+
+    /// Empty bins with a shared-mode budget (tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        let bins = Self::new();
+        bins.set_budget(budget(0), false);
+        bins
     }
 
     /// Blocks in bin `bin`.
@@ -463,9 +516,78 @@ impl Bins {
         self.bytes.get() > self.cap.get()
     }
 
-    /// Sets the budget (refreshed at every refill).
-    pub fn set_budget(&self, bytes: usize) {
-        self.cap.set(bytes);
+    /// Sets the budget to `soft` (see [`budget`]; refreshed at every
+    /// refill and shed). A lone thread (`alone`) keeps the room it was
+    /// given (see [`Bins::make_room`]) and gets longer bins: a program
+    /// that frees most of its blocks at once and allocates the same sizes
+    /// again (rounds of a symbolic workload) then gets them back from its
+    /// cache, not one by one through the heaps; blocks it does not use
+    /// again go back as [`Bins::detach_cold`] finds them. With several
+    /// threads, the budget and bin limits are the shared ones (a cached
+    /// block is of no use to another thread's allocations).
+    pub fn set_budget(&self, soft: usize, alone: bool) {
+        self.soft.set(soft);
+        let cap = if alone {
+            self.cap.get().max(soft)
+        } else {
+            soft
+        };
+        self.cap.set(cap);
+        if alone != self.alone.get() || self.limits[0].get() == 0 {
+            self.alone.set(alone);
+            let shift = if alone { LONE_SHIFT } else { 0 };
+            for (bin, most) in self.limits.iter().enumerate() {
+                most.set(limit(bin) << shift);
+            }
+        }
+    }
+
+    /// Most blocks bin `bin` holds now (see [`Bins::set_budget`]).
+    pub fn limit(&self, bin: usize) -> u32 {
+        self.limits[bin].get()
+    }
+
+    /// Lets a lone thread's cache, over its budget, hold another
+    /// [`budget`]'s worth of blocks, up to [`LONE_THREAD_BYTES`]; false if
+    /// it is at that bound already.
+    pub fn make_room(&self) -> bool {
+        let cap = (self.bytes.get() + self.soft.get()).min(LONE_THREAD_BYTES);
+        self.cap.set(cap);
+        !self.over_budget()
+    }
+
+    /// Counts `bytes` about to be refilled from the heaps; true when it is
+    /// time for [`Bins::detach_cold`]: the cache holds more than its
+    /// [`budget`] and that much again came from the heaps since the last
+    /// time (so a lone thread that moves on to other sizes gives back the
+    /// blocks of the sizes it left).
+    #[inline]
+    pub fn note_refill(&self, bytes: usize) -> bool {
+        let refilled = self.refilled.get() + bytes;
+        let soft = self.soft.get();
+        let due = refilled >= soft && self.bytes.get() > soft;
+        self.refilled.set(if due { 0 } else { refilled });
+        due
+    }
+
+    /// Takes the cold half of bin `bin`: half its low-water mark (see
+    /// `low`), its oldest blocks; `None` if there is none. The mark
+    /// restarts at the length left.
+    pub fn detach_cold(&self, bin: usize, key: usize) -> Option<Detached> {
+        let len = self.counts[bin].get();
+        let cold = self.low[bin].replace(len) / 2;
+        if cold == 0 {
+            return None;
+        }
+        self.low[bin].set(len - cold);
+        Some(self.detach_after(bin, len - cold, key))
+    }
+
+    /// Sets bin `bin`'s length to `len`, lowering its low-water mark.
+    #[inline(always)]
+    fn set_len(&self, bin: usize, len: u32) {
+        self.counts[bin].set(len);
+        self.low[bin].set(self.low[bin].get().min(len));
     }
 
     /// Takes a block from bin `bin`; `Err` (nothing changed) if the block
@@ -473,6 +595,8 @@ impl Bins {
     #[inline]
     pub fn pop(&self, bin: usize, key: usize) -> Result<Option<NonNull<u8>>, Damaged> {
         let Some(block) = NonNull::new(self.heads[bin].get()) else {
+            // Ran empty: no block it held was idle (see `low`).
+            self.low[bin].set(0);
             return Ok(None);
         };
         // SAFETY: a listed block (module invariant).
@@ -486,10 +610,11 @@ impl Bins {
         Ok(Some(block))
     }
 
-    /// Whether bin `bin` is at its limit.
+    /// Whether bin `bin` is at its limit (longer for a lone thread, see
+    /// [`Bins::set_budget`]).
     #[inline]
     pub fn is_full(&self, bin: usize) -> bool {
-        self.counts[bin].get() >= limit(bin)
+        self.counts[bin].get() >= self.limits[bin].get()
     }
 
     /// Puts a block in bin `bin` (which must not be full).
@@ -539,14 +664,15 @@ impl Bins {
         let gone = self.counts[bin].get() - keep;
         self.bytes
             .set(self.bytes.get() - gone as usize * block_of_bin(bin));
-        self.counts[bin].set(keep);
+        self.set_len(bin, keep);
         list.whole = Some((bin, gone));
         list
     }
 
     /// Empties bin `bin` and returns its blocks.
     pub fn detach_all(&self, bin: usize, key: usize) -> Detached {
-        let gone = self.counts[bin].replace(0);
+        let gone = self.counts[bin].get();
+        self.set_len(bin, 0);
         self.bytes
             .set(self.bytes.get() - gone as usize * block_of_bin(bin));
         let mut list = Detached::new(self.heads[bin].replace(null_mut()), key);
@@ -631,6 +757,40 @@ mod tests {
 
     use region_heap::raw::OWNER_OFFSET;
 
+    #[test]
+    fn a_lone_thread_gets_longer_bins_room_and_gives_idle_blocks_back() {
+        let bins = Bins::new();
+        assert!(bins.is_full(0), "a fresh cache's first free sets limits");
+        bins.set_budget(16, true);
+        assert_eq!(bins.limit(5), limit(5) << LONE_SHIFT);
+        let key = 0x5eed;
+        let bin = 3;
+        let mut slots = vec![[0u64; 10]; 6];
+        let ptrs: Vec<_> = slots.iter_mut().map(slot_data).collect();
+        for &p in &ptrs {
+            // SAFETY: test slots of 64 bytes, each pushed once.
+            unsafe { bins.push(bin, p, salt(p, key)) };
+        }
+        // Room: another budget's worth, up to the lone bound.
+        assert!(bins.over_budget() && bins.make_room());
+        assert_eq!(bins.cap.get(), bins.bytes() + 16);
+        // A refresh keeps the room; company takes it away.
+        bins.set_budget(16, true);
+        assert!(!bins.over_budget());
+        bins.set_budget(16, false);
+        assert!(bins.over_budget());
+        assert_eq!(bins.limit(5), limit(5));
+        // Idle since the mark was set: half the mark goes, oldest first.
+        assert!(bins.detach_cold(bin, key).is_none(), "no mark yet");
+        assert!(!bins.note_refill(8) && bins.note_refill(8));
+        let cold: Vec<_> = bins.detach_cold(bin, key).unwrap().collect();
+        assert_eq!(cold, [ptrs[2], ptrs[1], ptrs[0]]);
+        assert_eq!(bins.len(bin), 3);
+        // A bin that ran empty had no idle block.
+        while bins.pop(bin, key).unwrap().is_some() {}
+        assert!(bins.detach_cold(bin, key).is_none());
+    }
+
     /// The data of a test slot: 64 bytes after a 16-byte header.
     fn slot_data(slot: &mut [u64; 10]) -> NonNull<u8> {
         // Derived from the whole slot: the header words are reachable.
@@ -643,7 +803,7 @@ mod tests {
         let bin = 3;
         let mut slots = vec![[0u64; 10]; 4];
         let ptrs: Vec<_> = slots.iter_mut().map(slot_data).collect();
-        let bins = Bins::new();
+        let bins = Bins::for_tests();
         for &p in &ptrs {
             // SAFETY: test slots of 64 bytes, each pushed once.
             unsafe { bins.push(bin, p, salt(p, key)) };
@@ -675,7 +835,7 @@ mod tests {
 
     #[test]
     fn lifo_with_keys_and_cold_half_detached() {
-        let bins = Bins::new();
+        let bins = Bins::for_tests();
         let key = 0x5eed;
         let bin = 3;
         let n = limit(bin);
@@ -739,7 +899,7 @@ mod tests {
             }),
         ];
         for value in values {
-            let bins = Bins::new();
+            let bins = Bins::for_tests();
             let bin = 3;
             let mut slots = vec![[0u64; 10]; 3];
             let ptrs: Vec<_> = slots.iter_mut().map(slot_data).collect();
@@ -766,7 +926,7 @@ mod tests {
         }
         // The word before a cached block's data (its owner word, where
         // glibc keeps a chunk's size) overwritten: the next pop says so.
-        let bins = Bins::new();
+        let bins = Bins::for_tests();
         let mut slot = [0u64; 10];
         let block = slot_data(&mut slot);
         // SAFETY: the test's own slot.

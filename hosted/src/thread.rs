@@ -54,12 +54,14 @@ enum Phase {
     Bypass = 2,
 }
 
-/// One thread's allocator state.
+/// One thread's allocator state (the bins first: the fast paths reach
+/// them at the state's own address).
+#[repr(C)]
 pub struct ThreadState {
-    phase: Cell<Phase>,
-    hint: Cell<usize>,
     /// The small-block cache.
     pub bins: Bins,
+    phase: Cell<Phase>,
+    hint: Cell<usize>,
     counts: Counts,
     next: Cell<*const ThreadState>,
     prev: Cell<*const ThreadState>,
