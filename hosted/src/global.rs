@@ -390,7 +390,7 @@ unsafe fn misuse_of(ptr: NonNull<u8>, owner: usize, region: bool, call: &'static
 /// The fast path (a used region block of a cached size, on a thread whose
 /// cache is active) reads two header words (owner and size, through
 /// `region_heap::raw`) and touches only the thread's bin; everything else
-/// goes through [`release_slow`].
+/// goes through `release_slow`.
 ///
 /// # Safety
 /// If `ptr` is a live block of this allocator, nothing uses it any more.

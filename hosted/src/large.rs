@@ -61,7 +61,7 @@ pub const MAX_CACHED: usize = 32;
 pub const CACHE_FLOOR: usize = 64 << 20;
 /// Bytes the cache never exceeds.
 pub const CACHE_CEILING: usize = 1 << 30;
-/// Smallest tail [`split`] keeps apart from a reused range: one that can
+/// Smallest tail `split` keeps apart from a reused range: one that can
 /// serve a large request by itself.
 pub const SPLIT_MIN: usize = THRESHOLD;
 /// Bytes reserved before a large block's data for its header.
