@@ -884,6 +884,9 @@ impl<P: FitPolicy> Heap<P> {
     ///
     /// # Safety
     /// As for [`Heap::free`].
+    // Always inlined, like the free path it runs: the caller (a
+    // `GlobalAlloc::dealloc`) is its only frame.
+    #[inline(always)]
     pub unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
         let (i, found) = self.locate_mut(ptr)?;
         self.check_layout(ptr, usable_of(&found), layout)?;
@@ -891,6 +894,7 @@ impl<P: FitPolicy> Heap<P> {
         unsafe { self.release_found(i, found) }.map(|_| ())
     }
 
+    #[inline(always)]
     fn check_layout(
         &mut self,
         ptr: NonNull<u8>,
@@ -1289,6 +1293,7 @@ fn account(in_use: &mut usize, peak: &mut usize, before: usize, after: usize) {
 }
 
 /// Usable bytes of what `locate` found.
+#[inline(always)]
 fn usable_of(found: &Found) -> usize {
     match found {
         Found::Block(used) => used.block.usable(),

@@ -253,12 +253,23 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
     /// Takes the heap lock, waiting, after doing the frees that wait in
     /// the inbox (see `inbox`); the misuses they met are reported with the
     /// lock released, and the lock taken again.
+    // Always inlined: on every call of the `GlobalAlloc` path, a call and
+    // its frame cost as much as the lock; the inbox's work is out of line.
+    #[inline(always)]
     fn acquire(&self) -> LockGuard<'_, B, L> {
+        let heap = self.heap.lock();
+        if self.inbox.is_idle() {
+            return heap;
+        }
+        self.acquire_draining(heap)
+    }
+
+    /// [`LockedHeap::acquire`] once the inbox was found holding frees (or
+    /// kept misuses), with the lock `heap` held.
+    #[cold]
+    #[inline(never)]
+    fn acquire_draining<'a>(&'a self, mut heap: LockGuard<'a, B, L>) -> LockGuard<'a, B, L> {
         loop {
-            let mut heap = self.heap.lock();
-            if self.inbox.is_idle() {
-                return heap;
-            }
             self.drain_inbox(&mut heap, true);
             let Some(kept) = self.inbox.take_kept() else {
                 return heap;
@@ -266,6 +277,10 @@ impl<B: Backend, L: RawLock> LockedHeap<B, L> {
             drop(heap);
             for error in kept.iter() {
                 self.report(error);
+            }
+            heap = self.heap.lock();
+            if self.inbox.is_idle() {
+                return heap;
             }
         }
     }

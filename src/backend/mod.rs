@@ -193,7 +193,7 @@ unsafe impl<P: FitPolicy> Backend for Heap<P> {
         unsafe { Heap::add_memory(self, start, size) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, HeapError> {
         Heap::allocate(self, layout)
     }
@@ -209,7 +209,7 @@ unsafe impl<P: FitPolicy> Backend for Heap<P> {
     /// # Safety
     /// As `Backend::deallocate` requires: `ptr` was returned by this heap for
     /// `layout`, is live, and nothing uses it after the call.
-    #[inline]
+    #[inline(always)]
     unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), HeapError> {
         // SAFETY: forwarded from the caller; region-heap validates the
         // pointer and the layout and refuses misuse.
