@@ -938,16 +938,21 @@ impl<P: FitPolicy> Heap<P> {
         let block = used.block;
         let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
         // SAFETY: a validated used block of region `i`.
-        if unsafe { self.resize_block(i, block, size, new_size)? } {
+        if unsafe { self.resize_block(i, used, size, new_size)? } {
             self.count_in_place(ptr, new_size);
             return Ok(ptr);
         }
         let new_layout = Layout::from_size_align(new_size, layout.align())
             .map_err(|_| HeapError::SizeOverflow { size: new_size })?;
         // Checked before anything changes: the old block's free must not
-        // fail once the new one exists.
-        if let Err(error) = self.region(i).plan_merge(block, block.size()) {
-            return Err(self.misuse(error));
+        // fail once the new one exists. A block its quick list has room for
+        // is pushed there, which cannot fail (an allocation only makes more
+        // room); one that merges needs its merge proven now.
+        let region = self.region(i);
+        if !region.quick.has_room(used.size()) {
+            if let Err(error) = region.plan_merge(block, used.size()) {
+                return Err(self.misuse(error));
+            }
         }
         let new = self.allocate(new_layout)?;
         self.ops.allocations -= 1;
@@ -1061,14 +1066,14 @@ impl<P: FitPolicy> Heap<P> {
     unsafe fn resize_block(
         &mut self,
         i: usize,
-        block: Block,
+        used: Proven,
         size: usize,
         requested: usize,
     ) -> Result<bool, HeapError> {
         let region = self.region_mut(i);
         let before = region.c.used_bytes;
         // SAFETY: forwarded.
-        let done = unsafe { region.resize_in_place(block, size, requested) };
+        let done = unsafe { region.resize_in_place(used, size, requested) };
         let after = region.c.used_bytes;
         self.in_use = self.in_use + after - before;
         self.peak = self.peak.max(self.in_use);
@@ -1100,7 +1105,7 @@ impl<P: FitPolicy> Heap<P> {
         };
         let size = block_size_for(new_size).ok_or(HeapError::SizeOverflow { size: new_size })?;
         // SAFETY: a validated used block of region `i`.
-        let done = unsafe { self.resize_block(i, used.block, size, new_size)? };
+        let done = unsafe { self.resize_block(i, used, size, new_size)? };
         if done {
             self.count_in_place(ptr, new_size);
         }

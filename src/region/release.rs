@@ -427,19 +427,24 @@ impl Region {
     /// block's live data is never written.
     ///
     /// # Safety
-    /// `block` is a used block of this region (`validate`).
+    /// `used` came from [`Region::validate`] with nothing changed since
+    /// (its chunk and successor are taken as proven).
     pub(crate) unsafe fn resize_in_place(
         &mut self,
-        block: Block,
+        used: Proven,
         size: usize,
         requested: usize,
     ) -> Result<bool, HeapError> {
-        let before = block.size();
+        let Proven { block, chunk, next } = used;
+        let before = used.size();
         let old_usable = block.usable();
-        let chunk = self.proven_chunk(block)?;
-        let (_, next) = Self::ring_of(&chunk, block)
-            .ok_or_else(|| damage(block.addr(), Corruption::BlockLinks))?;
         if size > before {
+            // A free successor whose own link says it is too small is no
+            // use: not worth proving (a damaged link only means no growth).
+            let claimed = usize::try_from(next.raw_links().0).unwrap_or(0) * GRANULE;
+            if next.owner_word() == self.addr() | State::Free as usize && before + claimed < size {
+                return Ok(false);
+            }
             let Some(free) = self.merge_partner(&chunk, next)? else {
                 return Ok(false);
             };
@@ -466,13 +471,6 @@ impl Region {
         unsafe { integrity::on_resize(block, old_usable, block.addr() + before, requested) };
         self.c.used_bytes = self.c.used_bytes - before + block.size();
         Ok(true)
-    }
-
-    /// The chunk of a validated block.
-    fn proven_chunk(&self, block: Block) -> Result<Chunk, HeapError> {
-        self.chunk_of(block.addr())
-            .copied()
-            .ok_or_else(|| damage(block.addr(), Corruption::BlockLinks))
     }
 
     /// Gives the tail of `block` after `keep` bytes back to the free lists,
