@@ -6,6 +6,16 @@
  * [8, 512] bytes, one third log-uniform in [8, 64 KiB]. The figure is the
  * harness's wall time.
  *
+ * Its peak RSS under region-heap depends on how the two workers are
+ * scheduled, not only on the allocator: with both on one CPU
+ * (`taskset -c 0`) it is 26-30 MB (glibc 26.2 MB); side by side on a
+ * busy 2-CPU machine, 27-38 MB from run to run (a worker's heap hint
+ * moves to the other heap whenever its own is locked, so how the two
+ * per-CPU heaps share the workers' blocks, and how far each grows,
+ * changes with every run). Compare builds over many rounds, or pinned.
+ * (The lone-thread cache never engages here: main's cache is active, so
+ * a worker is never alone.)
+ *
  * usage: alloc_test THREADS OPS_PER_THREAD SLOTS */
 #include <pthread.h>
 
