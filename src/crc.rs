@@ -20,7 +20,7 @@
 //! CRCs are linear: for messages of equal length, `crc(a) ^ crc(b) ==
 //! raw(a ^ b)` where `raw` runs the register from zero without the final
 //! inversion. Header updates use this to patch a checksum instead of
-//! recomputing it ([`raw_word`] for the last word of the message), which
+//! recomputing it ([`raw_words`] of the words' change), which
 //! also keeps a checksum that was already wrong wrong: an update never
 //! launders earlier damage.
 

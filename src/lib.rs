@@ -55,6 +55,11 @@
 #![warn(missing_docs)]
 #![warn(missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Links written `[`NAME`](crate::NAME)` keep the public documentation
+// pointing at the crate root's re-export; with private items documented,
+// rustdoc finds the same item by the bare name and calls the target
+// redundant.
+#![allow(rustdoc::redundant_explicit_links)]
 
 #[cfg(test)]
 extern crate std;

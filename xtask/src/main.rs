@@ -157,6 +157,20 @@ fn test(args: &[String]) -> Result<(), String> {
         ],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    // The contributors' documentation too: private items, every link.
+    setup::cargo_step_env(
+        "docs, private items",
+        &[
+            "doc",
+            "--no-deps",
+            "-p",
+            "region-heap",
+            "--document-private-items",
+            "--features",
+            &doc_features,
+        ],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
     // The package users get (`include` in Cargo.toml) builds on its own.
     setup::cargo_step(
         "package",
