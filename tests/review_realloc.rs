@@ -1,0 +1,66 @@
+//! Review findings on realloc's move path (589ef54): the old block's merge
+//! is proven before the allocation only when its quick list is full; but
+//! the allocation may grow the old block by an alignment gap (a used
+//! predecessor takes a gap too small for a free block), changing its size
+//! and so its quick list (or taking it past `QUICK_MAX`): its free then
+//! merges, unproven, and fails after the new block exists.
+
+mod common;
+
+use common::Arena;
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+use region_heap::{Corruption, Heap, HeapError, HEADER_SIZE, GUARD_SIZE};
+
+fn header_of(p: NonNull<u8>) -> *mut u8 {
+    p.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE)
+}
+
+#[test]
+#[cfg(not(any(feature = "crc", feature = "guard", feature = "scramble")))]
+fn realloc_refuses_a_damaged_block_before_it_allocates() {
+    let arena = Arena::new(64 << 10);
+    let mut heap = Heap::new();
+    heap.set_slabs(false);
+    // SAFETY: the arena outlives the heap.
+    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    let a32 = Layout::from_size_align(512, 32).unwrap();
+    let b = heap.allocate(a32).unwrap(); // block of 528 bytes
+    let c = heap.allocate(Layout::from_size_align(48, 8).unwrap()).unwrap(); // 64
+    let d = heap.allocate(Layout::from_size_align(624, 8).unwrap()).unwrap(); // 640
+    let _e = heap.allocate(Layout::from_size_align(16, 8).unwrap()).unwrap();
+    // Take every other byte of the region.
+    for size in [8192, 4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 1] {
+        while heap.allocate(Layout::from_size_align(size, 8).unwrap()).is_ok() {}
+    }
+    let hb = header_of(b).addr();
+    eprintln!("b hdr {hb:#x} (mod 32 = {}), c {:#x}, d {:#x}", hb % 32, header_of(c).addr(), header_of(d).addr());
+    assert_eq!(header_of(c).addr() - hb, 528);
+    assert_eq!(header_of(d).addr() - header_of(c).addr(), 64);
+    // SAFETY: live blocks of this heap.
+    unsafe { heap.free(c) }.unwrap(); // cached
+    unsafe { heap.free(d) }.unwrap(); // free, 640 bytes, next to cached c
+    let before = heap.stats();
+    // An overrun of b's predecessor writes b's back link.
+    // SAFETY: a header inside the arena.
+    unsafe { (hb as *mut u8).add(4).write_bytes(0x7f, 4) };
+    let damaged = Err(HeapError::Corrupted {
+        addr: hb,
+        what: Corruption::BlockLinks,
+    });
+    // SAFETY: b is live, allocated with `a32`.
+    let r = unsafe { heap.realloc(b, a32, 600) };
+    let after = heap.stats();
+    eprintln!("realloc: {r:?}");
+    eprintln!(
+        "allocations {} -> {}, frees {} -> {}, cached_blocks {} -> {}, misuses {} -> {}",
+        before.allocations, after.allocations, before.frees, after.frees,
+        before.cached_blocks, after.cached_blocks, before.misuses, after.misuses
+    );
+    assert_eq!(r, damaged);
+    // A refused call changes nothing: no allocation was made and undone
+    // (the op counters do not drift: a free counted with no allocation).
+    assert_eq!(after.frees, before.frees, "a free counted for the undone allocation");
+    assert_eq!(after.allocations, before.allocations);
+}
