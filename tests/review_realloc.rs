@@ -64,3 +64,34 @@ fn realloc_refuses_a_damaged_block_before_it_allocates() {
     assert_eq!(after.frees, before.frees, "a free counted for the undone allocation");
     assert_eq!(after.allocations, before.allocations);
 }
+
+/// The grow pre-check of `Region::resize_in_place` scales a free
+/// successor's own forward link by `GRANULE` unchecked: on a 32-bit target
+/// a link a program wrote (up to `i32::MAX` granules) overflows `usize`
+/// (a panic with overflow checks, the heap crashing on damage it should
+/// report; `Block::size` saturates for this very reason).
+#[test]
+#[cfg(not(any(feature = "crc", feature = "guard", feature = "scramble")))]
+fn grow_into_a_free_successor_with_a_huge_forward_link() {
+    let arena = Arena::new(64 << 10);
+    let mut heap = Heap::new();
+    heap.set_slabs(false);
+    // SAFETY: the arena outlives the heap.
+    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    let l64 = Layout::from_size_align(64, 8).unwrap();
+    let b = heap.allocate(l64).unwrap();
+    let f = heap.allocate(Layout::from_size_align(1000, 8).unwrap()).unwrap();
+    let _g = heap.allocate(l64).unwrap();
+    // Through the index, not a quick list.
+    unsafe { heap.free(f) }.unwrap();
+    let hf = header_of(f);
+    // An overrun of b writes its free successor's forward link.
+    // SAFETY: a header inside the arena.
+    unsafe { hf.cast::<i32>().write(i32::MAX) };
+    // SAFETY: b is live, allocated with `l64`.
+    let r = unsafe { heap.realloc(b, l64, 200) };
+    assert!(
+        matches!(r, Err(HeapError::Corrupted { .. })) || r == Ok(b) || r.is_ok(),
+        "{r:?}"
+    );
+}
