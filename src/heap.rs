@@ -946,10 +946,13 @@ impl<P: FitPolicy> Heap<P> {
             .map_err(|_| HeapError::SizeOverflow { size: new_size })?;
         // Checked before anything changes: the old block's free must not
         // fail once the new one exists. A block its quick list has room for
-        // is pushed there, which cannot fail (an allocation only makes more
-        // room); one that merges needs its merge proven now.
+        // is pushed there, which cannot fail: an allocation only makes more
+        // room, and changes the old block only by giving it an aligned
+        // carve's small gap (an aligned request, or a new slab), which may
+        // change its quick list. Otherwise the merge is proven now.
+        let may_grow_old = layout.align() > GRANULE || (self.slabs && new_size <= SLAB_MAX);
         let region = self.region(i);
-        if !region.quick.has_room(used.size()) {
+        if may_grow_old || !region.quick.has_room(used.size()) {
             if let Err(error) = region.plan_merge(block, used.size()) {
                 return Err(self.misuse(error));
             }
@@ -959,11 +962,9 @@ impl<P: FitPolicy> Heap<P> {
         // SAFETY: both blocks are live and distinct; the old one holds at
         // least `layout.size()` bytes and the new one `new_size`.
         unsafe { new.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
-        // SAFETY: still the validated block (allocation does not touch used
-        // blocks); its merge partners were proven, and allocation only
-        // changes free blocks it proved itself.
-        // The allocation may have changed the block's neighbours: prove its
-        // ring again (its own header is unchanged).
+        // The allocation may have changed the block's neighbours (and given
+        // it an aligned carve's small gap): prove it again; its header's
+        // owner word is unchanged.
         // SAFETY: region `i` is live.
         let again = unsafe { self.region(i).validate(ptr) }.map_err(|error| self.misuse(error));
         // SAFETY: validated just now.
@@ -1006,7 +1007,10 @@ impl<P: FitPolicy> Heap<P> {
         if let Err(error) = freed {
             // SAFETY: `new` was just allocated and holds nothing yet that
             // the caller knows of.
-            let _ = unsafe { self.free(new) };
+            if unsafe { self.free(new) }.is_ok() {
+                // Neither the allocation nor its undoing is the caller's.
+                self.ops.frees -= 1;
+            }
             return Err(error);
         }
         self.ops.frees -= 1;

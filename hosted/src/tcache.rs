@@ -69,7 +69,8 @@
 //!
 //! Invariants: `counts[b]` is the length of bin `b`'s list and at most
 //! `limits[b]` (or 0 before the first refresh) once the thread's first
-//! free or refill refreshed them; `low[b] <= counts[b]`; every listed block is a used region block of at least
+//! free or refill refreshed them; `low[b]` is read clamped to `counts[b]` (pops
+//! lower the length, not the mark); every listed block is a used region block of at least
 //! `usable_of_bin(b)` usable bytes and less than the next bin's size (so
 //! a block a little bigger than its bin, an unsplit tail or a neighbour's
 //! alignment gap, is fine) whose seal word holds `seal(block, next, key)`
@@ -462,9 +463,10 @@ pub struct Bins {
     /// Blocks of each bin that may have stayed idle since the last
     /// [`Bins::detach_cold`] (a low-water mark as the cold paths see it: the
     /// length the bin was left with then, lowered as blocks are detached,
-    /// 0 once the bin ran empty; never above its length). Pops do not
-    /// update it (it costs the malloc fast path nothing), so it may count
-    /// blocks that were taken and replaced by later frees.
+    /// 0 once the bin ran empty). Pops do not update it (it costs the
+    /// malloc fast path nothing), so it may exceed the bin's length (it is
+    /// clamped to it when read) and may count blocks that were taken and
+    /// replaced by later frees.
     low: [Cell<u32>; BINS],
     /// Bytes refilled from the heaps since the last `detach_cold`.
     refilled: Cell<usize>,
@@ -575,7 +577,9 @@ impl Bins {
     /// restarts at the length left.
     pub fn detach_cold(&self, bin: usize, key: usize) -> Option<Detached> {
         let len = self.counts[bin].get();
-        let cold = self.low[bin].replace(len) / 2;
+        // Clamped: pops that left the bin non-empty lowered its length
+        // below the mark.
+        let cold = self.low[bin].replace(len).min(len) / 2;
         if cold == 0 {
             return None;
         }
@@ -791,11 +795,11 @@ mod tests {
         assert!(bins.detach_cold(bin, key).is_none());
     }
 
-    /// Review finding: `pop` lowers a bin's length but not its `low`
-    /// mark, so after pops that do not empty the bin, `low` exceeds the
-    /// length and `detach_cold` computes `len - low / 2`, which underflows
-    /// (a panic with overflow checks; in release a wrapped `keep` that
-    /// walks the whole bin and gives nothing back, leaving `low` huge).
+    /// `pop` lowers a bin's length but not its `low` mark, so after pops
+    /// that do not empty the bin the mark exceeds the length: the cold
+    /// pass clamps it (unclamped, `len - low / 2` underflowed: a panic with
+    /// overflow checks, a walk of the whole bin that gave nothing back
+    /// without).
     #[test]
     fn detach_cold_after_pops_that_leave_the_bin_non_empty() {
         let bins = Bins::for_tests();

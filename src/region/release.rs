@@ -441,8 +441,11 @@ impl Region {
         if size > before {
             // A free successor whose own link says it is too small is no
             // use: not worth proving (a damaged link only means no growth).
-            let claimed = usize::try_from(next.raw_links().0).unwrap_or(0) * GRANULE;
-            if next.owner_word() == self.addr() | State::Free as usize && before + claimed < size {
+            // (`size` saturates: a link a program wrote cannot overflow.)
+            let claimed = next.size();
+            if next.owner_word() == self.addr() | State::Free as usize
+                && before.saturating_add(claimed) < size
+            {
                 return Ok(false);
             }
             let Some(free) = self.merge_partner(&chunk, next)? else {

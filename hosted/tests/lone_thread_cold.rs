@@ -1,8 +1,7 @@
-//! Review finding: a lone thread's cold pass (`Bins::detach_cold`) after
-//! the program took some of a bin's blocks back (pops that leave the bin
-//! non-empty) computes `len - low / 2` with `low` above `len`: an
-//! arithmetic overflow inside `malloc` (debug), a wrapped mark and a walk
-//! of the whole bin that gives nothing back (release).
+//! A lone thread's cold pass (`Bins::detach_cold`) after the program took
+//! some of a bin's blocks back (pops that leave the bin non-empty, so its
+//! idle mark is above its length) gives the idle blocks back: no overflow
+//! inside `malloc`, no walk of the whole bin that gives nothing back.
 
 use region_heap_hosted::global;
 use region_heap_hosted::malloc::{free, malloc};
@@ -34,7 +33,9 @@ fn a_cold_pass_after_the_program_took_some_blocks_back() {
     // Another 1.5 MiB from the heaps: the next cold pass.
     others.extend((0..1_500).map(|_| malloc(1000)));
     let after = used_blocks() - 1_500;
-    eprintln!("used blocks {before} -> {after} (the 30,000 idle ones should go back, half at least)");
+    eprintln!(
+        "used blocks {before} -> {after} (the 30,000 idle ones should go back, half at least)"
+    );
     assert!(after + 2_000 < before, "idle cached blocks went back");
     for p in others.into_iter().chain(again) {
         // SAFETY: live blocks, freed once.
