@@ -180,19 +180,7 @@ fn corrupted_header_is_reported_with_its_address() {
     let arena = Arena::new(64 << 10);
     let (mut heap, w) = witnessed_heap(&arena);
     let victim = heap.allocate(l(MERGED)).unwrap();
-    let header = victim.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE);
-    // SAFETY: a header inside the arena.
-    unsafe { header.add(4).write_bytes(0x7f, 4) }; // the back link
-                                                   // With `crc`, the checksum catches the damage before the links are read.
-    let what = if cfg!(feature = "crc") {
-        Corruption::Checksum
-    } else {
-        Corruption::BlockLinks
-    };
-    let expected = Err(HeapError::Corrupted {
-        addr: header.addr(),
-        what,
-    });
+    let (header, expected) = overwrite_back_link(victim);
     assert_eq!(heap.check(), expected);
     assert_eq!(unsafe { heap.free(victim) }.map(|_| ()), expected);
     // Named once, then quarantined: the heap is whole again and the
@@ -202,11 +190,31 @@ fn corrupted_header_is_reported_with_its_address() {
     assert_eq!(
         unsafe { heap.free(victim) },
         Err(HeapError::Corrupted {
-            addr: header.addr(),
+            addr: header,
             what: Corruption::Quarantined
         })
     );
     intact(heap, w);
+}
+
+/// Overwrites the back link in the header of the live block `victim` with
+/// 4 bytes of `0x7f`, as a stray write would; returns the header's address
+/// and the report of that damage: `BlockLinks`, or with `crc` the
+/// checksum, which catches it before any link is read.
+fn overwrite_back_link(victim: NonNull<u8>) -> (usize, Result<(), HeapError>) {
+    let header = victim.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE);
+    // SAFETY: the block's header lies inside the heap's arena.
+    unsafe { header.add(4).write_bytes(0x7f, 4) };
+    let what = if cfg!(feature = "crc") {
+        Corruption::Checksum
+    } else {
+        Corruption::BlockLinks
+    };
+    let report = Err(HeapError::Corrupted {
+        addr: header.addr(),
+        what,
+    });
+    (header.addr(), report)
 }
 
 /// A free that caches the block never follows its back link, so an
@@ -218,18 +226,7 @@ fn an_overwritten_back_link_of_a_cached_block_is_reported_by_check_and_flush() {
     let arena = Arena::new(64 << 10);
     let (mut heap, w) = witnessed_heap(&arena);
     let victim = heap.allocate(l(64)).unwrap();
-    let header = victim.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE);
-    // SAFETY: a header inside the arena.
-    unsafe { header.add(4).write_bytes(0x7f, 4) }; // the back link
-    let what = if cfg!(feature = "crc") {
-        Corruption::Checksum
-    } else {
-        Corruption::BlockLinks
-    };
-    let damaged = Err(HeapError::Corrupted {
-        addr: header.addr(),
-        what,
-    });
+    let (_, damaged) = overwrite_back_link(victim);
     assert_eq!(heap.check(), damaged);
     if cfg!(feature = "crc") {
         // The checksum is part of the one-compare proof of a free.

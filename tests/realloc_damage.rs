@@ -18,6 +18,15 @@ use std::ptr::NonNull;
 
 use region_heap::{Corruption, Heap, HeapError, GUARD_SIZE, HEADER_SIZE};
 
+/// A heap over `arena` whose every request is a block (slabs off).
+fn blocks_only_heap(arena: &Arena) -> Heap {
+    let mut heap = Heap::new();
+    heap.set_slabs(false);
+    // SAFETY: the arena outlives the heap (callers drop it last).
+    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    heap
+}
+
 fn header_of(p: NonNull<u8>) -> *mut u8 {
     p.as_ptr().wrapping_sub(HEADER_SIZE + GUARD_SIZE)
 }
@@ -25,10 +34,7 @@ fn header_of(p: NonNull<u8>) -> *mut u8 {
 #[test]
 fn realloc_refuses_a_damaged_block_before_it_allocates() {
     let arena = Arena::new(64 << 10);
-    let mut heap = Heap::new();
-    heap.set_slabs(false);
-    // SAFETY: the arena outlives the heap.
-    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    let mut heap = blocks_only_heap(&arena);
     let a32 = Layout::from_size_align(512, 32).unwrap();
     let b = heap.allocate(a32).unwrap(); // block of 528 bytes
     let c = heap
@@ -99,10 +105,7 @@ fn realloc_refuses_a_damaged_block_before_it_allocates() {
 #[test]
 fn grow_into_a_free_successor_with_a_huge_forward_link() {
     let arena = Arena::new(64 << 10);
-    let mut heap = Heap::new();
-    heap.set_slabs(false);
-    // SAFETY: the arena outlives the heap.
-    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    let mut heap = blocks_only_heap(&arena);
     let l64 = Layout::from_size_align(64, 8).unwrap();
     let b = heap.allocate(l64).unwrap();
     let f = heap
