@@ -223,35 +223,42 @@ mod tests {
 
     #[test]
     fn a_block_grown_by_a_neighbours_gap_reads_its_new_size() {
+        // An aligned request carves from the end of a roomy free block, so
+        // only a region too full for that (the slow search on the way to
+        // failure) gives a gap to a neighbour: here, a free tail just big
+        // enough for the aligned block once its first 16 bytes, too few
+        // for a free block, go to the used block `a` before it.
         let arena = Arena::new(1 << 16);
         let (mut heap, _) = heap_over(&arena);
         heap.set_quick_depth(0).unwrap();
-        let one = MIN_BLOCK - crate::BLOCK_OVERHEAD;
-        // A used block whose free successor's data would sit one granule
-        // short of a 32-byte boundary: the next 32-aligned block leaves a
-        // 16-byte gap, too small to be free, which this block takes.
-        let mut a = heap
-            .allocate(Layout::from_size_align(one, 16).unwrap())
+        let probe = heap.allocate(Layout::new::<u8>()).unwrap();
+        let tail_start = probe.as_ptr().addr() - DATA_OFFSET;
+        // SAFETY: a live block this test owns; it merges back.
+        unsafe { heap.free(probe) }.unwrap();
+        let tail_end = tail_start + heap.stats().free_bytes;
+        // `b`'s data 32-aligned 16 bytes into the last free block.
+        let mut b_request = 16;
+        let last = |b_request: usize| crate::block::block_size_for(b_request).unwrap() + 16;
+        if (tail_end - last(b_request) + DATA_OFFSET) % 32 != 16 {
+            b_request += 16;
+        }
+        let b_block = last(b_request) - 16;
+        let a_block = tail_end - last(b_request) - tail_start;
+        let a = heap
+            .allocate(Layout::from_size_align(a_block - crate::BLOCK_OVERHEAD, 16).unwrap())
             .unwrap();
         // SAFETY: a live block this test owns.
-        let mut size = unsafe { used_block_size(a.as_ptr()) }.unwrap();
-        if (a.as_ptr().addr() + size) % 32 != 16 {
-            // SAFETY: as above; freed once (it merges back into the tail).
-            unsafe { heap.free(a) }.unwrap();
-            a = heap
-                .allocate(Layout::from_size_align(one + 1, 16).unwrap())
-                .unwrap();
-            // SAFETY: as above.
-            size = unsafe { used_block_size(a.as_ptr()) }.unwrap();
-        }
-        assert_eq!((a.as_ptr().addr() + size) % 32, 16);
+        let size = unsafe { used_block_size(a.as_ptr()) }.unwrap();
+        assert_eq!(size, a_block);
+        assert_eq!(heap.stats().free_bytes, b_block + 16);
         let before = heap.stats().in_use_bytes;
         let b = heap
-            .allocate(Layout::from_size_align(16, 32).unwrap())
+            .allocate(Layout::from_size_align(b_request, 32).unwrap())
             .unwrap();
         // SAFETY: live blocks this test owns.
         unsafe {
             let b_size = used_block_size(b.as_ptr()).unwrap();
+            assert_eq!(b_size, b_block);
             assert_eq!(
                 used_block_size(a.as_ptr()),
                 Some(size + 16),

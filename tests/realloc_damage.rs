@@ -36,7 +36,18 @@ fn realloc_refuses_a_damaged_block_before_it_allocates() {
     let arena = Arena::new(64 << 10);
     let mut heap = blocks_only_heap(&arena);
     let a32 = Layout::from_size_align(512, 32).unwrap();
-    let b = heap.allocate(a32).unwrap(); // block of 528 bytes
+    // An aligned block is carved from the end of a free block: `b` goes
+    // at the end of a hole `x` leaves before `c`, which must be 32-aligned
+    // for `b` (528 bytes) to end exactly there. The hole (576 or 592 bytes)
+    // is in the first class the aligned search takes.
+    let probe = heap.allocate(Layout::new::<u8>()).unwrap();
+    let first = header_of(probe).addr();
+    // SAFETY: a live block of this heap (it merges back).
+    unsafe { heap.free(probe) }.unwrap();
+    let hole = if (first + 576) % 32 == 0 { 576 } else { 592 };
+    let x = heap
+        .allocate(Layout::from_size_align(hole - HEADER_SIZE, 8).unwrap())
+        .unwrap();
     let c = heap
         .allocate(Layout::from_size_align(48, 8).unwrap())
         .unwrap(); // 64
@@ -46,7 +57,10 @@ fn realloc_refuses_a_damaged_block_before_it_allocates() {
     let _e = heap
         .allocate(Layout::from_size_align(16, 8).unwrap())
         .unwrap();
-    // Take every other byte of the region.
+    // SAFETY: a live block of this heap.
+    unsafe { heap.free(x) }.unwrap();
+    let b = heap.allocate(a32).unwrap(); // block of 528 bytes
+                                         // Take every other byte of the region.
     for size in [8192, 4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 1] {
         while heap
             .allocate(Layout::from_size_align(size, 8).unwrap())

@@ -11,8 +11,8 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use region_heap::{
-    Corruption, Heap, HeapError, GRANULE, GUARD_SIZE, HEADER_SIZE, SLAB_HEADER_SIZE, SLAB_MAX,
-    SLAB_SIZE,
+    Corruption, Heap, HeapError, BLOCK_OVERHEAD, GRANULE, GUARD_SIZE, HEADER_SIZE,
+    SLAB_HEADER_SIZE, SLAB_MAX, SLAB_SIZE,
 };
 
 fn l(size: usize) -> Layout {
@@ -628,7 +628,9 @@ fn an_earlier_heaps_slabs_do_not_pass_for_this_heaps() {
 fn a_slab_whose_seals_are_both_overwritten_is_reported_as_damaged() {
     let arena = Arena::new(1 << 20);
     let mut heap = slab_heap(&arena);
-    let aligned = Layout::from_size_align(4096, SLAB_SIZE).unwrap();
+    // A block of a slab's size and alignment: the slab made next is
+    // carved where it was.
+    let aligned = Layout::from_size_align(SLAB_SIZE - BLOCK_OVERHEAD, SLAB_SIZE).unwrap();
     let dangling = heap.allocate(aligned).unwrap();
     // SAFETY: a live block, freed once.
     unsafe { heap.deallocate(dangling, aligned) }.unwrap();
