@@ -4,9 +4,10 @@
 //! A request first tries its quick list (see `release`), then the free
 //! index: the policy's pick (`BestFit` scans a few blocks of the request's
 //! own class), else the good fit of two bit scans; an aligned request looks
-//! for `size + align + MIN_BLOCK` and places its header where the data is
-//! aligned. Only on the way to failure do the smaller classes get scanned
-//! for an exact fit, and the quick lists get flushed.
+//! for `size + align + MIN_BLOCK` and is carved from the end of the block
+//! found, where its data is aligned (the front stays free). Only on the way
+//! to failure do the smaller classes get scanned for an exact fit (with the
+//! header at the first aligned place), and the quick lists get flushed.
 //!
 //! Invariants kept here: a block is taken only once `nav` has proven it
 //! (own free header, size confirmed by its successor, list links both
