@@ -6,13 +6,14 @@
  * [8, 512] bytes, one third log-uniform in [8, 64 KiB]. The figure is the
  * harness's wall time.
  *
- * Its peak RSS under region-heap depends on how the two workers are
- * scheduled, not only on the allocator: with both on one CPU
- * (`taskset -c 0`) it is 26-30 MB (glibc 26.2 MB); side by side on a
- * busy 2-CPU machine, 27-38 MB from run to run (a worker's heap hint
- * moves to the other heap whenever its own is locked, so how the two
- * per-CPU heaps share the workers' blocks, and how far each grows,
- * changes with every run). Compare builds over many rounds, or pinned.
+ * Its peak RSS under region-heap depended on how the two workers were
+ * scheduled: a worker's heap hint moved to the other heap whenever its
+ * own was locked, so both per-CPU heaps grew to the workers' blocks
+ * (27-38 MB from run to run on a busy 2-CPU machine, glibc 26.7 MB).
+ * Since the hint moves only after 4 calls in a row served elsewhere
+ * (`STRAYS_TO_MOVE` in hosted/src/thread.rs), 25.8-26.3 MB in 7 of 9
+ * runs with a busy loop on the machine (32 MB in the other two), against
+ * 29.3-34.5 MB before. Compare builds over many rounds.
  * (The lone-thread cache never engages here: main's cache is active, so
  * a worker is never alone.)
  *

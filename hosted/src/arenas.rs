@@ -40,8 +40,11 @@
 //! first, and grows if it is full (each heap keeps to memory of its own);
 //! if its lock is taken, the others are tried without waiting, and if
 //! none serves, the caller waits for the hinted heap. The hint moves to
-//! the heap that served, so a thread stays
-//! on a heap until it meets contention or a full heap: a single-threaded
+//! the heap that served once `thread::STRAYS_TO_MOVE` (4) calls in a row
+//! were served away from it, so a thread stays on a heap until it meets
+//! lasting contention or a full heap (a thread moved by a moment of
+//! contention would leave its frees filling one heap while it allocates
+//! from another, and both would grow to its working set): a single-threaded
 //! program uses one heap even as the scheduler moves it between CPUs,
 //! instead of spreading its memory (and its resident pages) over all of
 //! them. The core's "running CPU" (its `cpu_id`, for its counters) is the

@@ -54,6 +54,13 @@ enum Phase {
     Bypass = 2,
 }
 
+/// Calls in a row a thread's heap may leave to other heaps (it was locked
+/// or full) before the thread's hint moves to the heap that served: a
+/// moment of contention does not move a thread, whose frees go on filling
+/// its old heap while it allocates from the new one (both heaps then grow
+/// to the thread's working set); lasting contention still spreads threads.
+pub const STRAYS_TO_MOVE: u32 = 4;
+
 /// One thread's allocator state (the bins first: the fast paths reach
 /// them at the state's own address).
 #[repr(C)]
@@ -62,6 +69,8 @@ pub struct ThreadState {
     pub bins: Bins,
     phase: Cell<Phase>,
     hint: Cell<usize>,
+    /// Calls served in a row by a heap other than the hint's.
+    strays: Cell<u32>,
     counts: Counts,
     next: Cell<*const ThreadState>,
     prev: Cell<*const ThreadState>,
@@ -205,6 +214,7 @@ impl ThreadState {
         Self {
             phase: Cell::new(Phase::Fresh),
             hint: Cell::new(0),
+            strays: Cell::new(0),
             bins: Bins::new(),
             counts: Counts::new(),
             next: Cell::new(null()),
@@ -253,17 +263,28 @@ impl ThreadState {
     }
 
     /// The heap hint: the CPU the thread ran on when it first allocated,
-    /// then whichever heap last served it when its own was contended or
-    /// full (see `arenas`).
+    /// then the heap that served it [`STRAYS_TO_MOVE`] times in a row while
+    /// its own was contended or full (see `arenas`).
     #[inline]
     pub fn hint(&self) -> usize {
         self.hint.get()
     }
 
-    /// Records the heap that served the thread.
+    /// Records the heap that served the thread: the hint moves there once
+    /// [`STRAYS_TO_MOVE`] calls in a row were served away from it.
     #[inline]
-    pub fn set_hint(&self, hint: usize) {
-        self.hint.set(hint);
+    pub fn set_hint(&self, served: usize) {
+        if served == self.hint.get() {
+            self.strays.set(0);
+            return;
+        }
+        let strays = self.strays.get() + 1;
+        if strays >= STRAYS_TO_MOVE {
+            self.hint.set(served);
+            self.strays.set(0);
+        } else {
+            self.strays.set(strays);
+        }
     }
 
     /// Counts one call of a thread known to be active.
@@ -387,6 +408,16 @@ mod tests {
                 // SAFETY: `sysconf` reads a constant of the system.
                 let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) } as usize;
                 assert!(s.hint() < cpus, "starts on its CPU's heap");
+                let home = s.hint();
+                for stray in 1..STRAYS_TO_MOVE {
+                    s.set_hint(7);
+                    assert_eq!(s.hint(), home, "stray {stray} keeps the hint");
+                }
+                s.set_hint(home);
+                for _ in 1..STRAYS_TO_MOVE {
+                    s.set_hint(7);
+                }
+                assert_eq!(s.hint(), home, "a call served at home restarts the count");
                 s.set_hint(7);
                 for _ in 0..10 {
                     s.count(Counter::Calloc);
