@@ -441,6 +441,37 @@ unsafe fn cache(
     // SAFETY: a used region block (its owner word is readable).
     let salt = unsafe { tcache::salt(ptr, seal::key()) };
     // SAFETY: the block has at least 16 usable bytes.
+    if unsafe { tcache::looks_cached(ptr, salt) } || t.bins.is_full(bin) {
+        // Out of line and last, so that the common path keeps nothing
+        // across a call (no registers to save, the slow part a tail call).
+        // SAFETY: forwarded.
+        unsafe { cache_after_checks(t, bin, ptr, salt, call) };
+        return true;
+    }
+    // SAFETY: a used block of this bin's size, given up, not cached.
+    unsafe { t.bins.push(bin, ptr, salt) };
+    if t.bins.over_budget() {
+        shed_over_budget(&t.bins, call);
+    }
+    true
+}
+
+/// The rest of [`cache`] for a block whose first words look like a cached
+/// block's (a double free, unless the program's data happens to fit the
+/// seal) or whose bin is full: checks, makes room, pushes.
+///
+/// # Safety
+/// As for [`cache`]; `salt` is the block's.
+#[cold]
+#[inline(never)]
+unsafe fn cache_after_checks(
+    t: &ThreadState,
+    bin: usize,
+    ptr: NonNull<u8>,
+    salt: tcache::Salt,
+    call: &'static str,
+) {
+    // SAFETY: the block has at least 16 usable bytes.
     if unsafe { tcache::looks_cached(ptr, salt) } {
         check_not_cached(t, bin, ptr, call);
     }
@@ -452,7 +483,6 @@ unsafe fn cache(
     if t.bins.over_budget() {
         shed_over_budget(&t.bins, call);
     }
-    true
 }
 
 /// A cache over its budget: refreshes the budget (it follows the heaps'
