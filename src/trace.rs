@@ -71,13 +71,15 @@ pub enum TraceEvent {
         /// Whether the block stayed where it was.
         in_place: bool,
     },
-    /// A free tail was split off a block.
+    /// A block was split in two: a free tail split off a block being
+    /// allocated or shrunk, or a block being allocated carved from the end
+    /// of a free block (an aligned request; `block` stays free).
     Split {
         /// Header of the block that was split.
         block: usize,
-        /// Header of the new free block.
+        /// Header of the part split off (free, or the block allocated).
         tail: usize,
-        /// Bytes of the new free block.
+        /// Bytes of the part split off.
         tail_size: usize,
     },
     /// Two blocks were merged into one free block.

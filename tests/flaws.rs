@@ -422,6 +422,32 @@ fn aligned_allocation_refuses_an_exact_fit() {
     heap.check().unwrap();
 }
 
+/// An aligned block carved from the free space at a chunk's end would sit
+/// between that space and memory added next to the chunk: the last block of
+/// a chunk is carved from its front, so a range `extend` joins to the chunk
+/// merges with the free space (review finding, 2026-12-07).
+#[test]
+fn growth_by_an_adjacent_range_still_joins_the_free_space() {
+    let arena = Arena::new(128 << 10);
+    let mut heap = Heap::new();
+    let piece = 64 << 10;
+    let id = unsafe { heap.add_region_with_priority(arena.ptr, piece, 0) }.unwrap();
+    let page = heap.allocate(l(64, 4096)).unwrap();
+    assert!(
+        page.as_ptr().addr() < arena.ptr.addr() + piece / 2,
+        "carved from the front of the chunk's last block"
+    );
+    unsafe { heap.extend(id, arena.ptr.wrapping_add(piece), piece) }.unwrap();
+    assert_eq!(heap.stats().chunks, 1, "joined into one chunk");
+    // More than either piece holds: only the joined free space serves it.
+    let big = heap.allocate(l(100 << 10, 8)).unwrap();
+    unsafe {
+        heap.free(big).unwrap();
+        heap.free(page).unwrap();
+    }
+    heap.check().unwrap();
+}
+
 /// MutekH: "`extend` never joins adjacent chunks and does not align its
 /// arguments".
 #[test]

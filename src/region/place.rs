@@ -4,8 +4,10 @@
 //! A request first tries its quick list (see `release`), then the free
 //! index: the policy's pick (`BestFit` scans a few blocks of the request's
 //! own class), else the good fit of two bit scans; an aligned request looks
-//! for `size + align + MIN_BLOCK` and is carved from the end of the block
-//! found, where its data is aligned (the front stays free). Only on the way
+//! for `size + align + MIN_BLOCK - GRANULE` and is carved from the end of
+//! the block found, where its data is aligned (the front stays free), unless
+//! that block is the last of its chunk (its free space stays at the chunk's
+//! end, to join memory added next to it). Only on the way
 //! to failure do the smaller classes get scanned for an exact fit (with the
 //! header at the first aligned place), and the quick lists get flushed.
 //!
@@ -55,9 +57,11 @@ fn placement(
 
 /// Slack after an aligned block's data (less than its alignment) that
 /// stays in the block rather than becoming a free tail: a tail this small
-/// holds at most 48 data bytes, and costs a list insert now and a merge
-/// when the block is freed (mixed workload: 833 to 793 instructions per
-/// pair, callgrind, against splitting every tail that holds a block).
+/// (at most 48 bytes with its header: 32 data bytes in the plain build, no
+/// block at all with `guard`) costs a list insert now and a merge when the
+/// block is freed, for little use (mixed workload: 635 to 596 of the heap's
+/// instructions per pair, callgrind, against splitting every tail that
+/// holds a block).
 const SLACK_KEPT: usize = 64;
 
 /// Where a block header may go at the end of the free block `free`
@@ -70,8 +74,9 @@ const SLACK_KEPT: usize = 64;
 /// bytes on), so no gap is left before it, no neighbour is read, and `free`
 /// keeps its header and, when its class does not change, its place on its
 /// free list. The search margin of an aligned request (`align + MIN_BLOCK
-/// - GRANULE`) always leaves a minimal block in front; only a block the
-/// slow search found may not, and goes to [`placement`].
+/// - GRANULE`) always leaves a minimal block in front of a block of the
+/// class the good fit chose; [`placement`] serves the rest (the last block
+/// of a chunk, the slow search).
 #[inline]
 fn end_placement(free: Block, free_size: usize, align: usize, size: usize) -> Option<usize> {
     let end = free.addr() + free_size;
@@ -318,12 +323,25 @@ impl Region {
             };
             if let Some(free) = self.index.find_good_fit(search) {
                 let (chunk, free) = self.vet_free(free)?;
-                if let Some(header) = end_placement(free.block, free.size, align, size) {
-                    // SAFETY: a proven free block and a placement at its
-                    // end that leaves a free block in front.
-                    return Ok(Some(unsafe { self.carve_end(free, header, size) }));
+                // The last block of a chunk keeps its free space at the
+                // chunk's end, where memory added next to the chunk joins
+                // it: it is carved from the front, its gap never given to
+                // the predecessor (the margin leaves room to move past it).
+                let last = free.after().addr() == chunk.sentinel();
+                if !last {
+                    if let Some(header) = end_placement(free.block, free.size, align, size) {
+                        // SAFETY: a proven free block and a placement at
+                        // its end that leaves a free block in front.
+                        return Ok(Some(unsafe { self.carve_end(free, header, size) }));
+                    }
                 }
-                let prev = Self::used_prev(&chunk, free.block)?;
+                // Defensive for a block that is not last: the margin always
+                // leaves room in front unless its list was damaged.
+                let prev = if last {
+                    None
+                } else {
+                    Self::used_prev(&chunk, free.block)?
+                };
                 let Some(header) = placement(free.block, free.size, prev.is_some(), align, size)
                 else {
                     return Ok(None);
