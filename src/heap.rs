@@ -949,7 +949,10 @@ impl<P: FitPolicy> Heap<P> {
         // is pushed there, which cannot fail: an allocation only makes more
         // room, and changes the old block only by giving it an aligned
         // carve's small gap (an aligned request, or a new slab), which may
-        // change its quick list. Otherwise the merge is proven now.
+        // change its quick list. Since aligned blocks are carved from the
+        // end of a free block, only the slow search (a nearly full region)
+        // still gives a gap; the proof stays for that case. Otherwise the
+        // merge is proven now.
         let may_grow_old = layout.align() > GRANULE || (self.slabs && new_size <= SLAB_MAX);
         let region = self.region(i);
         if may_grow_old || !region.quick.has_room(used.size()) {

@@ -44,7 +44,11 @@ fn realloc_refuses_a_damaged_block_before_it_allocates() {
     let first = header_of(probe).addr();
     // SAFETY: a live block of this heap (it merges back).
     unsafe { heap.free(probe) }.unwrap();
-    let hole = if (first + 576) % 32 == 0 { 576 } else { 592 };
+    let hole = if (first + 576).is_multiple_of(32) {
+        576
+    } else {
+        592
+    };
     let x = heap
         .allocate(Layout::from_size_align(hole - HEADER_SIZE, 8).unwrap())
         .unwrap();

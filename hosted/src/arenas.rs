@@ -645,6 +645,46 @@ mod tests {
         assert_eq!(arenas.abandoned(), 0b10);
     }
 
+    /// A thread whose heap is locked for a moment is served by another
+    /// heap but keeps its hint; lasting contention (`STRAYS_TO_MOVE` calls
+    /// in a row served elsewhere) moves it (`ThreadState::with_hint`, the
+    /// way `global` allocates).
+    #[test]
+    fn a_moment_of_contention_does_not_move_a_threads_hint() {
+        use crate::thread::{ThreadState, STRAYS_TO_MOVE};
+        let arenas = Box::leak(Box::new(Arenas::new()));
+        arenas.init(2, false).unwrap();
+        let t = ThreadState::new();
+        assert_eq!(t.hint(), 0);
+        let mut live = Vec::new();
+        let mut allocate = |t: &ThreadState| {
+            let p = t
+                .with_hint(|hint| arenas.allocate(hint, layout(100)))
+                .unwrap();
+            live.push(p);
+            // SAFETY: a live block; its header is readable.
+            unsafe { arenas.owner_of(p.as_ptr()) }.unwrap()
+        };
+        let held = arenas.heaps.heap(0).lock();
+        for stray in 1..STRAYS_TO_MOVE {
+            assert_eq!(allocate(&t), 1, "served by the free heap");
+            assert_eq!(t.hint(), 0, "stray {stray} keeps the hint");
+        }
+        drop(held);
+        assert_eq!(allocate(&t), 0, "back on its heap once it is free");
+        let held = arenas.heaps.heap(0).lock();
+        for _ in 0..STRAYS_TO_MOVE {
+            assert_eq!(allocate(&t), 1);
+        }
+        assert_eq!(t.hint(), 1, "lasting contention moved the hint");
+        drop(held);
+        assert_eq!(allocate(&t), 1, "the new heap is tried first");
+        let mut blocks = live.into_iter();
+        // SAFETY: live blocks this test owns, each freed once.
+        unsafe { arenas.free_all(|| blocks.next()) }.unwrap();
+        assert_eq!(used_blocks(arenas, 0) + used_blocks(arenas, 1), 0);
+    }
+
     /// A child that finds every heap locked gets the spare heap, on its
     /// reserved slice (so the arithmetic lookup finds it); a grandchild
     /// that finds the spare locked too has no heap left (`global` then

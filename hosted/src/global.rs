@@ -228,10 +228,8 @@ fn allocate_slow(size: usize, counter: Option<Counter>) -> Option<(NonNull<u8>, 
             return refill(t, bin_of_request(size)).map(|p| (p, false));
         }
         let layout = Layout::from_size_align(size.max(1), 16).ok()?;
-        let mut hint = t.hint();
-        let block = ARENAS.allocate(&mut hint, layout);
-        t.set_hint(hint);
-        block.map(|p| (p, false))
+        t.with_hint(|hint| ARENAS.allocate(hint, layout))
+            .map(|p| (p, false))
     })
 }
 
@@ -255,9 +253,7 @@ fn refill(t: &ThreadState, bin: usize) -> Option<NonNull<u8>> {
     if t.bins.note_refill(want * tcache::block_of_bin(bin)) {
         give_back_cold(&t.bins, "malloc");
     }
-    let mut hint = t.hint();
-    let n = ARENAS.allocate_batch(&mut hint, layout, &mut got[..want]);
-    t.set_hint(hint);
+    let n = t.with_hint(|hint| ARENAS.allocate_batch(hint, layout, &mut got[..want]));
     refresh_budget(&t.bins);
     let key = seal::key();
     // Pushed last to first, so that the bin hands them out in address
@@ -285,10 +281,7 @@ pub fn allocate_aligned(size: usize, align: usize, counter: Counter) -> Option<N
         }
         t.activate();
         let layout = Layout::from_size_align(size.max(1), align).ok()?;
-        let mut hint = t.hint();
-        let block = ARENAS.allocate(&mut hint, layout);
-        t.set_hint(hint);
-        block
+        t.with_hint(|hint| ARENAS.allocate(hint, layout))
     })
 }
 

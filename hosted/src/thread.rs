@@ -209,8 +209,8 @@ pub fn several_active() -> bool {
 
 impl ThreadState {
     /// The state of a thread that has not allocated yet: all zeroes.
-    #[allow(dead_code)] // the TLS object is zero-filled instead
-    const fn new() -> Self {
+    #[cfg_attr(not(test), allow(dead_code))] // the TLS object is zero-filled instead
+    pub(crate) const fn new() -> Self {
         Self {
             phase: Cell::new(Phase::Fresh),
             hint: Cell::new(0),
@@ -268,6 +268,17 @@ impl ThreadState {
     #[inline]
     pub fn hint(&self) -> usize {
         self.hint.get()
+    }
+
+    /// Runs `allocate` with a copy of the thread's hint, which it sets to
+    /// the heap that served (as `Arenas::allocate` does), then records that
+    /// heap ([`ThreadState::set_hint`]).
+    #[inline]
+    pub fn with_hint<T>(&self, allocate: impl FnOnce(&mut usize) -> T) -> T {
+        let mut hint = self.hint();
+        let value = allocate(&mut hint);
+        self.set_hint(hint);
+        value
     }
 
     /// Records the heap that served the thread: the hint moves there once

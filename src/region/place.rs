@@ -73,10 +73,10 @@ const SLACK_KEPT: usize = 64;
 /// `align`, stays in it, or is split off as a free tail from `SLACK_KEPT`
 /// bytes on), so no gap is left before it, no neighbour is read, and `free`
 /// keeps its header and, when its class does not change, its place on its
-/// free list. The search margin of an aligned request (`align + MIN_BLOCK
-/// - GRANULE`) always leaves a minimal block in front of a block of the
-/// class the good fit chose; [`placement`] serves the rest (the last block
-/// of a chunk, the slow search).
+/// free list. The search margin of an aligned request
+/// (`align + MIN_BLOCK - GRANULE`) always leaves a minimal block in front
+/// of a block of the class the good fit chose; [`placement`] serves the
+/// rest (the last block of a chunk, the slow search).
 #[inline]
 fn end_placement(free: Block, free_size: usize, align: usize, size: usize) -> Option<usize> {
     let end = free.addr() + free_size;
