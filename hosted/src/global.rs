@@ -441,12 +441,31 @@ unsafe fn cache(
         unsafe { cache_after_checks(t, bin, ptr, salt, call) };
         return true;
     }
-    // SAFETY: a used block of this bin's size, given up, not cached.
+    // SAFETY: a used block of this bin's size, given up, not cached, and
+    // the bin is not full.
+    unsafe { push(t, bin, ptr, salt, call) };
+    true
+}
+
+/// Pushes a freed block onto its bin, then sheds blocks if the cache is
+/// over its budget.
+///
+/// # Safety
+/// As for [`Bins::push`](tcache::Bins::push): a used block of this bin's
+/// size, given up, not cached; the bin is not full. `salt` is the block's.
+#[inline(always)]
+unsafe fn push(
+    t: &ThreadState,
+    bin: usize,
+    ptr: NonNull<u8>,
+    salt: tcache::Salt,
+    call: &'static str,
+) {
+    // SAFETY: forwarded.
     unsafe { t.bins.push(bin, ptr, salt) };
     if t.bins.over_budget() {
         shed_over_budget(&t.bins, call);
     }
-    true
 }
 
 /// The rest of [`cache`] for a block whose first words look like a cached
@@ -471,11 +490,9 @@ unsafe fn cache_after_checks(
     if t.bins.is_full(bin) {
         empty_full_bin(&t.bins, bin, call);
     }
-    // SAFETY: a used block of this bin's size, given up, not cached.
-    unsafe { t.bins.push(bin, ptr, salt) };
-    if t.bins.over_budget() {
-        shed_over_budget(&t.bins, call);
-    }
+    // SAFETY: a used block of this bin's size, given up, not cached (a
+    // cached one was reported above), and the bin has room now.
+    unsafe { push(t, bin, ptr, salt, call) };
 }
 
 /// A cache over its budget: refreshes the budget (it follows the heaps'

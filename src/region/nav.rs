@@ -272,16 +272,6 @@ impl Region {
         Ok((chunk, free))
     }
 
-    /// The block before `block` (whose ring is proven) if it is used, so
-    /// that it may take a gap too small for a free block; `None` if it is
-    /// not (or is the sentinel).
-    #[inline]
-    pub(crate) fn used_prev(chunk: &Chunk, block: Block) -> Result<Option<Block>, HeapError> {
-        let (prev, _) = Self::ring_of(chunk, block)
-            .ok_or_else(|| damage(block.addr(), Corruption::BlockLinks))?;
-        Ok((prev.state() == State::Used && prev.addr() != chunk.sentinel()).then_some(prev))
-    }
-
     /// Proves what a block whose ring is proven would merge with: `None`
     /// for an own header that is not free (used, cached, quarantined, or
     /// the chunk's sentinel), a free one once [`Region::vet_free_extent`]

@@ -325,30 +325,25 @@ impl Region {
                 let (chunk, free) = self.vet_free(free)?;
                 // The last block of a chunk keeps its free space at the
                 // chunk's end, where memory added next to the chunk joins
-                // it: it is carved from the front, its gap never given to
-                // the predecessor (the margin leaves room to move past it).
-                let last = free.after().addr() == chunk.sentinel();
-                if !last {
+                // it: it is carved from the front. Any other block the good
+                // fit found is large enough to keep a free block in front
+                // of an end placement (its class is proven: see
+                // `end_placement`).
+                if free.after().addr() != chunk.sentinel() {
                     if let Some(header) = end_placement(free.block, free.size, align, size) {
                         // SAFETY: a proven free block and a placement at
                         // its end that leaves a free block in front.
                         return Ok(Some(unsafe { self.carve_end(free, header, size) }));
                     }
                 }
-                // Defensive for a block that is not last: the margin always
-                // leaves room in front unless its list was damaged.
-                let prev = if last {
-                    None
-                } else {
-                    Self::used_prev(&chunk, free.block)?
-                };
-                let Some(header) = placement(free.block, free.size, prev.is_some(), align, size)
-                else {
+                // A gap too small for a free block is never given to the
+                // predecessor here: the margin leaves room to move past it.
+                let Some(header) = placement(free.block, free.size, false, align, size) else {
                     return Ok(None);
                 };
-                // SAFETY: a proven free block and a placement inside it,
-                // which leaves a small gap only to a proven used `prev`.
-                return Ok(Some(unsafe { self.carve(free, header, size, prev) }));
+                // SAFETY: a proven free block and a placement inside it
+                // whose gap, if any, can be a free block.
+                return Ok(Some(unsafe { self.carve(free, header, size, None) }));
             }
         }
         // Slow path, only on the way to failure: smaller classes may still
