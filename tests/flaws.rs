@@ -9,8 +9,8 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use region_heap::{
-    BestFit, Corruption, FitPolicy, GoodFit, Heap, HeapError, LockedHeap, GRANULE, GUARD_SIZE,
-    HEADER_SIZE, MAX_CHUNK_SIZE,
+    BestFit, Corruption, FitPolicy, GoodFit, Heap, HeapError, LockedHeap, BLOCK_OVERHEAD, GRANULE,
+    GUARD_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE,
 };
 
 fn l(size: usize, align: usize) -> Layout {
@@ -418,6 +418,49 @@ fn aligned_allocation_refuses_an_exact_fit() {
     assert_eq!(again, big);
     for p in fillers.into_iter().chain([again]) {
         unsafe { heap.free(p) }.unwrap();
+    }
+    heap.check().unwrap();
+}
+
+/// An aligned request is carved from the end of the hole the good fit
+/// finds: the block ends where the hole ended, the front stays one free
+/// block (no gap block is filed), and the block before the hole keeps its
+/// size (no gap is given to it).
+#[test]
+fn an_aligned_block_is_carved_from_the_end_of_a_hole() {
+    let arena = Arena::new(64 << 10);
+    let mut heap = Heap::new().with_slabs(false);
+    unsafe { heap.add_region(arena.ptr, arena.len()) }.unwrap();
+    heap.set_quick_depth(0).unwrap();
+    let before = heap.allocate(l(100, 8)).unwrap();
+    let hole = heap.allocate(l(2000, 8)).unwrap();
+    let after = heap.allocate(l(100, 8)).unwrap();
+    // SAFETY: a live block of this heap.
+    let before_size = unsafe { region_heap::raw::used_block_size(before.as_ptr()) };
+    unsafe { heap.free(hole) }.unwrap();
+    let free_blocks = heap.stats().free_blocks;
+    let p = heap.allocate(l(200, 64)).unwrap();
+    let after_header = after.as_ptr().addr() - region_heap::raw::DATA_OFFSET;
+    assert_eq!(p.as_ptr().addr() % 64, 0);
+    assert!(p.as_ptr().addr() > hole.as_ptr().addr(), "not at the front");
+    assert!(
+        after_header - (p.as_ptr().addr() + 200) < 64 + BLOCK_OVERHEAD,
+        "ends where the hole ended"
+    );
+    assert_eq!(
+        heap.stats().free_blocks,
+        free_blocks,
+        "the front stays free"
+    );
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { region_heap::raw::used_block_size(before.as_ptr()) },
+        before_size
+    );
+    unsafe {
+        heap.free(p).unwrap();
+        heap.free(before).unwrap();
+        heap.free(after).unwrap();
     }
     heap.check().unwrap();
 }
