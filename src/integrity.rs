@@ -86,7 +86,8 @@ fn mismatch_at(base: NonNull<u8>, offset: usize, end: usize, byte: u8) -> Option
         unsafe { base.add(i).read() }
     };
     let find = |from: usize, to: usize| (from..to).find(|&i| byte_at(i) != byte);
-    // `base` is 16-aligned, so offsets aligned to 8 are aligned words.
+    // `base` is 8-aligned (a block's data or a slab object), so offsets
+    // aligned to 8 are aligned words.
     let first_word = offset.next_multiple_of(8).min(end);
     if let Some(bad) = find(offset, first_word) {
         return Some(bad);

@@ -130,7 +130,7 @@ pub use policy::FirstFit;
 pub use policy::{BestFit, FitPolicy, GoodFit};
 pub use quick::{DEFAULT_QUICK_DEPTH, QUICK_MAX};
 pub use region::{MAX_CHUNKS, REGION_SIZE, SENTINEL_SIZE};
-pub use slab::{SLAB_CLASSES, SLAB_HEADER_SIZE, SLAB_MAX, SLAB_SIZE};
+pub use slab::{SLAB_CLASSES, SLAB_HEADER_SIZE, SLAB_MAX, SLAB_SIZE, SLAB_STEP};
 pub use spin;
 pub use stats::Stats;
 #[cfg(feature = "trace")]

@@ -11,12 +11,15 @@
 //!               ^ data, aligned to SLAB_SIZE (the block takes SLAB_SIZE bytes, header included)
 //! ```
 //!
-//! Classes are every granule multiple up to [`SLAB_MAX`] (16, 32, ... 512
-//! bytes): a request is rounded exactly as a block's data is, so a slab
-//! object wastes no more to rounding than a block does, and saves the
-//! block's header. What a slab loses instead is its header, its slack (the
-//! bytes after the last whole object) and its free slots; the stats report
-//! them (`slab_bytes` against `slab_object_bytes`).
+//! Classes step by [`SLAB_STEP`] (8 bytes) from a granule to [`SLAB_MAX`]
+//! (16, 24, 32, ... 512 bytes): a request aligned to at most 8 loses at
+//! most 7 bytes to rounding, half what a block's data loses, and saves the
+//! block's header. A request aligned to 16 gets the next class whose size
+//! is a granule multiple: the objects of those (even) classes are all
+//! 16-aligned, those of the odd classes only 8-aligned. What a slab loses
+//! instead is its header, its slack (the bytes after the last whole
+//! object) and its free slots; the stats report them (`slab_bytes`
+//! against `slab_object_bytes`).
 //!
 //! An object is found from its address alone: its slab's data starts at
 //! the address rounded down to [`SLAB_SIZE`], and the block header right
@@ -55,8 +58,13 @@ use crate::sync::{AtomicUsize, Ordering};
 pub const SLAB_SIZE: usize = 16 * 1024;
 /// Largest request a slab serves; larger ones get a block.
 pub const SLAB_MAX: usize = 512;
-/// Number of classes: one per granule multiple up to [`SLAB_MAX`].
-pub const SLAB_CLASSES: usize = SLAB_MAX / GRANULE;
+/// Step between two classes' sizes: half a granule, so that an object
+/// of a request aligned to at most 8 bytes loses at most 7 bytes to
+/// rounding.
+pub const SLAB_STEP: usize = GRANULE / 2;
+/// Number of classes: every [`SLAB_STEP`] multiple from a granule to
+/// [`SLAB_MAX`].
+pub const SLAB_CLASSES: usize = (SLAB_MAX - GRANULE) / SLAB_STEP + 1;
 
 /// Bytes of a slab's header, at the start of its data (every byte of it
 /// is a field that the seals, counts or checksum cover); the objects start
@@ -78,20 +86,25 @@ const _: () = assert!(
     SLAB_SIZE.is_power_of_two() && SLAB_DATA > OBJECTS_OFFSET + stride_of(SLAB_CLASSES - 1) * 8
 );
 
-/// The class of a request of `size` bytes (`1..=SLAB_MAX`; 0 counts as 1).
+/// The class of a request of `size` bytes (`0..=SLAB_MAX`) aligned to
+/// `align` (at most a granule): the smallest whose size holds it and, for
+/// an alignment above [`SLAB_STEP`], whose size is a granule multiple, so
+/// that all its objects are granule-aligned (odd classes' objects are
+/// aligned to [`SLAB_STEP`] only).
 #[inline]
-pub(crate) const fn class_of(size: usize) -> usize {
-    if size == 0 {
-        0
+pub(crate) const fn class_of(size: usize, align: usize) -> usize {
+    let class = size.saturating_sub(GRANULE).div_ceil(SLAB_STEP);
+    if align > SLAB_STEP {
+        class.next_multiple_of(2)
     } else {
-        (size - 1) / GRANULE
+        class
     }
 }
 
 /// Usable bytes of an object of `class`.
 #[inline]
 pub(crate) const fn class_size(class: usize) -> usize {
-    (class + 1) * GRANULE
+    GRANULE + class * SLAB_STEP
 }
 
 /// Distance between two objects of `class`: the object and its guard.
@@ -510,11 +523,30 @@ mod tests {
     use std::vec::Vec;
 
     #[test]
-    fn classes_round_like_blocks_and_fit_the_bitmap() {
-        assert_eq!(class_of(1), 0);
-        assert_eq!(class_of(16), 0);
-        assert_eq!(class_of(17), 1);
-        assert_eq!(class_of(SLAB_MAX), SLAB_CLASSES - 1);
+    fn classes_step_by_8_bytes_and_fit_the_bitmap() {
+        assert_eq!(class_of(0, 1), 0);
+        assert_eq!(class_of(1, 8), 0);
+        assert_eq!(class_of(16, 16), 0);
+        assert_eq!(class_of(17, 8), 1);
+        assert_eq!(class_size(class_of(17, 8)), 24);
+        assert_eq!(class_size(class_of(24, 8)), 24);
+        assert_eq!(class_size(class_of(25, 8)), 32);
+        // Aligned to 16: the next granule multiple.
+        assert_eq!(class_size(class_of(17, 16)), 32);
+        assert_eq!(class_size(class_of(40, 16)), 48);
+        assert_eq!(class_of(SLAB_MAX, 8), SLAB_CLASSES - 1);
+        assert_eq!(class_of(SLAB_MAX, 16), SLAB_CLASSES - 1);
+        for size in 0..=SLAB_MAX {
+            for align in [1, 2, 4, 8, 16] {
+                let class = class_of(size, align);
+                assert!(class < SLAB_CLASSES);
+                assert!(class_size(class) >= size);
+                assert!(class_size(class) < size.max(GRANULE) + align.max(SLAB_STEP));
+                // Every object of the class is aligned to `align`.
+                assert!(OBJECTS_OFFSET.is_multiple_of(align));
+                assert!(stride_of(class).is_multiple_of(align), "{size} {align}");
+            }
+        }
         for class in 0..SLAB_CLASSES {
             assert!(capacity_of(class) <= WORDS * 64);
             assert!(capacity_of(class) >= 8, "class {class}");
@@ -528,8 +560,9 @@ mod tests {
     fn the_documented_layout() {
         assert_eq!(OBJECTS_OFFSET, 176);
         assert_eq!(capacity_of(0), 1012);
+        assert_eq!(capacity_of(1), 674);
         assert_eq!(capacity_of(SLAB_CLASSES - 1), 31);
-        assert_eq!(SLAB_CLASSES, 32);
+        assert_eq!(SLAB_CLASSES, 63);
     }
 
     #[repr(C, align(16384))]

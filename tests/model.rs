@@ -13,7 +13,9 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use proptest::prelude::*;
-use region_heap::{BestFit, FitPolicy, GoodFit, Heap, HeapError, RegionId, GRANULE, MIN_BLOCK};
+use region_heap::{
+    BestFit, FitPolicy, GoodFit, Heap, HeapError, RegionId, GRANULE, MIN_BLOCK, SLAB_MAX, SLAB_STEP,
+};
 
 const PIECES: usize = 8;
 const PIECE: usize = 64 << 10;
@@ -144,7 +146,15 @@ impl<P: FitPolicy> Model<P> {
     fn admit(&mut self, ptr: NonNull<u8>, size: usize, align: usize) {
         let addr = ptr.as_ptr().addr();
         let base = self.arena.ptr.addr();
-        assert_eq!(addr % align.max(GRANULE), 0, "misaligned");
+        // Blocks are granule-aligned; a slab object (a request of at most
+        // `SLAB_MAX` bytes aligned to at most a granule) may be aligned to
+        // `SLAB_STEP` only, when its alignment asks no more.
+        let least = if size <= SLAB_MAX && align <= GRANULE {
+            SLAB_STEP
+        } else {
+            GRANULE
+        };
+        assert_eq!(addr % align.max(least), 0, "misaligned");
         assert!(
             addr >= base && addr + size <= base + PIECE * PIECES,
             "out of the arena"

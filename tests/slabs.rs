@@ -115,11 +115,11 @@ fn free_needs_no_layout_and_resizing_stays_within_the_class() {
     // SAFETY: `p` is a live object of this heap, 20 bytes written.
     unsafe {
         p.as_ptr().write_bytes(7, 20);
-        assert_eq!(heap.usable_size(p), Ok(32), "the class of 20 bytes");
-        assert_eq!(heap.realloc(p, l(20), 30), Ok(p), "same class: in place");
-        assert_eq!(heap.resize_in_place(p, 32), Ok(true));
-        assert_eq!(heap.resize_in_place(p, 33), Ok(false));
-        let q = heap.realloc(p, l(30), 300).unwrap();
+        assert_eq!(heap.usable_size(p), Ok(24), "the class of 20 bytes");
+        assert_eq!(heap.realloc(p, l(20), 23), Ok(p), "same class: in place");
+        assert_eq!(heap.resize_in_place(p, 24), Ok(true));
+        assert_eq!(heap.resize_in_place(p, 25), Ok(false));
+        let q = heap.realloc(p, l(23), 300).unwrap();
         assert_ne!(q, p, "another class: moved");
         assert!(std::slice::from_raw_parts(q.as_ptr(), 20)
             .iter()
@@ -580,10 +580,10 @@ fn objects_are_traced() {
         addr,
         size: 20,
         align: 8,
-        block: 32,
+        block: 24,
     };
     assert!(events.contains(&allocated), "{events:?}");
-    assert_eq!(events.last(), Some(&TraceEvent::Freed { addr, block: 32 }));
+    assert_eq!(events.last(), Some(&TraceEvent::Freed { addr, block: 24 }));
 }
 
 /// Memory that held an earlier heap's slabs, given to a new heap: the stale
@@ -650,4 +650,107 @@ fn a_slab_whose_seals_are_both_overwritten_is_reported_as_damaged() {
     let next = heap.allocate(l(80)).unwrap();
     assert_ne!(slab_of(next), slab_of(objects[0].0));
     heap.check().unwrap();
+}
+
+/// Classes step by 8 bytes: a 24-byte request aligned to 8 gets a 24-byte
+/// object, side by side with the next (so every other one is aligned to 8
+/// only); aligned to 16, the same request gets a 32-byte object of a class
+/// whose objects are all 16-aligned.
+#[test]
+fn classes_step_by_8_bytes_and_an_alignment_of_16_gets_a_granule_multiple() {
+    let arena = Arena::new(256 << 10);
+    let mut heap = slab_heap(&arena);
+    let narrow: Vec<NonNull<u8>> = (0..4).map(|_| heap.allocate(l(24)).unwrap()).collect();
+    for pair in narrow.windows(2) {
+        assert_eq!(
+            pair[1].as_ptr().addr() - pair[0].as_ptr().addr(),
+            24 + GUARD_SIZE
+        );
+    }
+    assert!(narrow.iter().any(|p| p.as_ptr().addr() % 16 == 8));
+    let wide = Layout::from_size_align(24, 16).unwrap();
+    let aligned: Vec<NonNull<u8>> = (0..4).map(|_| heap.allocate(wide).unwrap()).collect();
+    for &p in narrow.iter().chain(&aligned) {
+        // SAFETY: live objects of this heap.
+        unsafe { p.as_ptr().write_bytes(0x3c, 24) };
+    }
+    for &p in &narrow {
+        assert_eq!(p.as_ptr().addr() % 8, 0);
+        // SAFETY: a live object of this heap.
+        assert_eq!(unsafe { heap.usable_size(p) }, Ok(24));
+    }
+    for &p in &aligned {
+        assert_eq!(p.as_ptr().addr() % 16, 0);
+        // SAFETY: a live object of this heap.
+        assert_eq!(unsafe { heap.usable_size(p) }, Ok(32));
+    }
+    heap.check().unwrap();
+    for p in narrow.into_iter().chain(aligned) {
+        // SAFETY: live objects of this heap, each freed once.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    heap.check().unwrap();
+}
+
+/// Once neither a slab of its class nor a block has room, a request gets
+/// an object of the smallest larger class a slab still has free, if that
+/// class's objects have the request's alignment; else `OutOfMemory`.
+#[test]
+fn a_request_gets_a_larger_class_once_nothing_else_has_room() {
+    let arena = Arena::new(128 << 10);
+    let mut heap = slab_heap(&arena);
+    // One object of the 200-byte class (odd: its objects are aligned to 8
+    // only, as 200 is no multiple of 16), so that class has a listed slab.
+    let first = heap.allocate(l(200)).unwrap();
+    let mut objects = Vec::new();
+    let mut borrowed = 0;
+    while let Ok(p) = heap.allocate(l(24)) {
+        // SAFETY: a live object of this heap.
+        let usable = unsafe { heap.usable_size(p) }.unwrap();
+        if usable == 200 {
+            borrowed += 1;
+        } else {
+            assert_eq!(
+                borrowed, 0,
+                "a larger class only once nothing else has room"
+            );
+        }
+        let byte = (objects.len() % 251) as u8 + 1;
+        // SAFETY: a fresh object of at least 24 bytes.
+        unsafe { p.as_ptr().write_bytes(byte, 24) };
+        objects.push((p, byte));
+        assert!(objects.len() < 10_000, "the heap never ran out");
+    }
+    assert!(borrowed > 0, "the 200-byte slab served 24-byte requests");
+    // The 200-byte slab is full now: the next request fails.
+    assert!(matches!(
+        heap.allocate(l(24)),
+        Err(HeapError::OutOfMemory { .. })
+    ));
+    intact(&objects, 24);
+    heap.check().unwrap();
+    // A 16-aligned request may not get the 200-byte class's objects.
+    let (last, _) = objects.pop().unwrap();
+    // SAFETY: a live object of this heap, freed once.
+    unsafe { heap.free(last) }.unwrap();
+    let wide = Layout::from_size_align(24, 16).unwrap();
+    assert!(matches!(
+        heap.allocate(wide),
+        Err(HeapError::OutOfMemory { .. })
+    ));
+    // The same request aligned to 8 gets the object back.
+    let again = heap.allocate(l(24)).unwrap();
+    assert_eq!(again, last);
+    // SAFETY: live objects of this heap, each freed once.
+    unsafe {
+        heap.free(again).unwrap();
+        heap.free(first).unwrap();
+        for &(p, _) in &objects {
+            heap.free(p).unwrap();
+        }
+    }
+    // Empty slabs stay until a flush gives them back.
+    heap.flush_quick_lists().unwrap();
+    heap.check().unwrap();
+    assert_eq!(heap.stats().in_use_bytes, 0);
 }

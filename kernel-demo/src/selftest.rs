@@ -530,7 +530,7 @@ fn test_double_free() -> Outcome {
 /// data kept, a double free and an interior free named, the slabs given
 /// back once empty.
 fn test_slabs() -> Outcome {
-    // 2 MiB: room for a 16 KiB slab of each of the 32 classes, aligned.
+    // 2 MiB: room for a 16 KiB slab of each of the 63 classes, aligned.
     let mut arena: Vec<u64> = vec![0; 256 << 10];
     let mut private = Heap::new().with_slabs(true);
     // SAFETY: the arena is a live, exclusively owned buffer that outlives

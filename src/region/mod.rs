@@ -422,3 +422,18 @@ impl Region {
 
 const _: () = assert!(SENTINEL_SIZE >= MIN_BLOCK);
 const _: () = assert!(REGION_SIZE.is_multiple_of(GRANULE));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::MIN_BLOCK;
+
+    /// The figures the README gives for the plain build: the control
+    /// structure and the smallest region.
+    #[cfg(not(any(feature = "crc", feature = "guard")))]
+    #[test]
+    fn the_documented_sizes() {
+        assert_eq!(REGION_SIZE, 6176);
+        assert_eq!(REGION_SIZE + MIN_BLOCK + SENTINEL_SIZE, 6240);
+    }
+}

@@ -45,7 +45,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use region_heap::{
-    Heap, HeapError, GRANULE, GUARD_SIZE, HEADER_SIZE, SENTINEL_SIZE, SLAB_HEADER_SIZE,
+    Heap, HeapError, GRANULE, GUARD_SIZE, HEADER_SIZE, SENTINEL_SIZE, SLAB_HEADER_SIZE, SLAB_MAX,
+    SLAB_STEP,
 };
 
 /// A value a misuse writes (repeated over the bytes it covers).
@@ -521,8 +522,15 @@ impl Adversary {
     fn admit(&mut self, ptr: NonNull<u8>, size: usize, align: usize) {
         let addr = ptr.as_ptr().addr();
         let step = self.step;
+        // Blocks are granule-aligned; a slab object may be aligned to
+        // `SLAB_STEP` only, when the request's alignment asks no more.
+        let least = if size <= SLAB_MAX && align <= GRANULE {
+            SLAB_STEP
+        } else {
+            GRANULE
+        };
         assert_eq!(
-            addr % align.max(GRANULE),
+            addr % align.max(least),
             0,
             "step {step}: misaligned {addr:#x}"
         );
