@@ -575,35 +575,11 @@ impl<P: FitPolicy> Heap<P> {
                 Err(error) => return Err(self.misuse(error)),
             }
         }
-        if self.slabs && layout.size() <= SLAB_MAX && align <= GRANULE {
-            if let Some(object) = self.allocate_larger_object(layout)? {
-                return Ok(object);
-            }
-        }
         self.ops.failures += 1;
         Err(HeapError::OutOfMemory {
             size: layout.size(),
             align,
         })
-    }
-
-    /// The last resort of a slab-sized request that neither a slab of its
-    /// class nor a block could serve: an object of the smallest larger
-    /// class that a listed slab of some region still has free (rounding
-    /// waste instead of a failure while slabs hold free objects).
-    #[cold]
-    #[inline(never)]
-    fn allocate_larger_object(&mut self, layout: Layout) -> Result<Option<NonNull<u8>>, HeapError> {
-        let class = slab::class_of(layout.size(), layout.align());
-        for i in 0..self.count {
-            let Some(larger) = self.region(i).larger_listed_class(class, layout.align()) else {
-                continue;
-            };
-            if let Some(object) = self.allocate_object_of(layout, larger, i)? {
-                return Ok(Some(object));
-            }
-        }
-        Ok(None)
     }
 
     /// Allocates a slab object for `layout` (at most `SLAB_MAX` bytes,
@@ -612,49 +588,35 @@ impl<P: FitPolicy> Heap<P> {
     #[inline(never)]
     fn allocate_object(&mut self, layout: Layout) -> Result<Option<NonNull<u8>>, HeapError> {
         let class = slab::class_of(layout.size(), layout.align());
-        for i in 0..self.count {
-            if let Some(object) = self.allocate_object_of(layout, class, i)? {
-                return Ok(Some(object));
+        for &region in &self.regions[..self.count] {
+            // SAFETY: a live region of this heap; `&mut self` makes the
+            // access exclusive.
+            let region = unsafe { &mut *region.as_ptr() };
+            let before = region.c.used_bytes;
+            // SAFETY: a live region of this heap, borrowed exclusively.
+            let result = unsafe { region.slab_allocate(class) };
+            // Also when it fails: making room may give empty slabs back.
+            let after = region.c.used_bytes;
+            account(&mut self.in_use, &mut self.peak, before, after);
+            match result {
+                Ok(Some(object)) => {
+                    self.ops.allocations += 1;
+                    trace!(
+                        self.sink,
+                        TraceEvent::Allocated {
+                            addr: object.as_ptr().addr(),
+                            size: layout.size(),
+                            align: layout.align(),
+                            block: slab::class_size(class),
+                        }
+                    );
+                    return Ok(Some(object));
+                }
+                Ok(None) => {}
+                Err(error) => return Err(self.misuse(error)),
             }
         }
         Ok(None)
-    }
-
-    /// An object of `class` (at least `layout`'s class) for `layout` from
-    /// region `i`: from a listed slab, else a new one; `Ok(None)` when the
-    /// region has neither.
-    #[inline(always)]
-    fn allocate_object_of(
-        &mut self,
-        layout: Layout,
-        class: usize,
-        i: usize,
-    ) -> Result<Option<NonNull<u8>>, HeapError> {
-        let _ = layout; // read by `trace!` only
-        let region = self.region_mut(i);
-        let before = region.c.used_bytes;
-        // SAFETY: a live region of this heap, borrowed exclusively.
-        let result = unsafe { region.slab_allocate(class) };
-        // Also when it fails: making room may give empty slabs back.
-        let after = region.c.used_bytes;
-        account(&mut self.in_use, &mut self.peak, before, after);
-        match result {
-            Ok(Some(object)) => {
-                self.ops.allocations += 1;
-                trace!(
-                    self.sink,
-                    TraceEvent::Allocated {
-                        addr: object.as_ptr().addr(),
-                        size: layout.size(),
-                        align: layout.align(),
-                        block: slab::class_size(class),
-                    }
-                );
-                Ok(Some(object))
-            }
-            Ok(None) => Ok(None),
-            Err(error) => Err(self.misuse(error)),
-        }
     }
 
     /// Allocates up to `out.len()` blocks for `layout`, writing their

@@ -76,7 +76,7 @@ fn mismatch(block: Block, offset: usize, end: usize, byte: u8) -> Option<usize> 
 }
 
 /// Offset of the first byte in `offset..end` from `base` that is not
-/// `byte`. `base` is 16-aligned and the range lies in a chunk of a live
+/// `byte`. `base` is 8-aligned and the range lies in a chunk of a live
 /// region: readable memory the heap wrote.
 #[cfg(any(feature = "guard", feature = "scramble"))]
 fn mismatch_at(base: NonNull<u8>, offset: usize, end: usize, byte: u8) -> Option<usize> {

@@ -423,14 +423,13 @@ impl Region {
 const _: () = assert!(SENTINEL_SIZE >= MIN_BLOCK);
 const _: () = assert!(REGION_SIZE.is_multiple_of(GRANULE));
 
-#[cfg(test)]
+/// The figures the README gives for the plain build: the control structure
+/// and the smallest region.
+#[cfg(all(test, not(any(feature = "crc", feature = "guard"))))]
 mod tests {
     use super::*;
     use crate::block::MIN_BLOCK;
 
-    /// The figures the README gives for the plain build: the control
-    /// structure and the smallest region.
-    #[cfg(not(any(feature = "crc", feature = "guard")))]
     #[test]
     fn the_documented_sizes() {
         assert_eq!(REGION_SIZE, 6176);

@@ -29,7 +29,7 @@ use core::ptr::NonNull;
 use crate::block::{Block, State, DATA_OFFSET};
 use crate::error::{Corruption, HeapError};
 use crate::integrity;
-use crate::slab::{class_size, stride_of, Slab, SlabKey, SLAB_CLASSES, SLAB_DATA, SLAB_SIZE};
+use crate::slab::{class_size, Slab, SlabKey, SLAB_CLASSES, SLAB_DATA, SLAB_SIZE};
 
 use super::nav::damage;
 use super::{Chunk, Region};
@@ -323,15 +323,6 @@ impl Region {
         // region, just taken.
         unsafe { integrity::on_object_allocate(object, class, self.scramble_depth()) }?;
         Ok(Some(object))
-    }
-
-    /// The smallest class above `class` with a listed slab (one with a
-    /// free object) whose objects are all aligned to `align`, if any:
-    /// where a request of `class` can still get an object once neither a
-    /// slab of its own class nor a block has room.
-    pub(crate) fn larger_listed_class(&self, class: usize, align: usize) -> Option<usize> {
-        (class + 1..SLAB_CLASSES)
-            .find(|&c| self.slabs.first[c] != 0 && stride_of(c).is_multiple_of(align))
     }
 
     /// Carves a new slab of `class` from the region and puts it first on
